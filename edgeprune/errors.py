@@ -1,0 +1,40 @@
+"""Errors that reach the user as one line and an exit code.
+
+Exit codes (documented in the README): 0 success, 1 budget missed or
+verification failed, 2 bad input.
+"""
+from __future__ import annotations
+
+
+class EdgepruneError(Exception):
+    """An error the user can act on; the CLI prints ``str(err)`` and exits ``exit_code``."""
+
+    exit_code = 2
+
+
+class BadInput(EdgepruneError):
+    """A file, option or model the user gave cannot be used."""
+
+    exit_code = 2
+
+
+class UnsupportedLayer(BadInput):
+    """The model contains a pattern edgeprune cannot prune correctly."""
+
+
+class BudgetMissed(EdgepruneError):
+    """The budget cannot be met (or was not met on measurement)."""
+
+    exit_code = 1
+
+
+class VerificationFailed(EdgepruneError):
+    """The compiled engine disagrees with the PyTorch model."""
+
+    exit_code = 1
+
+
+class BackendUnavailable(EdgepruneError):
+    """An optional backend (tensorrt, tvm, ...) is not installed or has no device here."""
+
+    exit_code = 2

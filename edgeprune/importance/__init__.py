@@ -1,0 +1,68 @@
+"""Channel importance: one function, criteria registered by name (``edgeprune importance --list``)."""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgeprune.importance.base import CRITERIA, Criterion, Scores, run_criterion
+
+
+def _load_all() -> None:
+    for info in pkgutil.iter_modules(__path__):
+        if info.name != "base":
+            importlib.import_module(f"{__name__}.{info.name}")
+
+
+def importance(model: nn.Module, data: Any, criterion: str = "taylor", graph: Any = None, batches: int = 8,
+               batch_size: int = 64, seed: int = 0, **options: Any) -> Scores:
+    """Score every channel of every prunable group of ``model`` (higher = more important).
+
+    ``data`` is an :class:`~edgeprune.data.ImageSet`, a :class:`~edgeprune.data.Dataset`
+    (its train split is used), a list of (x, y) batches, or None for data-free criteria.
+    """
+    from edgeprune.graph import channel_groups
+
+    _load_all()
+    batch_list = _batches(data, batches, batch_size)
+    if graph is None:
+        example = batch_list[0][0][:1] if batch_list else _example(model)
+        graph = channel_groups(model, example)
+    torch.manual_seed(seed)
+    return run_criterion(criterion, model, graph, batch_list, seed=seed, **options)
+
+
+def list_criteria() -> list[tuple[str, Criterion, str]]:
+    """(name, criterion, description) of every registered criterion."""
+    _load_all()
+    return [(e.name, e.obj, e.description) for e in CRITERIA]
+
+
+def _batches(data: Any, n: int, bs: int) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+    if data is None:
+        return None
+    if isinstance(data, list):
+        return data
+    from edgeprune.data import Dataset, ImageSet
+
+    if isinstance(data, Dataset):
+        data = data.train
+    if isinstance(data, ImageSet):
+        rng = torch.Generator().manual_seed(0)
+        idx = torch.randperm(len(data), generator=rng)[: n * bs].numpy()
+        idx.sort()
+        sub = data.subset(idx)
+        return list(sub.batches(bs))
+    raise TypeError(f"unsupported data for importance: {type(data).__name__}")
+
+
+def _example(model: nn.Module) -> torch.Tensor:
+    from edgeprune.graph.groups import _guess_example
+
+    return _guess_example(model)
+
+
+__all__ = ["importance", "list_criteria", "CRITERIA", "Criterion", "Scores"]

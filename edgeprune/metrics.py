@@ -1,0 +1,63 @@
+"""Model figures: parameters, MACs, bytes, top-1 accuracy."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgeprune.data import ImageSet
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of trainable and frozen parameters (buffers excluded)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def model_bytes(model: nn.Module, bits: dict[str, int] | None = None) -> int:
+    """Stored size of the weights: 4 bytes per fp32 parameter, or ``bits[layer]/8`` per weight of a layer."""
+    bits = bits or {}
+    total = 0
+    for name, mod in model.named_modules():
+        for pname, p in mod.named_parameters(recurse=False):
+            b = bits.get(name, 32) if pname == "weight" else 32
+            total += p.numel() * b // 8
+    return total
+
+
+def count_macs(model: nn.Module, example: Any) -> int:
+    """Multiply-accumulates of one forward pass on ``example`` (conv and linear layers)."""
+    total = 0
+
+    def conv_hook(m: nn.Conv2d, inp: Any, out: torch.Tensor) -> None:
+        nonlocal total
+        total += out.numel() // out.shape[0] * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
+
+    def linear_hook(m: nn.Linear, inp: Any, out: torch.Tensor) -> None:
+        nonlocal total
+        total += out.numel() // out.shape[0] * m.in_features
+
+    hooks = []
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            hooks.append(m.register_forward_hook(conv_hook))
+        elif isinstance(m, nn.Linear):
+            hooks.append(m.register_forward_hook(linear_hook))
+    try:
+        with torch.no_grad():
+            model.eval()(example[:1] if isinstance(example, torch.Tensor) else example)
+    finally:
+        for h in hooks:
+            h.remove()
+    return int(total)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: ImageSet, limit: int | None = None, batch_size: int = 500) -> float:
+    """Top-1 accuracy in percent on ``data`` (first ``limit`` images)."""
+    model.eval()
+    correct = n = 0
+    for x, y in data.batches(batch_size, limit):
+        correct += int((model(x).argmax(1) == y).sum())
+        n += len(y)
+    return 100.0 * correct / max(n, 1)

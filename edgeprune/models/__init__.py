@@ -1,0 +1,121 @@
+"""Model registry, the embedded CIFAR ResNets and :func:`load_model` for user models."""
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from edgeprune.errors import BadInput
+from edgeprune.models.cifar_resnet import CifarResNet, SelectShortcut
+from edgeprune.registry import Registry
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a registered model needs besides its weights: the input it expects."""
+
+    input_shape: tuple[int, ...]
+    dataset: str | None = None
+
+
+MODELS: Registry[Callable[[bool], nn.Module]] = Registry("model")
+
+_CIFAR_CHECKPOINTS = {
+    20: "resnet20-12fca82f.th",
+    32: "resnet32-d509ac18.th",
+    44: "resnet44-014dd654.th",
+    56: "resnet56-4bfd9763.th",
+}
+
+
+def load_cifar_checkpoint(model: CifarResNet, path: str | os.PathLike[str]) -> CifarResNet:
+    """Load a pytorch_resnet_cifar10 checkpoint (``{"state_dict": {"module.*": ...}}``) into ``model``."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise BadInput(f"checkpoint not found: {path}") from None
+    except Exception as err:  # truncated or foreign file: torch raises many kinds
+        raise BadInput(f"cannot read checkpoint {path}: {str(err).splitlines()[0]}") from None
+    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict):
+        raise BadInput(f"checkpoint {path} holds no state_dict")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    # option-A checkpoints have no shortcut tensors: the fixed selection matrices come from the model
+    for key, value in model.state_dict().items():
+        if key.endswith("shortcut.weight"):
+            state.setdefault(key, value)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise BadInput(f"checkpoint {path} does not fit {type(model).__name__}: {str(err).splitlines()[1].strip()}") from None
+    return model
+
+
+def _register_cifar(depth: int) -> None:
+    n = (depth - 2) // 6
+
+    @MODELS.register(
+        f"resnet{depth}-cifar10",
+        f"CIFAR-10 ResNet-{depth} (option-A shortcuts), pretrained weights embedded",
+        spec=ModelSpec((1, 3, 32, 32), "cifar10"),
+    )
+    def build(pretrained: bool = True) -> nn.Module:
+        model = CifarResNet(n)
+        if pretrained:
+            load_cifar_checkpoint(model, WEIGHTS_DIR / _CIFAR_CHECKPOINTS[depth])
+        return model.eval()
+
+
+for _depth in _CIFAR_CHECKPOINTS:
+    _register_cifar(_depth)
+
+
+def model_spec(name: str) -> ModelSpec | None:
+    """The input spec of a registered model, or None for a user model."""
+    return MODELS.entry(name).meta.get("spec") if name in MODELS else None
+
+
+def load_model(spec: str | nn.Module, pretrained: bool = True) -> nn.Module:
+    """A model from a registered name, a saved full module (``torch.save(model)``) or ``pkg.mod:function``.
+
+    Loading a saved full module unpickles it (``weights_only=False``): only do
+    that with files you made yourself; it can run code.
+    """
+    if isinstance(spec, nn.Module):
+        return spec
+    if spec in MODELS:
+        return MODELS.get(spec)(pretrained)
+    if ":" in spec and not os.path.exists(spec):
+        mod_name, _, fn_name = spec.partition(":")
+        try:
+            fn = getattr(importlib.import_module(mod_name), fn_name)
+        except (ImportError, AttributeError) as err:
+            raise BadInput(f"cannot import model factory {spec!r}: {err}") from None
+        model = fn()
+        if not isinstance(model, nn.Module):
+            raise BadInput(f"model factory {spec!r} returned {type(model).__name__}, not an nn.Module")
+        return model.eval()
+    path = Path(spec)
+    if not path.exists():
+        known = ", ".join(MODELS.names())
+        raise BadInput(f"model not found: {spec!r} is neither a file nor a registered model ({known})")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:
+        raise BadInput(f"cannot load model file {path}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+    if not isinstance(obj, nn.Module):
+        raise BadInput(
+            f"model file {path} holds a {type(obj).__name__}, not a full module "
+            "(save with torch.save(model), or pass a factory pkg.mod:function)"
+        )
+    return obj.eval()
+
+
+__all__ = ["CifarResNet", "SelectShortcut", "MODELS", "ModelSpec", "load_model", "model_spec", "load_cifar_checkpoint"]

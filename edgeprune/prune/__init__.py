@@ -1,0 +1,5 @@
+"""Physical channel removal and the granularity helper."""
+from edgeprune.graph.groups import prune
+from edgeprune.prune.granularity import round_channels
+
+__all__ = ["prune", "round_channels"]
