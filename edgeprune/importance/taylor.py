@@ -1,11 +1,30 @@
-"""Gradient-based Taylor criteria (Molchanov et al. 2017, 2019)."""
+"""Gradient-based Taylor criteria (Molchanov et al. 2017, 2019; Theis et al. 2018).
+
+Two parametrisations of "remove channel c":
+
+* on weights (``taylor``): zero every parameter the channel owns; the
+  first-order loss change is ``-sum(g * w)`` over those parameters;
+* on a channel mask (``taylor-activation``, ``taylor-2nd``, ``fisher``): scale
+  each of the group's output points by ``m_c`` (see
+  :func:`~edgeprune.importance.base.mask_points`); ``m_c = 0`` *is* removal,
+  and ``dL/dm_c = sum(activation * gradient)`` over the points and positions.
+"""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from edgeprune.importance.base import Scores, criterion, forward_loss, member_channel_sum, group_members
 from edgeprune.graph.groups import ChannelGraph
+from edgeprune.importance.base import (
+    Scores,
+    check_finite_grad,
+    checked_loss,
+    criterion,
+    group_members,
+    group_sum,
+    mask_gradients,
+    member_channel_sum,
+)
 
 
 @criterion(
@@ -14,15 +33,18 @@ from edgeprune.graph.groups import ChannelGraph
     needs_data=True,
     needs_grad=True,
     combine="sum",
-    paper="Molchanov et al. 2019, Importance Estimation for Neural Network Pruning",
+    paper="Molchanov et al. 2019, Importance Estimation for Neural Network Pruning (CVPR)",
 )
-def taylor_weight(model: nn.Module, graph: ChannelGraph, batches: list, **options) -> Scores:
+def taylor_weight(model: nn.Module, graph: ChannelGraph, batches: list, params: str = "all", **options) -> Scores:
     """Group Taylor: the squared first-order estimate of the loss change when a whole channel group is removed.
 
     Per batch, each channel's estimate is the sum of ``g * w`` over every
-    parameter the channel owns in every layer of its group (conv filters, BN
-    scale and shift, consumer input slices); the square is accumulated over
-    batches (Molchanov et al. 2019, eq. 8 applied to coupled groups).
+    parameter the channel owns in every layer of its group (``params="all"``:
+    conv filters, BN scale and shift, consumer input slices; ``params="bn"``:
+    only the BN scale and shift, the paper's "FO-BN" gate after BN, falling
+    back to all parameters for groups without BN); the square is accumulated
+    over batches (Molchanov et al. 2019, eq. 8 applied to coupled groups).
+    Combination over the group's layers: sum inside the square.
     """
     model = model.eval()
     modules = dict(model.named_modules())
@@ -32,17 +54,99 @@ def taylor_weight(model: nn.Module, graph: ChannelGraph, batches: list, **option
         p = getattr(mod, name, None)
         if not isinstance(p, torch.Tensor) or p.grad is None:
             return None
+        check_finite_grad(p.grad, "taylor")
         return p.detach() * p.grad
 
     for x, y in batches:
         model.zero_grad(set_to_none=True)
-        forward_loss(model, x, y).backward()
+        checked_loss(model, x, y, where="taylor").backward()
         for g in graph.prunable:
             total = torch.zeros(g.size, dtype=torch.float64)
-            for mod, mem in group_members(graph, modules, g):
+            members = group_members(graph, modules, g)
+            if params == "bn" and any(m.kind == "bn" for _, m in members):
+                members = [(mod, m) for mod, m in members if m.kind == "bn"]
+            for mod, mem in members:
                 v = member_channel_sum(mod, mem, gw)
                 if v is not None and v.numel() == g.size:
                     total += v.double()
             acc[g.id] += total**2
     model.zero_grad(set_to_none=True)
     return {k: v.float() for k, v in acc.items()}
+
+
+@criterion(
+    "taylor-activation",
+    "first-order Taylor on activations: mean over samples of |mean over space of activation*gradient|, per channel",
+    needs_data=True,
+    needs_grad=True,
+    combine="sum",
+    paper="Molchanov et al. 2017, Pruning Convolutional Neural Networks for Resource Efficient Inference (ICLR)",
+)
+def taylor_activation(model: nn.Module, graph: ChannelGraph, batches: list, spatial: str = "mean", normalize: bool = False,
+                      **options) -> Scores:
+    """Molchanov 2017: ``Theta(c) = mean_n | mean_hw a * dL/da |`` on the channel's feature maps.
+
+    The feature maps are the group's output points (each producer's output,
+    after its BN; hooks on the modules); the per-point values are summed inside
+    the absolute value (combine: sum), since removing the channel perturbs all
+    of them at once. ``spatial="sum"`` uses the sum over positions instead of
+    the mean (the unscaled first-order loss change, comparable across stages);
+    ``normalize=True`` applies the paper's per-layer L2 normalisation.
+    """
+    points, z, pos = mask_gradients(model, graph, batches, where="taylor-activation")
+    scale = {i: (1.0 / pos[i] if spatial == "mean" else 1.0) for i in z}
+    per_group = group_sum(points, z, graph, scale)
+    out: Scores = {}
+    for g in graph.prunable:
+        t = per_group.get(g.id)
+        s = t.abs().mean(0) if t is not None else torch.zeros(g.size, dtype=torch.float64)
+        if normalize:
+            s = s / (s.norm() + 1e-12)
+        out[g.id] = s.float()
+    return out
+
+
+@criterion(
+    "taylor-2nd",
+    "second-order Taylor on the channel mask: estimated loss increase -mean(g) + 0.5*Fisher (signed)",
+    needs_data=True,
+    needs_grad=True,
+    combine="sum",
+    paper="Molchanov et al. 2019, Importance Estimation for Neural Network Pruning (CVPR), second-order variant",
+)
+def taylor_second(model: nn.Module, graph: ChannelGraph, batches: list, **options) -> Scores:
+    """Estimated loss change of removing the channel (``delta m = -1``), to second order.
+
+    ``dL = -mean_n z_nc + 0.5 * mean_n z_nc^2`` where ``z_nc`` is sample n's
+    gradient w.r.t. the channel's mask (summed over the group's output points:
+    combine sum) and the Hessian diagonal is replaced by the empirical Fisher,
+    as Molchanov et al. 2019 do. Signed: a negative score means removing the
+    channel lowered the loss on these batches.
+    """
+    points, z, _ = mask_gradients(model, graph, batches, where="taylor-2nd")
+    per_group = group_sum(points, z, graph)
+    out: Scores = {}
+    for g in graph.prunable:
+        t = per_group.get(g.id)
+        out[g.id] = (-t.mean(0) + 0.5 * (t**2).mean(0)).float() if t is not None else torch.zeros(g.size)
+    return out
+
+
+@criterion(
+    "fisher",
+    "Fisher pruning: 0.5 * mean over samples of (d loss_n / d mask_c)^2, the empirical-Fisher loss increase",
+    needs_data=True,
+    needs_grad=True,
+    combine="sum",
+    paper="Theis et al. 2018, Faster gaze prediction with dense networks and Fisher pruning",
+)
+def fisher(model: nn.Module, graph: ChannelGraph, batches: list, **options) -> Scores:
+    """``0.5 * mean_n (sum_points sum_hw a * g)^2``: the second-order term of removing the channel with H ~ Fisher.
+
+    Per-sample gradients come for free from a per-sample mask (eval-mode BN keeps
+    samples independent); a group's output points are summed before squaring.
+    """
+    points, z, _ = mask_gradients(model, graph, batches, where="fisher")
+    per_group = group_sum(points, z, graph)
+    return {g.id: (0.5 * (per_group[g.id] ** 2).mean(0)).float() if per_group.get(g.id) is not None else torch.zeros(g.size)
+            for g in graph.prunable}

@@ -40,6 +40,18 @@ class Backend(ABC):
             path.write_bytes(layer_onnx(sig).SerializeToString())
             return self.time_onnx(path, target, protocol)
 
+    def time_layer_detail(self, sig: "LayerSignature", target: "Target", protocol: TimingProtocol) -> tuple[Timing, dict]:
+        """:meth:`time_layer` plus what the backend chose for the layer (e.g. ``{"layout": "nchwc"}``)."""
+        return self.time_layer(sig, target, protocol), {}
+
+    def make_runner(self, onnx_path: str | Path, target: "Target"):
+        """A zero-argument callable running the model once on fixed random inputs (for interleaved timing).
+
+        Backends that cannot hand out a runner raise NotImplementedError; the
+        profiler then times models one after another with :meth:`time_onnx`.
+        """
+        raise NotImplementedError(f"backend {self.name} has no in-process runner")
+
     def run_onnx(self, onnx_path: str | Path, target: "Target", x: np.ndarray) -> np.ndarray:
         """Run a whole model once on ``x`` and return its output (for verification)."""
         raise NotImplementedError(f"backend {self.name} cannot run models here")

@@ -15,8 +15,13 @@ from edgeprune.graph.signature import LayerSignature
 OPSET = 17
 
 
-def layer_onnx(sig: LayerSignature, batch: int = 1, seed: int = 0) -> onnx.ModelProto:
-    """Build the ONNX model of ``sig`` (fp32; int8 variants are made by quantising this graph)."""
+def layer_onnx(sig: LayerSignature, batch: int = 1, seed: int = 0, residual_input: bool = True) -> onnx.ModelProto:
+    """Build the ONNX model of ``sig`` (fp32; int8 variants are made by quantising this graph).
+
+    ``residual_input=False`` makes the residual of a ``+add`` layer a constant
+    initializer instead of a second graph input (the int8 quantiser takes
+    single-input graphs; the Add costs the same).
+    """
     rng = np.random.default_rng(seed)
     nodes, inits, inputs = [], [], []
     post = set(sig.post.split("+")) if sig.post else set()
@@ -47,7 +52,10 @@ def layer_onnx(sig: LayerSignature, batch: int = 1, seed: int = 0) -> onnx.Model
     inputs.append(helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape))
     cur = "conv"
     if "add" in post:
-        inputs.append(helper.make_tensor_value_info("residual", TensorProto.FLOAT, y_shape))
+        if residual_input:
+            inputs.append(helper.make_tensor_value_info("residual", TensorProto.FLOAT, y_shape))
+        else:
+            inits.append(numpy_helper.from_array(rng.standard_normal(y_shape).astype(np.float32), "residual"))
         nodes.append(helper.make_node("Add", [cur, "residual"], ["sum"], name="layer/Add"))
         cur = "sum"
     if "relu" in post:

@@ -11,6 +11,7 @@ from edgeprune.profile.timing import Timing, TimingProtocol, measure
 
 if TYPE_CHECKING:
     from edgeprune.config import Target
+    from edgeprune.graph.signature import LayerSignature
 
 
 def session_options(target: "Target", profiling: bool = False) -> Any:
@@ -76,10 +77,79 @@ class OrtBackend(Backend):
         feeds = random_feeds(sess)
         return measure(lambda: sess.run(None, feeds), protocol)
 
+    def make_runner(self, onnx_path: str | Path, target: "Target", disabled_optimizers: list[str] | None = None) -> Any:
+        sess = make_session(onnx_path, target, disabled_optimizers=disabled_optimizers)
+        feeds = random_feeds(sess)
+        return lambda: sess.run(None, feeds)
+
+    def time_layer(self, sig: "LayerSignature", target: "Target", protocol: TimingProtocol) -> Timing:
+        return self.time_layer_detail(sig, target, protocol)[0]
+
+    def time_layer_detail(self, sig: "LayerSignature", target: "Target", protocol: TimingProtocol) -> tuple[Timing, dict]:
+        """Time one layer graph (fp32, or int8 QDQ via ``edgeprune.quant.ort_int8``) and say which layout ORT chose.
+
+        The layout comes from ORT's own optimised graph: ``nchwc`` when the conv
+        became a ``com.microsoft.nchwc`` Conv (ORT's blocked fast path), else ``plain``.
+        """
+        import tempfile
+
+        import onnx
+
+        from edgeprune.profile.layer_onnx import layer_onnx
+
+        with tempfile.TemporaryDirectory() as d:
+            path = Path(d) / "layer.onnx"
+            path.write_bytes(layer_onnx(sig.with_channels(sig.in_channels, sig.out_channels, "fp32")).SerializeToString())
+            disabled: list[str] = []
+            if sig.dtype == "int8":
+                path, disabled = _quantize_layer(Path(d), sig, target)
+            elif sig.dtype != "fp32":
+                raise NotImplementedError(f"the ort backend does not time {sig.dtype} layers yet")
+            import onnxruntime as ort
+
+            so = session_options(target)
+            opt_path = Path(d) / "optimized.onnx"
+            so.optimized_model_filepath = str(opt_path)
+            sess = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"], disabled_optimizers=disabled)
+            feeds = random_feeds(sess)
+            timing = measure(lambda: sess.run(None, feeds), protocol)
+            meta: dict = {}
+            try:
+                nodes = onnx.load(str(opt_path), load_external_data=False).graph.node
+                meta["layout"] = "nchwc" if any(n.domain == "com.microsoft.nchwc" and n.op_type == "Conv" for n in nodes) else "plain"
+                meta["nodes"] = len(nodes)
+            except Exception:  # the optimised dump is a diagnostic only
+                pass
+            return timing, meta
+
     def run_onnx(self, onnx_path: str | Path, target: "Target", x: np.ndarray) -> np.ndarray:
         sess = make_session(onnx_path, target)
         name = sess.get_inputs()[0].name
         return sess.run(None, {name: x.astype(np.float32)})[0]
+
+
+def int8_available() -> tuple[bool, str]:
+    """Whether int8 layer variants can be built here (``edgeprune.quant.ort_int8.quantize_onnx``)."""
+    try:
+        from edgeprune.quant.ort_int8 import quantize_onnx  # noqa: F401
+    except ImportError as err:
+        return False, f"int8 layers need edgeprune.quant.ort_int8.quantize_onnx ({err})"
+    return True, ""
+
+
+def _quantize_layer(d: Path, sig: "LayerSignature", target: "Target") -> tuple[Path, list[str]]:
+    """QDQ int8 variant of a layer graph, calibrated on random data (enough for timing)."""
+    import warnings
+
+    from edgeprune.profile.layer_onnx import layer_onnx
+    from edgeprune.quant.ort_int8 import quantize_onnx
+
+    fp32 = d / "layer.single.onnx"
+    fp32.write_bytes(layer_onnx(sig.with_channels(sig.in_channels, sig.out_channels, "fp32"), residual_input=False).SerializeToString())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = quantize_onnx(fp32, d / "layer.int8.onnx", target, calib=None)
+    return Path(res.path), list(getattr(res, "disabled_optimizers", []) or [])
 
 
 BACKENDS.register("ort", "ONNX Runtime CPU execution provider")(OrtBackend())

@@ -95,3 +95,86 @@ def interleaved(runs: dict[str, Callable[[], object]], protocol: TimingProtocol,
             sum(t.count for t in ts),
         )
     return out
+
+
+@dataclass(frozen=True)
+class ModelProtocol:
+    """The whole-model protocol: fine-grained interleaving, median of round medians, two passes.
+
+    Every model being compared is warmed up, then timed in ``rounds`` rounds of
+    ``runs_per_round`` calls, cycling through the models round by round (a burst of
+    background load hits all of them, not one). A model's latency in one pass is the
+    median of its round medians. ``passes`` independent passes are made (each with
+    its own warm-up, models visited in a different order); the reported latency is
+    the median over passes, and the spread between passes is the test-retest spread
+    that every audit reports beside its error figures.
+    """
+
+    warmup: int = 30
+    rounds: int = 10
+    runs_per_round: int = 20
+    passes: int = 2
+
+    @classmethod
+    def quick(cls) -> "ModelProtocol":
+        """A short protocol for tests and smoke runs."""
+        return cls(warmup=3, rounds=3, runs_per_round=5, passes=2)
+
+    def to_dict(self) -> dict:
+        """JSON-friendly dict."""
+        return asdict(self)
+
+
+def interleaved_rounds(
+    runs: dict[str, Callable[[], object]],
+    protocol: ModelProtocol = ModelProtocol(),
+    seed: int = 0,
+    on_step: Callable[[], None] | None = None,
+) -> tuple[dict[str, Timing], dict[str, list[float]]]:
+    """Time several executables with :class:`ModelProtocol`.
+
+    Returns ``(timings, per_pass)``: the median over passes of each pass's median of
+    round medians (p10/p90 over all samples, count of all samples), and each model's
+    per-pass values (for the test-retest spread). ``on_step`` is called after each
+    model-round (``passes * rounds * len(runs)`` calls in all), for progress bars.
+    """
+    import random
+
+    rng = random.Random(seed)
+    names = list(runs)
+    per_pass: dict[str, list[float]] = {n: [] for n in names}
+    samples: dict[str, list[float]] = {n: [] for n in names}
+    for p in range(max(1, protocol.passes)):
+        order = names[:] if p == 0 else rng.sample(names, len(names))
+        for n in order:
+            for _ in range(protocol.warmup):
+                runs[n]()
+        round_meds: dict[str, list[float]] = {n: [] for n in names}
+        for r in range(protocol.rounds):
+            seq = order if r % 2 == 0 else order[::-1]
+            for n in seq:
+                fn = runs[n]
+                buf = []
+                for _ in range(protocol.runs_per_round):
+                    t0 = time.perf_counter_ns()
+                    fn()
+                    buf.append((time.perf_counter_ns() - t0) / 1e6)
+                round_meds[n].append(statistics.median(buf))
+                samples[n].extend(buf)
+                if on_step is not None:
+                    on_step()
+        for n in names:
+            per_pass[n].append(float(statistics.median(round_meds[n])))
+    out = {}
+    for n in names:
+        arr = np.asarray(samples[n])
+        out[n] = Timing(float(np.median(per_pass[n])), float(np.percentile(arr, 10)), float(np.percentile(arr, 90)), len(arr))
+    return out, per_pass
+
+
+def spread(values: list[float]) -> float:
+    """Relative test-retest spread of repeated measurements: (max - min) / median."""
+    if len(values) < 2:
+        return 0.0
+    med = float(np.median(values))
+    return (max(values) - min(values)) / med if med > 0 else 0.0

@@ -1,0 +1,84 @@
+"""The ``edgeprune`` command line: thin; parses, calls the API, prints.
+
+Exit codes: 0 success, 1 budget missed or verification failed, 2 bad input,
+130 interrupted. Errors are one line on stderr, never a traceback (use
+``--verbose`` to see one for an internal error).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from typing import Sequence
+
+from edgeprune.errors import EdgepruneError
+from edgeprune.ui import UI
+
+EPILOG = "exit codes: 0 success, 1 budget missed or verification failed, 2 bad input, 130 interrupted"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, like every other bad input
+        sys.stderr.write(f"edgeprune: error: {message} (see --help)\n")
+        raise SystemExit(2)
+
+
+def common_options(p: argparse.ArgumentParser) -> None:
+    """--json / --quiet / --verbose on every command."""
+    p.add_argument("--json", action="store_true", help="machine-readable result on stdout (logs stay on stderr)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no logs or progress bars")
+    p.add_argument("-v", "--verbose", action="store_true", help="more detail; tracebacks for internal errors")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full parser with every command module in ``edgeprune.commands``."""
+    import edgeprune.commands as cmds
+
+    parser = _Parser(
+        prog="edgeprune",
+        description="Compress trained PyTorch models for embedded hardware under an explicit, measured budget.",
+        epilog=EPILOG,
+    )
+    from edgeprune import __version__
+
+    parser.add_argument("--version", action="version", version=f"edgeprune {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for info in sorted(pkgutil.iter_modules(cmds.__path__), key=lambda i: i.name):
+        mod = importlib.import_module(f"edgeprune.commands.{info.name}")
+        register = getattr(mod, "register", None)
+        if register is not None:
+            p = register(sub)
+            common_options(p)
+            p.epilog = (p.epilog + "\n\n" if p.epilog else "") + EPILOG
+            p.formatter_class = argparse.RawDescriptionHelpFormatter
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``edgeprune`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    ui = UI(quiet=args.quiet, verbose=args.verbose, json=args.json)
+    try:
+        code = args.func(args, ui)
+        return int(code or 0)
+    except EdgepruneError as err:
+        sys.stderr.write(f"edgeprune: {err}\n")
+        return err.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("edgeprune: interrupted\n")
+        return 130
+    except Exception as err:  # an internal error: still one line unless --verbose
+        if args.verbose:
+            raise
+        first = str(err).splitlines()[0] if str(err) else ""
+        sys.stderr.write(f"edgeprune: internal error: {type(err).__name__}: {first} (run with --verbose for the traceback)\n")
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,507 @@
+"""``compress``: every step from a trained model to a verified engine that meets a measured budget.
+
+measure dense -> channel groups -> importance -> plan -> prune -> fine-tune
+-> compile -> verify -> measure both (interleaved) -> report. Each stage
+checkpoints into ``<out>/state/`` so ``resume=True`` continues after a crash.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from edgeprune.config import Budget, Target, get_target
+from edgeprune.data import Dataset, check_labels, load_data
+from edgeprune.errors import BadInput, BudgetMissed
+from edgeprune.fileio import atomic_path, read_json, write_json
+from edgeprune.graph import ChannelGraph, channel_groups, prune
+from edgeprune.metrics import count_macs, count_params, evaluate, model_bytes
+from edgeprune.models import load_model
+from edgeprune.profile.timing import Timing, TimingProtocol
+from edgeprune.prune.granularity import round_channels
+from edgeprune.ui import QUIET, UI
+
+
+@dataclass(frozen=True)
+class CompressConfig:
+    """Options of one compression run (the CLI flags of ``edgeprune compress``)."""
+
+    criterion: str = "taylor"
+    planner: str = "auto"  # auto | milp | uniform
+    epochs: float = 2.0
+    kd: bool = True
+    lr: float = 0.02
+    batch_size: int = 128
+    seed: int = 0
+    eval_limit: int | None = None
+    score_batches: int = 8
+    protocol: TimingProtocol = field(default_factory=TimingProtocol)
+    final_repeats: int = 3
+    max_attempts: int = 4
+    margin: float = 0.95  # plan to this fraction of the budget: measured latency is noisy
+    resume: bool = False
+    run_name: str | None = None
+
+
+@dataclass
+class ModelFigures:
+    """Figures of one model in the final table."""
+
+    top1: float
+    params: int
+    macs: int
+    bytes: int
+    latency_ms: float
+    latency_p10_ms: float
+    latency_p90_ms: float
+
+
+@dataclass
+class CompressResult:
+    """What ``compress`` returns (and writes as report.json)."""
+
+    model: nn.Module
+    dense: ModelFigures
+    compressed: ModelFigures
+    speedup: float
+    budget: str
+    budget_met: bool
+    budget_detail: list[str]
+    out_dir: Path
+    plan: dict[str, Any]
+    verify: dict[str, Any]
+    report: dict[str, Any]
+
+    @property
+    def top1_drop(self) -> float:
+        """Dense minus compressed top-1, in points."""
+        return self.dense.top1 - self.compressed.top1
+
+    def table_rows(self) -> list[tuple]:
+        """Rows of the summary table."""
+        d, c = self.dense, self.compressed
+        return [
+            ("top-1 (%)", d.top1, c.top1, f"{c.top1 - d.top1:+.2f} pt"),
+            ("params", d.params, c.params, f"{c.params / max(d.params, 1):.2f}x"),
+            ("MACs", d.macs, c.macs, f"{c.macs / max(d.macs, 1):.2f}x"),
+            ("latency median (ms)", d.latency_ms, c.latency_ms, f"{self.speedup:.2f}x faster"),
+        ]
+
+
+def _example_from(data: Dataset | None, input_shape: tuple[int, ...] | None) -> torch.Tensor:
+    if data is not None:
+        return data.test.example(1)
+    if input_shape is None:
+        raise BadInput("no data and no --input-shape: cannot build an example input")
+    return torch.randn(*input_shape, generator=torch.Generator().manual_seed(0))
+
+
+def measure_model(model: nn.Module, example: torch.Tensor, target: Target, protocol: TimingProtocol) -> Timing:
+    """Whole-model latency of ``model`` on ``target`` (export to ONNX, time on the target's backend)."""
+    import tempfile
+
+    from edgeprune.compile.onnx_export import export_onnx
+    from edgeprune.profile.backends import get_backend
+
+    backend = get_backend(target.backend)
+    with tempfile.TemporaryDirectory() as d:
+        path = export_onnx(model, example, Path(d) / "m.onnx")
+        return backend.time_onnx(path, target, protocol)
+
+
+def _keep_from_counts(graph: ChannelGraph, scores: dict[str, torch.Tensor], counts: dict[str, int]) -> dict[str, list[int]]:
+    keep = {}
+    for g in graph.prunable:
+        k = counts.get(g.id, g.size)
+        if k < g.size:
+            idx = torch.argsort(scores[g.id], descending=True, stable=True)[:k]
+            keep[g.id] = sorted(int(i) for i in idx)
+    return keep
+
+
+class _Stages:
+    """Checkpoint files of a run: each stage's result, loaded again under ``resume``."""
+
+    def __init__(self, out: Path, resume: bool) -> None:
+        self.dir = out / "state"
+        self.resume = resume
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def json(self, name: str, compute: Callable[[], Any]) -> Any:
+        path = self.dir / f"{name}.json"
+        if self.resume and path.exists():
+            return read_json(path, f"checkpoint {name}")
+        value = compute()
+        write_json(path, value)
+        return value
+
+    def tensors(self, name: str, compute: Callable[[], Any]) -> Any:
+        path = self.dir / f"{name}.pt"
+        if self.resume and path.exists():
+            return torch.load(path, map_location="cpu", weights_only=True)
+        value = compute()
+        with atomic_path(path) as tmp:
+            torch.save(value, tmp)
+        return value
+
+
+def compress(model: str | nn.Module = "resnet20-cifar10", data: str | Dataset | None = "cifar10-demo",
+             target: str | Target = "cpu-ort", budget: str | Budget = "latency=0.6x", out: str | Path | None = None,
+             config: CompressConfig | None = None, input_shape: tuple[int, ...] | None = None, ui: UI = QUIET) -> CompressResult:
+    """Compress ``model`` for ``target`` under ``budget``; write the engine and reports to ``out``.
+
+    Raises :class:`~edgeprune.errors.BudgetMissed` (exit code 1) when the
+    measured result misses the budget; the files are still written.
+    """
+    cfg = config or CompressConfig()
+    t_start = time.perf_counter()
+    model_name = model if isinstance(model, str) else type(model).__name__
+    budget = Budget.parse(budget) if isinstance(budget, str) else budget
+    if budget.is_empty():
+        raise BadInput("empty budget: give at least one limit (e.g. latency=0.6x)")
+    tgt = get_target(target)
+    ok, reason = tgt.availability()
+    if not ok:
+        raise BadInput(f"target {tgt.name} cannot run here: {reason}")
+    torch.manual_seed(cfg.seed)
+    dense = load_model(model).eval()
+    ds = load_data(data) if data is not None else None
+    example = _example_from(ds, input_shape)
+    with torch.no_grad():
+        try:
+            logits = dense(example)
+        except Exception as err:
+            raise BadInput(f"the model does not run on input {tuple(example.shape)}: {str(err).splitlines()[0]}") from None
+    if ds is not None:
+        check_labels(ds, logits.shape[-1])
+    run_name = cfg.run_name or f"{Path(str(model_name)).stem}-{tgt.name}"
+    out_dir = Path(out) if out else Path("build") / run_name
+    stages = _Stages(out_dir, cfg.resume)
+    ui.log(f"[bold]edgeprune compress[/bold]: {model_name} on {tgt.name} ({tgt.device}), budget {budget}")
+    ui.log(f"  steps: measure dense, score channels ({cfg.criterion}), plan ({cfg.planner}), prune, "
+           f"fine-tune {cfg.epochs:g} epoch(s){' with KD' if cfg.kd else ''}, compile, verify, measure; out: {out_dir}")
+    if ds is not None:
+        est = 20 + cfg.epochs * len(ds.train) / 400 + 30
+        ui.log(f"  estimated time: about {est / 60:.0f}-{2 * est / 60:.0f} min on 2 cores")
+
+    # 1. dense latency (measured) and figures
+    ui.log("measuring the dense model ...")
+    dense_t = stages.json("dense", lambda: measure_model(dense, example, tgt, cfg.protocol).to_dict())
+    dense_ms = dense_t["median"]
+    ui.log(f"  dense median latency {dense_ms:.3f} ms")
+
+    # 2. groups + importance
+    graph = channel_groups(dense, example)
+    if not graph.prunable:
+        raise BadInput(f"model {model_name} has no prunable channel groups")
+    if ds is None and cfg.criterion not in ("l1", "l2", "bn-scale", "bn-stats", "random"):
+        raise BadInput(f"criterion {cfg.criterion} needs data; pass --data or a data-free criterion (l1, bn-scale)")
+
+    def score() -> dict[str, torch.Tensor]:
+        from edgeprune.importance import importance
+
+        ui.log(f"scoring channels ({cfg.criterion}) ...")
+        return importance(dense, ds, cfg.criterion, graph=graph, batches=cfg.score_batches, seed=cfg.seed)
+
+    scores = stages.tensors("scores", score)
+
+    # 3. plan against measured latency, re-planning when a measurement misses
+    limits = _absolute_limits(budget, tgt, dense_ms, dense, example)
+    plan_doc = stages.json("plan", lambda: _plan(dense, graph, scores, budget, limits, tgt, example, cfg, ui, model_name, dense_ms))
+    keep = {k: v for k, v in plan_doc["keep"].items()}
+
+    # 4. prune for real
+    small = prune(dense, keep, example)
+
+    # 5. recover
+    if ds is not None and cfg.epochs > 0:
+        def finetune() -> dict[str, torch.Tensor]:
+            from edgeprune.recover import RecoverConfig, recover
+
+            ui.log(f"fine-tuning {cfg.epochs:g} epoch(s) on {len(ds.train)} images{' with KD from the dense model' if cfg.kd else ''} ...")
+            rc = RecoverConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
+                               checkpoint_dir=str(stages.dir))
+            recover(small, ds, teacher=dense if cfg.kd else None, config=rc, ui=ui)
+            return small.state_dict()
+
+        small.load_state_dict(stages.tensors("finetuned", finetune))
+    small.eval()
+
+    # 6. compile + verify
+    from edgeprune.compile import compile as emit
+    from edgeprune.verify import verify
+
+    engine = emit(small, tgt, out_dir, example)
+    vrep = verify(engine, small, ds.test if ds is not None else _random_set(example), limit=500)
+    with atomic_path(out_dir / "model.pt") as tmp:
+        torch.save(small, tmp)
+
+    # 7. final measurement: dense and compressed interleaved, median of medians
+    ui.log(f"measuring dense and compressed engines ({cfg.final_repeats} interleaved repeats) ...")
+    final = _measure_pair(dense, small, example, tgt, cfg)
+    d_t, c_t = final["dense"], final["compressed"]
+    dense_fig = _figures(dense, ds, example, d_t, cfg)
+    comp_fig = _figures(small, ds, example, c_t, cfg)
+    speedup = d_t.median / max(c_t.median, 1e-12)
+    met, detail = _check_budget(budget, tgt, d_t.median, c_t.median, dense_fig, comp_fig)
+    report = {
+        "schema": 1,
+        "model": model_name,
+        "target": tgt.name,
+        "budget": str(budget),
+        "budget_met": met,
+        "budget_detail": detail,
+        "dense": asdict(dense_fig),
+        "compressed": asdict(comp_fig),
+        "speedup": speedup,
+        "top1_drop": dense_fig.top1 - comp_fig.top1,
+        "plan": {k: v for k, v in plan_doc.items() if k != "keep"},
+        "verify": vrep.to_dict(),
+        "config": {k: (asdict(v) if hasattr(v, "__dataclass_fields__") else v) for k, v in asdict(cfg).items()},
+        "data": ds.name if ds is not None else None,
+        "eval_images": len(ds.test) if ds is not None and cfg.eval_limit is None else cfg.eval_limit,
+        "machine": machine_info(),
+        "versions": versions(),
+        "wall_s": time.perf_counter() - t_start,
+    }
+    write_json(out_dir / "plan.json", plan_doc)
+    write_json(out_dir / "report.json", report)
+    try:
+        from edgeprune.report import write_report
+
+        write_report(out_dir)
+    except ImportError:
+        pass
+    result = CompressResult(small, dense_fig, comp_fig, speedup, str(budget), met, detail, out_dir, plan_doc, vrep.to_dict(), report)
+    if not vrep.passed:
+        from edgeprune.errors import VerificationFailed
+
+        raise VerificationFailed(f"engine disagrees with PyTorch: top-1 agreement {vrep.top1_agreement:.1f}% on {vrep.images} images")
+    if not met:
+        err = BudgetMissed("budget missed: " + "; ".join(d for d in detail if "MISSED" in d))
+        err.result = result  # type: ignore[attr-defined]
+        raise err
+    return result
+
+
+def _random_set(example: torch.Tensor):
+    from edgeprune.data import ImageSet
+
+    class _Rand(ImageSet):
+        def batches(self, batch_size: int = 256, limit: int | None = None):
+            g = torch.Generator().manual_seed(0)
+            n = limit or 100
+            for i in range(0, n, batch_size):
+                x = torch.randn(min(batch_size, n - i), *example.shape[1:], generator=g)
+                yield x, torch.zeros(len(x), dtype=torch.long)
+
+    import numpy as np
+
+    return _Rand(np.zeros((0, 1, 1, 1), np.uint8), np.zeros(0, np.int64))
+
+
+def _absolute_limits(budget: Budget, tgt: Target, dense_ms: float, dense: nn.Module, example: torch.Tensor) -> dict[str, float]:
+    limits: dict[str, float] = {}
+    lat = budget.latency_for(tgt.name)
+    if lat is not None:
+        if lat.unit == "cycles":
+            raise BadInput(f"budget latency for {tgt.name} is in cycles, but {tgt.name} is measured in ms")
+        limits["latency_ms"] = lat.resolve(dense_ms)
+    if budget.macs is not None:
+        limits["macs"] = budget.macs.resolve(count_macs(dense, example))
+    if budget.model_bytes is not None:
+        limits["bytes"] = budget.model_bytes.resolve(model_bytes(dense))
+    if budget.peak_memory is not None:
+        raise BadInput("peak-memory budgets need the planner (edgeprune plan); compress does not support them yet")
+    return limits
+
+
+def _plan(dense: nn.Module, graph: ChannelGraph, scores: dict[str, torch.Tensor], budget: Budget, limits: dict[str, float],
+          tgt: Target, example: torch.Tensor, cfg: CompressConfig, ui: UI, model_name: str, dense_ms: float) -> dict[str, Any]:
+    planner = cfg.planner
+    if planner == "auto":
+        planner = "milp" if _milp_available() else "uniform"
+    if planner == "milp":
+        return _plan_milp(dense, graph, scores, budget, limits, tgt, example, cfg, ui, model_name, dense_ms)
+    if planner == "uniform":
+        return _plan_uniform(dense, graph, scores, limits, tgt, example, cfg, ui)
+    raise BadInput(f"unknown planner {planner!r} (auto, milp, uniform)")
+
+
+def _milp_available() -> bool:
+    try:
+        from edgeprune.plan import plan  # noqa: F401
+        from edgeprune.profile import load_profile  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _candidate_cost(dense: nn.Module, keep: dict[str, list[int]], example: torch.Tensor, tgt: Target, cfg: CompressConfig) -> tuple[dict[str, float], nn.Module]:
+    small = prune(dense, keep, example)
+    t = measure_model(small, example, tgt, cfg.protocol)
+    return {"latency_ms": t.median, "macs": count_macs(small, example), "bytes": model_bytes(small)}, small
+
+
+def _fits(cost: dict[str, float], limits: dict[str, float], margin: float) -> bool:
+    return all(cost[k] <= (margin if k == "latency_ms" else 1.0) * v for k, v in limits.items())
+
+
+def _plan_uniform(dense: nn.Module, graph: ChannelGraph, scores: dict[str, torch.Tensor], limits: dict[str, float],
+                  tgt: Target, example: torch.Tensor, cfg: CompressConfig, ui: UI) -> dict[str, Any]:
+    """The same keep ratio in every group (rounded to the target's multiple), searched on measured cost."""
+    mult = tgt.channel_multiple
+
+    def counts(r: float) -> dict[str, int]:
+        return {g.id: round_channels(r * g.size, mult, g.size) for g in graph.prunable}
+
+    lo, hi, best = 0.0, 1.0, None
+    with ui.progress("searching keep ratio on measured latency", total=8) as bar:
+        for _ in range(8):
+            r = (lo + hi) / 2
+            keep = _keep_from_counts(graph, scores, counts(r))
+            cost, _ = _candidate_cost(dense, keep, example, tgt, cfg)
+            if _fits(cost, limits, cfg.margin):
+                lo, best = r, (r, keep, cost)
+            else:
+                hi = r
+            bar.advance(1, info=f"r={r:.3f} {cost['latency_ms']:.3f} ms")
+    if best is None:
+        r = 1e-6
+        keep = _keep_from_counts(graph, scores, counts(r))
+        cost, _ = _candidate_cost(dense, keep, example, tgt, cfg)
+        if not _fits(cost, limits, 1.0):
+            worst = [f"{k} needs at least {cost[k]:.4g}, budget is {v:.4g}" for k, v in limits.items() if cost[k] > v]
+            raise BudgetMissed("budget cannot be met with one block per group: " + "; ".join(worst))
+        best = (r, keep, cost)
+    r, keep, cost = best
+    return {"planner": "uniform", "ratio": r, "keep": keep, "counts": {g.id: len(keep.get(g.id, range(g.size))) for g in graph.prunable},
+            "measured": cost, "limits": limits}
+
+
+def _plan_milp(dense: nn.Module, graph: ChannelGraph, scores: dict[str, torch.Tensor], budget: Budget, limits: dict[str, float],
+               tgt: Target, example: torch.Tensor, cfg: CompressConfig, ui: UI, model_name: str, dense_ms: float) -> dict[str, Any]:
+    """The exact planner on the target's latency table; re-planned with a tighter limit while measurement misses."""
+    from edgeprune.plan import plan as solve
+    from edgeprune.profile import default_profile_path, load_profile, profile
+
+    path = default_profile_path(tgt.name, model_name)
+    if path.exists():
+        prof = load_profile(path, target=tgt)
+    else:
+        ui.log(f"no profile for {model_name} on {tgt.name}: measuring one (saved to {path}) ...")
+        prof = profile(dense, example, tgt, model_name=model_name, out=path, ui=ui)
+    pred = prof.predictor()
+    scale = cfg.margin
+    attempts = []
+    for attempt in range(cfg.max_attempts):
+        lat = {tgt.name: replace_limit(budget, tgt, limits, scale)} if "latency_ms" in limits else {}
+        b = Budget(latency=lat, model_bytes=budget.model_bytes, macs=budget.macs, granularity=budget.granularity)
+        p = solve(dense, scores, b, {tgt.name: pred}, graph=graph, example=example, targets=[tgt],
+                  dense_costs={tgt.name: dense_ms})
+        keep = {gid: list(map(int, idx)) for gid, idx in p.keep.items()}
+        cost, _ = _candidate_cost(dense, keep, example, tgt, cfg)
+        attempts.append({"scale": scale, "predicted_ms": p.predicted.get(tgt.name), "measured_ms": cost["latency_ms"]})
+        ui.log(f"  plan {attempt + 1}: predicted {attempts[-1]['predicted_ms']:.3f} ms, measured {cost['latency_ms']:.3f} ms"
+               f" (limit {limits.get('latency_ms', float('nan')):.3f} ms)")
+        if _fits(cost, limits, 1.0):
+            doc = json.loads(p.to_json()) if hasattr(p, "to_json") else {}
+            doc.update({"planner": "milp", "keep": keep, "measured": cost, "limits": limits, "attempts": attempts,
+                        "profile": str(path)})
+            return doc
+        scale *= limits["latency_ms"] / max(cost["latency_ms"], 1e-9) * 0.98
+    raise BudgetMissed(f"no plan met the measured latency budget after {cfg.max_attempts} attempts "
+                       f"(last measured {attempts[-1]['measured_ms']:.3f} ms, budget {limits['latency_ms']:.3f} ms)")
+
+
+def replace_limit(budget: Budget, tgt: Target, limits: dict[str, float], scale: float):
+    """An absolute latency limit (ms) scaled by ``scale``."""
+    from edgeprune.config import Limit
+
+    return Limit(limits["latency_ms"] * scale, "ms")
+
+
+def _measure_pair(dense: nn.Module, small: nn.Module, example: torch.Tensor, tgt: Target, cfg: CompressConfig) -> dict[str, Timing]:
+    import tempfile
+
+    from edgeprune.compile.onnx_export import export_onnx
+    from edgeprune.profile.backends import get_backend
+    from edgeprune.profile.timing import interleaved
+
+    backend = get_backend(tgt.backend)
+    with tempfile.TemporaryDirectory() as d:
+        pd = export_onnx(dense, example, Path(d) / "dense.onnx")
+        pc = export_onnx(small, example, Path(d) / "small.onnx")
+        if tgt.backend == "ort":
+            from edgeprune.profile.ort_backend import make_session, random_feeds
+
+            sd, sc = make_session(pd, tgt), make_session(pc, tgt)
+            fd, fc = random_feeds(sd), random_feeds(sc)
+            return interleaved({"dense": lambda: sd.run(None, fd), "compressed": lambda: sc.run(None, fc)},
+                               cfg.protocol, cfg.final_repeats)
+        return {"dense": backend.time_onnx(pd, tgt, cfg.protocol), "compressed": backend.time_onnx(pc, tgt, cfg.protocol)}
+
+
+def _figures(model: nn.Module, ds: Dataset | None, example: torch.Tensor, t: Timing, cfg: CompressConfig) -> ModelFigures:
+    top1 = evaluate(model, ds.test, cfg.eval_limit) if ds is not None else float("nan")
+    return ModelFigures(top1, count_params(model), count_macs(model, example), model_bytes(model), t.median, t.p10, t.p90)
+
+
+def _check_budget(budget: Budget, tgt: Target, dense_ms: float, comp_ms: float, d: ModelFigures, c: ModelFigures) -> tuple[bool, list[str]]:
+    ok, lines = True, []
+
+    def check(name: str, value: float, limit: float, unit: str) -> None:
+        nonlocal ok
+        good = value <= limit
+        ok &= good
+        status = "met" if good else f"MISSED by {value - limit:.4g} {unit} ({100 * (value / limit - 1):.1f}%)"
+        lines.append(f"{name}: {value:.4g} {unit} <= {limit:.4g} {unit}: {status}")
+
+    lat = budget.latency_for(tgt.name)
+    if lat is not None:
+        check(f"latency on {tgt.name}", comp_ms, lat.resolve(dense_ms), "ms")
+    if budget.macs is not None:
+        check("MACs", c.macs, budget.macs.resolve(d.macs), "MACs")
+    if budget.model_bytes is not None:
+        check("model bytes", c.bytes, budget.model_bytes.resolve(d.bytes), "B")
+    return ok, lines
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, cores and OS of this machine (for reports and benchmark JSON)."""
+    import os
+
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    flags = ""
+    try:
+        txt = Path("/proc/cpuinfo").read_text()
+        flags = " ".join(f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni") if f" {f}" in txt)
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "isa": flags, "os": platform.platform(), "python": platform.python_version()}
+
+
+def versions() -> dict[str, str]:
+    """Versions of the packages that shape the figures."""
+    import importlib.metadata as md
+
+    out = {}
+    for pkg in ("edgeprune", "torch", "onnx", "onnxruntime", "numpy", "scipy", "torch-pruning", "apache-tvm", "tensorrt"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out

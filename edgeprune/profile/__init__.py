@@ -1,0 +1,35 @@
+"""Latency profiling: per-backend runners, look-up tables (LUT files in ``profiles/``) and the predictor.
+
+    prof = profile(model, example, "cpu-ort")            # measure (resumable), calibrate, write the file
+    prof = load_profile("profiles/cpu-ort--resnet56-cifar10.json", target="cpu-ort")
+    pred = prof.predictor()
+    pred.layer_cost(sig); pred.model_cost(graph.signatures(widths))
+    measure_model(pruned, example, "cpu-ort")            # whole model, the repeatable protocol
+
+Heavy packages (onnxruntime, torch) are imported inside the functions that need them.
+"""
+from __future__ import annotations
+
+from edgeprune.profile.backends import BACKENDS, Backend, backend_availability, get_backend
+from edgeprune.profile.lut import SCHEMA, SCHEMA_VERSION, Predictor, Profile, default_profile_path, load_profile
+from edgeprune.profile.profiler import (
+    LAYER_PROTOCOL,
+    aligned_grid,
+    layer_points,
+    make_grid,
+    measure_configs,
+    measure_model,
+    profile,
+    random_widths,
+    run_audit,
+    unaligned_grid,
+)
+from edgeprune.profile.timing import ModelProtocol, Timing, TimingProtocol, interleaved, interleaved_rounds, measure
+
+__all__ = [
+    "BACKENDS", "Backend", "backend_availability", "get_backend",
+    "SCHEMA", "SCHEMA_VERSION", "Predictor", "Profile", "default_profile_path", "load_profile",
+    "LAYER_PROTOCOL", "aligned_grid", "unaligned_grid", "make_grid", "layer_points", "measure_configs", "measure_model",
+    "profile", "random_widths", "run_audit",
+    "ModelProtocol", "Timing", "TimingProtocol", "interleaved", "interleaved_rounds", "measure",
+]

@@ -1,0 +1,319 @@
+"""Profile files (the latency look-up tables) and the predictor that interpolates them.
+
+A profile is one JSON document (schema in docs/profile.md): the target spec,
+software versions, CPU, date, the grid, one record per layer signature
+(median, p10, p90, count, and what the backend chose, e.g. its layout), the
+measured dense model, the per-model calibration and the audit.
+"""
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+from edgeprune.errors import BadInput
+from edgeprune.graph.signature import LayerSignature
+from edgeprune.profile.timing import Timing
+
+if TYPE_CHECKING:
+    from edgeprune.config import Target
+
+SCHEMA = "edgeprune.profile"
+SCHEMA_VERSION = 1
+
+
+def profiles_dir() -> Path:
+    """The repository's ``profiles/`` folder (beside ``targets/``)."""
+    return Path(__file__).resolve().parent.parent.parent / "profiles"
+
+
+def default_profile_path(target_name: Any, model_name: str) -> Path:
+    """``profiles/{target}--{model}.json`` in the repository root."""
+    name = getattr(target_name, "name", target_name)
+    safe = str(model_name).replace("/", "_").replace("\\", "_").replace(":", "_")
+    return profiles_dir() / f"{name}--{safe}.json"
+
+
+# --------------------------------------------------------------------------- the profile
+
+
+@dataclass
+class Profile:
+    """A loaded (or freshly measured) profile: the raw document plus convenient views."""
+
+    data: dict[str, Any]
+    path: Path | None = None
+    _predictor: "Predictor | None" = field(default=None, repr=False)
+
+    @property
+    def target_name(self) -> str:
+        """Name of the target the tables were measured on."""
+        return self.data["target"]["name"]
+
+    @property
+    def model_name(self) -> str | None:
+        """The model the profile was made for (the tables serve any model with the same signatures)."""
+        return self.data.get("model")
+
+    @property
+    def unit(self) -> str:
+        """``ms`` or ``cycles``."""
+        return self.data.get("unit", "ms")
+
+    @property
+    def records(self) -> dict[str, dict[str, Any]]:
+        """Signature key -> record."""
+        return self.data["records"]
+
+    @property
+    def precisions(self) -> list[str]:
+        """Precisions with measured records."""
+        return sorted({r["signature"]["dtype"] for r in self.records.values()})
+
+    @property
+    def dense_latency(self) -> Timing | None:
+        """The whole dense model, measured with the whole-model protocol."""
+        d = self.data.get("dense_latency")
+        return Timing(**d) if d else None
+
+    @property
+    def audit(self) -> dict[str, Any] | None:
+        """The audit figures (median |error|, fraction within 5% / 10%, test-retest spread), or None."""
+        return self.data.get("audit")
+
+    @property
+    def complete(self) -> bool:
+        """False while a run is interrupted (resume it)."""
+        return bool(self.data.get("complete"))
+
+    def predictor(self) -> "Predictor":
+        """The latency predictor over this profile's tables and calibration."""
+        if self._predictor is None:
+            self._predictor = Predictor.from_profile(self)
+        return self._predictor
+
+    def save(self, path: str | Path | None = None) -> Path:
+        """Write the profile atomically (to ``path`` or where it came from)."""
+        from edgeprune.fileio import write_json
+
+        path = Path(path or self.path or "")
+        if not str(path):
+            raise BadInput("no path to save the profile to")
+        self.path = write_json(path, self.data)
+        return self.path
+
+
+def load_profile(path: str | Path, target: "Target | str | None" = None, allow_incomplete: bool = False) -> Profile:
+    """Read and validate a profile file; ``target`` (a Target or name) must match the file's target.
+
+    Fails with a one-line :class:`BadInput` on a missing or truncated file, a wrong
+    schema or schema version, another target's file, or an interrupted run.
+    """
+    from edgeprune.fileio import read_json
+
+    path = Path(path)
+    doc = read_json(path, "profile file")
+    validate(doc, path)
+    if target is not None:
+        want = getattr(target, "name", target)
+        if doc["target"]["name"] != want:
+            raise BadInput(f"profile {path} was measured on target {doc['target']['name']!r}, not {want!r}")
+    if not doc.get("complete") and not allow_incomplete:
+        raise BadInput(f"profile {path} is incomplete (an interrupted run): finish it with `edgeprune profile ... --resume`")
+    return Profile(doc, path)
+
+
+def validate(doc: Any, path: Path | str = "<profile>") -> None:
+    """Check the schema of a profile document (raises BadInput with one line)."""
+    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+        raise BadInput(f"{path} is not an edgeprune profile (no \"schema\": \"{SCHEMA}\")")
+    ver = doc.get("schema_version")
+    if ver != SCHEMA_VERSION:
+        raise BadInput(
+            f"profile {path} has schema version {ver!r}; this edgeprune reads version {SCHEMA_VERSION} "
+            "(re-run `edgeprune profile` to measure it again)"
+        )
+    for key, typ in (("target", dict), ("records", dict), ("unit", str)):
+        if not isinstance(doc.get(key), typ):
+            raise BadInput(f"profile {path}: missing or malformed {key!r}")
+    if not isinstance(doc["target"].get("name"), str):
+        raise BadInput(f"profile {path}: target has no name")
+    for key, rec in doc["records"].items():
+        try:
+            LayerSignature.from_dict(rec["signature"])
+            float(rec["median"])
+        except (KeyError, TypeError, ValueError):
+            raise BadInput(f"profile {path}: malformed record {key!r}") from None
+
+
+# --------------------------------------------------------------------------- the predictor
+
+
+class _Axis:
+    """Sorted channel counts measured on one axis of a table, split into aligned / unaligned lattices."""
+
+    def __init__(self, values: list[int], multiple: int) -> None:
+        self.all = sorted(set(values))
+        self.multiple = max(1, multiple)
+        self.aligned = [v for v in self.all if v % self.multiple == 0]
+        self.unaligned = [v for v in self.all if v % self.multiple != 0]
+
+    def bracket(self, v: int) -> tuple[list[tuple[int, float]], float]:
+        """Interpolation points and weights for ``v``, plus a scale factor for a one-point axis.
+
+        An exact measured value is used as is. Otherwise ``v`` is interpolated on
+        the lattice of its own kind (aligned values with aligned, unaligned with
+        unaligned: their costs differ by up to 2x on ORT), piecewise linearly,
+        extrapolating linearly from the two nearest points outside the range.
+        """
+        if v in self.all:
+            return [(v, 1.0)], 1.0
+        cand = self.aligned if v % self.multiple == 0 else self.unaligned
+        if len(cand) < 1:
+            cand = self.all
+        if len(cand) == 1:
+            # one measured count: scale proportionally (cost ~ channels near a single point)
+            return [(cand[0], 1.0)], v / cand[0]
+        i = bisect.bisect_left(cand, v)
+        i = min(max(i, 1), len(cand) - 1)
+        lo, hi = cand[i - 1], cand[i]
+        w = (v - lo) / (hi - lo)
+        return [(lo, 1.0 - w), (hi, w)], 1.0
+
+
+class _Table:
+    """All records of one layer shape (signature without channel counts): a (c_in, c_out) grid."""
+
+    def __init__(self, multiple: int) -> None:
+        self.values: dict[tuple[int, int], float] = {}
+        self.layout: dict[tuple[int, int], str] = {}
+        self.multiple = multiple
+        self._axes: tuple[_Axis, _Axis] | None = None
+
+    def add(self, cin: int, cout: int, value: float, layout: str | None) -> None:
+        self.values[(cin, cout)] = value
+        if layout:
+            self.layout[(cin, cout)] = layout
+        self._axes = None
+
+    @property
+    def axes(self) -> tuple[_Axis, _Axis]:
+        if self._axes is None:
+            self._axes = (
+                _Axis([k[0] for k in self.values], self.multiple),
+                _Axis([k[1] for k in self.values], self.multiple),
+            )
+        return self._axes
+
+    def cost(self, cin: int, cout: int) -> float:
+        exact = self.values.get((cin, cout))
+        if exact is not None:
+            return exact
+        ax_in, ax_out = self.axes
+        pin, sin = ax_in.bracket(cin)
+        pout, sout = ax_out.bracket(cout)
+        total = 0.0
+        for ci, wi in pin:
+            for co, wo in pout:
+                val = self.values.get((ci, co))
+                if val is None:
+                    val = self._nearest(ci, co)
+                total += wi * wo * val
+        total *= sin * sout
+        # linear extrapolation below the grid may reach zero: never predict less than a tenth of the smallest entry
+        return max(total, 0.1 * min(self.values.values()))
+
+    def _nearest(self, ci: int, co: int) -> float:
+        # the grid is a full product, so this only runs on hand-edited or partial tables
+        best = min(self.values, key=lambda k: (abs(k[0] - ci) + abs(k[1] - co)))
+        return self.values[best]
+
+
+class Predictor:
+    """Latency (or cycles) of layers and whole models from a profile.
+
+    ``layer_cost`` interpolates the table of the layer's shape bilinearly in
+    (c_in, c_out) on the lattice of its own alignment (exact at measured points,
+    monotone wherever the table is). ``model_cost`` sums the layers and adds the
+    per-model term: a least-squares line ``a * layer_sum + b`` fitted on a few
+    whole-model measurements (the dense model and random pruned variants), which
+    absorbs what isolated layer timings miss (per-call overhead, layout reorders,
+    the un-profiled ops such as pooling and shortcuts).
+    """
+
+    def __init__(self, unit: str, multiple: int, calibration: Mapping[str, Any] | None = None) -> None:
+        self.unit = unit
+        self.multiple = multiple
+        self.tables: dict[str, _Table] = {}
+        self.calibration = dict(calibration or {})
+        coef = self.calibration.get("coef") or {}
+        self.scale = float(coef.get("scale", 1.0))
+        self.offset = float(coef.get("offset", 0.0))
+
+    @classmethod
+    def from_profile(cls, prof: Profile) -> "Predictor":
+        mult = int(prof.data["target"].get("channel_multiple", 1) or 1)
+        pred = cls(prof.unit, mult, prof.data.get("calibration"))
+        for rec in prof.records.values():
+            sig = LayerSignature.from_dict(rec["signature"])
+            pred.add(sig, float(rec["median"]), rec.get("layout"))
+        return pred
+
+    def add(self, sig: LayerSignature, value: float, layout: str | None = None) -> None:
+        """Add one measured point."""
+        self.tables.setdefault(sig.shape_key(), _Table(self.multiple)).add(sig.in_channels, sig.out_channels, value, layout)
+
+    def has(self, sig: LayerSignature) -> bool:
+        """Whether the profile has a table for this layer's shape and precision."""
+        return sig.shape_key() in self.tables
+
+    def layer_cost(self, sig: LayerSignature) -> float:
+        """Predicted cost of one layer (interpolated; exact at measured points)."""
+        table = self.tables.get(sig.shape_key())
+        if table is None:
+            shapes = sorted({k.rsplit("|", 2)[1] for k in self.tables})
+            raise BadInput(
+                f"the profile has no table for layer {sig.key()} "
+                f"(profiled precisions: {', '.join(shapes) or 'none'}; re-run `edgeprune profile` for this model)"
+            )
+        return table.cost(sig.in_channels, sig.out_channels)
+
+    def layer_sum(self, sigs: Mapping[str, LayerSignature]) -> float:
+        """Sum of the layers' predicted costs (no per-model term)."""
+        return float(sum(self.layer_cost(s) for s in sigs.values()))
+
+    def model_cost(self, sigs: Mapping[str, LayerSignature]) -> float:
+        """Predicted whole-model cost: the layer sum through the calibrated per-model line."""
+        return self.scale * self.layer_sum(sigs) + self.offset
+
+    def layout(self, sig: LayerSignature) -> str | None:
+        """The layout the backend chose for a measured point (``nchwc``/``plain`` on ORT), if recorded."""
+        table = self.tables.get(sig.shape_key())
+        return None if table is None else table.layout.get((sig.in_channels, sig.out_channels))
+
+
+def fit_calibration(points: list[tuple[float, float]], unit: str) -> dict[str, float]:
+    """The per-model line ``measured = scale * layer_sum + offset`` from (layer_sum, measured) pairs.
+
+    With one point only the offset is fitted (scale 1). Cycles from a simulator
+    need no correction (scale 1, offset 0) when there are no points.
+    """
+    if not points:
+        return {"scale": 1.0, "offset": 0.0}
+    if len(points) == 1 or len({round(p[0], 9) for p in points}) == 1:
+        s, m = points[0]
+        return {"scale": 1.0, "offset": m - s}
+    import numpy as np
+
+    x = np.array([p[0] for p in points])
+    y = np.array([p[1] for p in points])
+    # least squares on relative error: weight each point by 1/measured
+    w = 1.0 / np.maximum(y, 1e-12)
+    A = np.stack([x * w, w], axis=1)
+    (scale, offset), *_ = np.linalg.lstsq(A, y * w, rcond=None)
+    if not math.isfinite(scale) or scale <= 0:
+        s, m = points[0]
+        return {"scale": 1.0, "offset": m - s}
+    return {"scale": float(scale), "offset": float(offset)}

@@ -1,0 +1,623 @@
+"""Measure a model's latency look-up table on a target, calibrate the predictor, audit it.
+
+``profile()`` is resumable: records are written (atomically) every few seconds
+and on any exception, and a later run with ``resume=True`` measures only the
+signatures the file does not have yet. See docs/profile.md for the grid, the
+timing protocols and the file schema.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import random
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+from edgeprune.errors import BackendUnavailable, BadInput
+from edgeprune.graph.signature import LayerSignature
+from edgeprune.profile.lut import SCHEMA, SCHEMA_VERSION, Profile, default_profile_path, fit_calibration, validate
+from edgeprune.profile.timing import ModelProtocol, Timing, TimingProtocol, interleaved_rounds, spread
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from edgeprune.config import Target
+    from edgeprune.graph.groups import ChannelGraph
+    from edgeprune.ui import UI
+
+#: The per-layer protocol: layers take 10 us - 1 ms here, so a few hundred runs cost well under a second.
+LAYER_PROTOCOL = TimingProtocol(warmup=10, min_runs=60, max_runs=600, round_size=30, rel_tol=0.01, max_seconds=0.6)
+
+SAVE_EVERY_S = 2.0
+
+
+# --------------------------------------------------------------------------- the grid
+
+
+def aligned_grid(total: int, multiple: int) -> list[int]:
+    """Channel counts measured for a group of ``total`` channels on the target's granularity.
+
+    Every ``multiple`` step in the top half of the range (where planners choose:
+    cutting a layer below half costs accuracy fast, and latency differences
+    between neighbouring choices are what the planner trades there), doubling
+    steps below (``multiple``, ``2*multiple``, ``4*multiple`` ...: latency is
+    overhead-dominated and smooth in relative terms down there), plus ``total``
+    itself (a layer may always stay whole, even when ``total`` is unaligned).
+    """
+    if total <= multiple:
+        return [total]
+    half = total / 2
+    vals = {v for v in range(multiple, total, multiple) if v >= half}
+    v = multiple
+    while v < half:
+        vals.add(v)
+        v *= 2
+    vals.add(total)
+    return sorted(vals)
+
+
+def unaligned_grid(aligned: Sequence[int], multiple: int) -> list[int]:
+    """Off-granularity probes: one below each aligned count (``8k - 1``), the worst layout case on ORT.
+
+    The predictor interpolates unaligned counts on this lattice and aligned
+    counts on the aligned one, so the 2x alignment effect is measured, not
+    smeared by interpolating across it.
+    """
+    if multiple <= 1:
+        return []
+    return sorted({a - 1 for a in aligned if a - 1 >= 1 and (a - 1) % multiple != 0} - set(aligned))
+
+
+def make_grid(graph: "ChannelGraph", target: "Target", unaligned: bool = True) -> dict[str, dict[str, list[int]]]:
+    """Per prunable group: ``{"aligned": [...], "unaligned": [...]}`` channel counts to measure."""
+    m = max(1, target.channel_multiple)
+    out = {}
+    for g in graph.groups:
+        if not g.prunable:
+            continue
+        a = aligned_grid(g.size, m)
+        out[g.id] = {"aligned": a, "unaligned": unaligned_grid(a, m) if unaligned else []}
+    return out
+
+
+def _normalise_grid(grid: Any, graph: "ChannelGraph", target: "Target") -> dict[str, dict[str, list[int]]]:
+    if grid is None or grid == "default":
+        return make_grid(graph, target)
+    if grid == "aligned":
+        return make_grid(graph, target, unaligned=False)
+    if isinstance(grid, Mapping):
+        out = {}
+        for gid, counts in grid.items():
+            if isinstance(counts, Mapping):
+                out[gid] = {"aligned": sorted(set(counts.get("aligned", []))), "unaligned": sorted(set(counts.get("unaligned", [])))}
+            else:
+                out[gid] = {"aligned": sorted({int(c) for c in counts}), "unaligned": []}
+        return out
+    raise BadInput(f"unknown grid {grid!r} (use 'default', 'aligned' or a mapping group -> counts)")
+
+
+def layer_points(graph: "ChannelGraph", grid: Mapping[str, Mapping[str, Sequence[int]]], precisions: Sequence[str]) -> list[LayerSignature]:
+    """Every layer configuration to measure: per layer shape, the product of the c_in and c_out counts.
+
+    Layers sharing a shape (signature without channel counts) share one table;
+    its axes are the union of their groups' counts, measured as a full product so
+    the table is a complete rectangular grid. fp32 gets the aligned and the
+    unaligned lattice; lower precisions the aligned one only (see docs/profile.md).
+    """
+    axes: dict[str, tuple[LayerSignature, dict[str, set[int]]]] = {}
+    for info in graph.layers.values():
+        sig = info.signature.with_channels(info.signature.in_channels, info.signature.out_channels, "fp32")
+        entry = axes.setdefault(sig.shape_key(), (sig, {"in_a": set(), "in_u": set(), "out_a": set(), "out_u": set()}))[1]
+        for side, gid, full in (("in", info.in_group, sig.in_channels), ("out", info.out_group, sig.out_channels)):
+            if gid is not None and gid in grid:
+                entry[f"{side}_a"].update(grid[gid].get("aligned", []))
+                entry[f"{side}_u"].update(grid[gid].get("unaligned", []))
+            else:
+                entry[f"{side}_a"].add(full)
+    points: dict[str, LayerSignature] = {}
+    for sig, ax in axes.values():
+        for dtype in precisions:
+            ins = ax["in_a"] | (ax["in_u"] if dtype == "fp32" else set())
+            outs = ax["out_a"] | (ax["out_u"] if dtype == "fp32" else set())
+            for ci in sorted(ins):
+                for co in sorted(outs):
+                    if sig.groups == -1 and ci != co:
+                        continue
+                    s = sig.with_channels(ci, co, dtype)
+                    points.setdefault(s.key(), s)
+    return list(points.values())
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("edgeprune", "onnxruntime", "onnx", "torch", "numpy", "torch-pruning"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def _loadavg() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
+
+
+def _target_spec(target: "Target") -> dict[str, Any]:
+    return {
+        "name": target.name, "backend": target.backend, "device": target.device, "host": target.host,
+        "threads": target.threads, "precisions": list(target.precisions), "channel_multiple": target.channel_multiple,
+        "clock_mhz": target.clock_mhz, "options": dict(target.options),
+    }
+
+
+def _protocol_dict(p: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(p)
+
+
+def _model_and_name(model: Any, model_name: str | None) -> tuple["nn.Module", str]:
+    from edgeprune.models import load_model
+
+    if isinstance(model, str):
+        return load_model(model), model_name or model
+    return model.eval(), model_name or type(model).__name__.lower()
+
+
+def _example_for(model_name: str, example: Any) -> Any:
+    if example is not None:
+        return example
+    import torch
+
+    from edgeprune.models import model_spec
+
+    spec = model_spec(model_name)
+    if spec is None:
+        raise BadInput("an example input is needed to profile a user model")
+    return torch.zeros(spec.input_shape)
+
+
+def _backend_for(target: "Target"):
+    from edgeprune.profile.backends import get_backend
+
+    backend = get_backend(target.backend)
+    ok, reason = backend.availability(target)
+    if not ok:
+        raise BackendUnavailable(f"target {target.name}: {reason}")
+    return backend
+
+
+def _supported_precisions(target: "Target", backend: Any) -> tuple[list[str], list[str]]:
+    """(precisions to measure, notes about the ones skipped)."""
+    out, notes = [], []
+    for p in target.precisions:
+        if backend.name == "ort":
+            if p == "int8":
+                from edgeprune.profile.ort_backend import int8_available
+
+                ok, why = int8_available()
+                if not ok:
+                    notes.append(f"int8 not measured: {why}")
+                    continue
+            elif p != "fp32":
+                notes.append(f"{p} not measured: the ort CPU backend times fp32 and int8 only")
+                continue
+        out.append(p)
+    if not out:
+        raise BackendUnavailable(f"target {target.name}: none of its precisions ({', '.join(target.precisions)}) can be timed here")
+    return out, notes
+
+
+def random_widths(graph: "ChannelGraph", rng: random.Random, aligned: bool, multiple: int, low: float = 0.3) -> dict[str, int]:
+    """A random pruned configuration: each prunable group keeps a uniform fraction in [low, 1].
+
+    ``aligned`` rounds every width to the target's multiple; otherwise widths are
+    any integer (most of them then unaligned).
+    """
+    from edgeprune.prune.granularity import round_channels
+
+    w = {}
+    for g in graph.prunable:
+        k = max(1, int(round(rng.uniform(low, 1.0) * g.size)))
+        w[g.id] = round_channels(k, multiple, g.size) if aligned else k
+    return w
+
+
+def _pruned(model: "nn.Module", example: Any, widths: Mapping[str, int]) -> "nn.Module":
+    from edgeprune.graph import prune
+
+    keep = {gid: list(range(k)) for gid, k in widths.items()}
+    return prune(model, keep, example)
+
+
+def measure_configs(
+    model: "nn.Module",
+    example: Any,
+    target: "Target",
+    configs: Mapping[str, Mapping[str, int] | "nn.Module"],
+    protocol: ModelProtocol | None = None,
+    ui: "UI | None" = None,
+    desc: str = "whole models",
+) -> tuple[dict[str, Timing], dict[str, list[float]]]:
+    """Measure several whole models interleaved (pruned configurations of ``model`` or modules).
+
+    Returns the timings and each one's per-pass values (test-retest).
+    """
+    from edgeprune.compile.onnx_export import export_onnx
+    from edgeprune.ui import QUIET
+
+    ui = ui or QUIET
+    protocol = protocol or ModelProtocol()
+    backend = _backend_for(target)
+    with tempfile.TemporaryDirectory(prefix="edgeprune-models-") as d:
+        paths = {}
+        with ui.progress("exporting models", total=len(configs)) as bar:
+            for i, (name, cfg) in enumerate(configs.items()):
+                m = cfg if hasattr(cfg, "forward") else (_pruned(model, example, cfg) if cfg else model)
+                paths[name] = export_onnx(m, example, Path(d) / f"m{i}.onnx")
+                bar.advance()
+        try:
+            runners = {n: backend.make_runner(p, target) for n, p in paths.items()}
+        except NotImplementedError:
+            runners = None
+        if runners is None:  # no in-process runner: one model after another with the backend's own protocol
+            per = {n: [] for n in paths}
+            out = {}
+            for _ in range(max(1, protocol.passes)):
+                for n, p in paths.items():
+                    t = backend.time_onnx(p, target, LAYER_PROTOCOL)
+                    per[n].append(t.median)
+                    out[n] = t
+            return {n: Timing(float(sorted(v)[len(v) // 2]), out[n].p10, out[n].p90, out[n].count, out[n].unit) for n, v in per.items()}, per
+        steps = max(1, protocol.passes) * protocol.rounds * len(runners)
+        with ui.progress(desc, total=steps) as bar:
+            return interleaved_rounds(runners, protocol, on_step=bar.advance)
+
+
+def measure_model(model: Any, example: Any, target: "Target | str", protocol: ModelProtocol | TimingProtocol | None = None) -> Timing:
+    """Measured latency of one whole model on ``target`` (ONNX export + backend), whole-model protocol.
+
+    A :class:`TimingProtocol` times it with the backend's plain ``time_onnx``
+    instead. On a simulated target (cycles) the model's cost is the sum of its
+    layers' simulated cycles.
+    """
+    from edgeprune.config import get_target
+
+    target = get_target(target)
+    model, name = _model_and_name(model, None)
+    example = _example_for(name, example)
+    backend = _backend_for(target)
+    if backend.unit == "cycles":
+        return _simulated_model(model, example, target, backend)
+    if isinstance(protocol, TimingProtocol):
+        from edgeprune.compile.onnx_export import export_onnx
+
+        with tempfile.TemporaryDirectory() as d:
+            p = export_onnx(model, example, Path(d) / "model.onnx")
+            return backend.time_onnx(p, target, protocol)
+    timings, _ = measure_configs(model, example, target, {"model": model}, protocol)
+    return timings["model"]
+
+
+def _simulated_model(model: "nn.Module", example: Any, target: "Target", backend: Any, widths: Mapping[str, int] | None = None) -> Timing:
+    from edgeprune.graph import channel_groups
+
+    graph = channel_groups(model, example)
+    dtype = "int8" if "int8" in target.precisions else target.precisions[0]
+    sigs = graph.signatures(widths, {n: dtype for n in graph.layers})
+    total = sum(backend.time_layer(s, target, LAYER_PROTOCOL).median for s in sigs.values())
+    return Timing(total, total, total, 1, backend.unit)
+
+
+# --------------------------------------------------------------------------- profile
+
+
+def _new_doc(target: "Target", backend: Any, model_name: str, grid: Mapping, protocol: TimingProtocol, mprotocol: ModelProtocol) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "target": _target_spec(target),
+        "model": model_name,
+        "unit": backend.unit,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "updated": None,
+        "complete": False,
+        "software": _versions(),
+        "cpu": _cpu_model(),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "protocol": {"layer": _protocol_dict(protocol), "model": _protocol_dict(mprotocol)},
+        "grid": {"policy": "top half every channel_multiple step, doubling below, plus the full size; fp32 also at 8k-1 probes",
+                 "groups": {k: dict(v) for k, v in grid.items()}},
+        "precisions": [],
+        "notes": [],
+        "records": {},
+        "dense_latency": None,
+        "calibration": None,
+        "audit": None,
+        "timings_s": {},
+    }
+
+
+def profile(
+    model: Any,
+    example: Any,
+    target: "Target | str",
+    *,
+    model_name: str | None = None,
+    grid: Any = None,
+    protocol: TimingProtocol | None = None,
+    out: str | Path | None = None,
+    resume: bool = True,
+    audit: int = 0,
+    ui: "UI | None" = None,
+    model_protocol: ModelProtocol | None = None,
+    calibration: int = 6,
+    seed: int = 0,
+    notes: Sequence[str] = (),
+    _on_record: Callable[[int], None] | None = None,
+) -> Profile:
+    """Measure the latency table of every layer signature of ``model`` on ``target``, calibrate, audit.
+
+    - ``grid``: None/"default" (see :func:`aligned_grid` / :func:`unaligned_grid`),
+      "aligned" (no unaligned probes), or ``{group_id: [counts]}``.
+    - ``protocol``: the per-layer :class:`TimingProtocol` (default :data:`LAYER_PROTOCOL`);
+      ``model_protocol`` the whole-model :class:`ModelProtocol`.
+    - ``out``: the profile file (default ``profiles/{target}--{model}.json``), written
+      atomically every few seconds and on interruption; ``resume`` reuses its records.
+    - ``calibration``: pruned configurations (half aligned) measured whole, besides the
+      dense model, to fit the per-model term.
+    - ``audit``: N random pruned configurations (half aligned) measured whole and
+      compared with the prediction; the figures are stored in the file.
+    """
+    from edgeprune.config import get_target
+    from edgeprune.graph import channel_groups
+    from edgeprune.ui import QUIET
+
+    ui = ui or QUIET
+    target = get_target(target)
+    backend = _backend_for(target)
+    model, model_name = _model_and_name(model, model_name)
+    example = _example_for(model_name, example)
+    protocol = protocol or LAYER_PROTOCOL
+    mprotocol = model_protocol or ModelProtocol()
+    out = Path(out) if out else default_profile_path(target.name, model_name)
+    t_start = time.perf_counter()
+
+    graph = channel_groups(model, example)
+    grid_n = _normalise_grid(grid, graph, target)
+    precisions, skip_notes = _supported_precisions(target, backend)
+
+    doc = None
+    if resume and out.exists():
+        from edgeprune.fileio import read_json
+
+        old = read_json(out, "profile file")
+        validate(old, out)
+        if old["target"]["name"] != target.name:
+            raise BadInput(f"{out} holds a profile for target {old['target']['name']!r}, not {target.name!r}: choose another --out")
+        doc = old
+        if doc.get("model") != model_name:
+            # the tables serve any model with the same signatures; the per-model parts are redone
+            doc["notes"].append(f"records reused from a profile of {doc.get('model')} for {model_name}")
+            doc.update(model=model_name, calibration=None, dense_latency=None, audit=None, complete=False)
+    if doc is None:
+        doc = _new_doc(target, backend, model_name, grid_n, protocol, mprotocol)
+    doc["grid"]["groups"] = {k: dict(v) for k, v in grid_n.items()}
+    doc["precisions"] = precisions
+    for n in list(skip_notes) + list(notes):
+        if n not in doc["notes"]:
+            doc["notes"].append(n)
+    doc["machine"]["loadavg_start"] = _loadavg()
+
+    points = layer_points(graph, grid_n, precisions)
+    todo = [s for s in points if s.key() not in doc["records"]]
+    ui.log(f"profiling {model_name} on {target.name}: {len(points)} layer configurations "
+           f"({len(points) - len(todo)} already in {out}), precisions {', '.join(precisions)}")
+
+    def save() -> None:
+        from edgeprune.fileio import write_json
+
+        doc["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        write_json(out, doc)
+
+    last_save = time.perf_counter()
+    t_layers = time.perf_counter()
+    try:
+        with ui.progress("layer tables", total=len(todo)) as bar:
+            for i, sig in enumerate(todo):
+                if _on_record is not None:
+                    _on_record(i)
+                timing, meta = backend.time_layer_detail(sig, target, protocol)
+                rec = {"signature": sig.to_dict(), **timing.to_dict()}
+                rec.update({k: v for k, v in meta.items() if k in ("layout", "nodes") or not isinstance(v, (dict, list))})
+                doc["records"][sig.key()] = rec
+                bar.advance(info=f"{sig.op} {sig.in_channels}x{sig.out_channels} {sig.dtype}")
+                if time.perf_counter() - last_save > SAVE_EVERY_S:
+                    save()
+                    last_save = time.perf_counter()
+    finally:
+        doc["timings_s"]["layers"] = round(doc["timings_s"].get("layers", 0.0) + time.perf_counter() - t_layers, 2)
+        save()
+
+    prof = Profile(doc, out)
+    if doc.get("calibration") is None or doc.get("dense_latency") is None:
+        t_cal = time.perf_counter()
+        _calibrate(prof, model, example, graph, target, backend, mprotocol, calibration, seed, ui)
+        doc["timings_s"]["calibration"] = round(time.perf_counter() - t_cal, 2)
+        prof._predictor = None
+        save()
+    if audit and (doc.get("audit") is None or doc["audit"].get("n") != audit or not resume):
+        t_aud = time.perf_counter()
+        doc["audit"] = run_audit(prof, model, example, target, audit, mprotocol, seed=seed + 1000, ui=ui, graph=graph)
+        doc["timings_s"]["audit"] = round(time.perf_counter() - t_aud, 2)
+    doc["machine"]["loadavg_end"] = _loadavg()
+    doc["timings_s"]["total_this_run"] = round(time.perf_counter() - t_start, 2)
+    doc["complete"] = True
+    save()
+    prof._predictor = None
+    return prof
+
+
+def _calibrate(prof: Profile, model: Any, example: Any, graph: "ChannelGraph", target: "Target", backend: Any,
+               mprotocol: ModelProtocol, n: int, seed: int, ui: "UI") -> None:
+    """Measure the dense model and ``n`` pruned configurations; fit the per-model line."""
+    doc = prof.data
+    dense_dtype = "fp32" if "fp32" in doc["precisions"] else doc["precisions"][0]
+    dtypes = {name: dense_dtype for name in graph.layers}
+    pred = prof.predictor()
+    if backend.unit == "cycles":
+        # simulated cycles are additive: the model is the sum of its layers, no correction
+        sigs = graph.signatures({}, dtypes)
+        total = pred.layer_sum(sigs)
+        doc["dense_latency"] = Timing(total, total, total, 1, backend.unit).to_dict()
+        doc["calibration"] = {"model": doc["model"], "dtype": dense_dtype, "coef": {"scale": 1.0, "offset": 0.0}, "points": [],
+                              "method": "none: simulated cycles are additive"}
+        return
+    rng = random.Random(seed)
+    m = max(1, target.channel_multiple)
+    configs: dict[str, dict[str, int]] = {"dense": {}}
+    for i in range(n):
+        configs[f"cal{i}-{'aligned' if i % 2 == 0 else 'unaligned'}"] = random_widths(graph, rng, i % 2 == 0, m)
+    ui.log(f"calibrating the per-model term on {len(configs)} whole models")
+    timings, per_pass = measure_configs(model, example, target, configs, mprotocol, ui, "calibration (whole models)")
+    points = []
+    rows = []
+    for name, widths in configs.items():
+        s = pred.layer_sum(graph.signatures(widths, dtypes))
+        points.append((s, timings[name].median))
+        rows.append({"name": name, "widths": widths, "layer_sum": s, "measured": timings[name].to_dict(),
+                     "passes": per_pass[name]})
+    coef = fit_calibration(points, backend.unit)
+    doc["dense_latency"] = {**timings["dense"].to_dict(), "unit": backend.unit}
+    doc["calibration"] = {
+        "model": doc["model"], "dtype": dense_dtype, "coef": coef, "points": rows,
+        "method": "least squares (relative) measured = scale * layer_sum + offset over the dense model and random pruned configurations",
+        "test_retest_spread_median": _median([spread(v) for v in per_pass.values()]),
+    }
+
+
+def _median(xs: Sequence[float]) -> float | None:
+    xs = sorted(xs)
+    if not xs:
+        return None
+    k = len(xs)
+    return float(xs[k // 2] if k % 2 else (xs[k // 2 - 1] + xs[k // 2]) / 2)
+
+
+def run_audit(prof: Profile, model: Any, example: Any, target: "Target | str", n: int,
+              protocol: ModelProtocol | None = None, seed: int = 1000, ui: "UI | None" = None,
+              graph: "ChannelGraph | None" = None) -> dict[str, Any]:
+    """Sample ``n`` random pruned configurations (alternately aligned / unaligned), measure, compare.
+
+    Returns the figures stored under ``"audit"``: median |error|, fractions within
+    +-5% / +-10% (overall, aligned, unaligned), the test-retest spread of the
+    measurement itself (two independent interleaved passes), a MAC-count baseline
+    for comparison, and every configuration's numbers.
+    """
+    from edgeprune.config import get_target
+    from edgeprune.graph import channel_groups
+    from edgeprune.ui import QUIET
+
+    ui = ui or QUIET
+    target = get_target(target)
+    backend = _backend_for(target)
+    protocol = protocol or ModelProtocol()
+    graph = graph or channel_groups(model, example)
+    pred = prof.predictor()
+    dtype = (prof.data.get("calibration") or {}).get("dtype", "fp32")
+    dtypes = {name: dtype for name in graph.layers}
+    rng = random.Random(seed)
+    m = max(1, target.channel_multiple)
+    configs = {}
+    for i in range(n):
+        aligned = i % 2 == 0
+        configs[f"audit{i:03d}-{'aligned' if aligned else 'unaligned'}"] = random_widths(graph, rng, aligned, m)
+    if backend.unit == "cycles":
+        timings = {k: _simulated_model(model, example, target, backend, w) for k, w in configs.items()}
+        per_pass = {k: [t.median] for k, t in timings.items()}
+    else:
+        ui.log(f"auditing the predictor on {n} random pruned configurations (measured whole, interleaved)")
+        timings, per_pass = measure_configs(model, example, target, configs, protocol, ui, "audit (whole models)")
+    rows = []
+    for name, widths in configs.items():
+        sigs = graph.signatures(widths, dtypes)
+        p = pred.model_cost(sigs)
+        meas = timings[name].median
+        macs = sum(s.macs for s in sigs.values())
+        rows.append({"name": name, "aligned": name.endswith("-aligned"), "widths": widths, "predicted": p, "measured": meas,
+                     "error": p / meas - 1.0, "passes": per_pass[name], "spread": spread(per_pass[name]), "macs": macs})
+    # MAC-count baseline: one line through the calibration points (what a FLOP-based planner assumes)
+    mac_rows = []
+    cal = prof.data.get("calibration") or {}
+    cal_pts = [(sum(s.macs for s in graph.signatures(r["widths"], dtypes).values()), r["measured"]["median"]) for r in cal.get("points", [])]
+    mac_fit = fit_calibration(cal_pts, backend.unit) if len(cal_pts) >= 2 else None
+    if mac_fit:
+        mac_rows = [mac_fit["scale"] * r["macs"] + mac_fit["offset"] for r in rows]
+    return summarise_audit(rows, mac_rows, backend.unit, protocol)
+
+
+def summarise_audit(rows: list[dict], mac_pred: list[float], unit: str, protocol: ModelProtocol) -> dict[str, Any]:
+    """The audit figures from per-configuration rows."""
+
+    def figs(sel: list[dict]) -> dict[str, Any]:
+        errs = [abs(r["error"]) for r in sel]
+        if not errs:
+            return {"n": 0}
+        return {
+            "n": len(errs),
+            "median_abs_error": _median(errs),
+            "max_abs_error": max(errs),
+            "within_5pct": sum(e <= 0.05 for e in errs) / len(errs),
+            "within_10pct": sum(e <= 0.10 for e in errs) / len(errs),
+            "mean_signed_error": sum(r["error"] for r in sel) / len(sel),
+        }
+
+    spreads = [r["spread"] for r in rows]
+    out: dict[str, Any] = {
+        "n": len(rows),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "unit": unit,
+        "loadavg": _loadavg(),
+        "protocol": _protocol_dict(protocol),
+        **figs(rows),
+        "aligned": figs([r for r in rows if r["aligned"]]),
+        "unaligned": figs([r for r in rows if not r["aligned"]]),
+        "test_retest": {
+            "what": "relative spread (max-min)/median between independent interleaved passes of the same model",
+            "median_spread": _median(spreads),
+            "within_5pct": (sum(s <= 0.05 for s in spreads) / len(spreads)) if spreads else None,
+            "within_10pct": (sum(s <= 0.10 for s in spreads) / len(spreads)) if spreads else None,
+        },
+        "configs": rows,
+    }
+    if mac_pred:
+        errs = [abs(p / r["measured"] - 1.0) for p, r in zip(mac_pred, rows)]
+        out["macs_baseline"] = {
+            "what": "one line measured = a * MACs + b through the calibration points",
+            "median_abs_error": _median(errs),
+            "within_5pct": sum(e <= 0.05 for e in errs) / len(errs),
+            "within_10pct": sum(e <= 0.10 for e in errs) / len(errs),
+        }
+    return out

@@ -1,0 +1,293 @@
+"""int8 post-training quantisation for ONNX Runtime: static, QDQ, per-channel weights, calibrated on real data.
+
+Traps handled here (DESIGN.md, measured on this machine):
+
+* Format: activations QUInt8 with weights QInt8 (U8S8) ran faster than fp32 on
+  the AVX2 CPUs of this project while S8S8 ran slower; ``reduce_range`` (7-bit
+  weights) avoids saturation in the int8 kernels without VNNI. The format is
+  read from the target file (``int8_activation``, ``int8_weight``,
+  ``reduce_range`` under ``[options]``).
+* Excluded nodes: the quantiser leaves them fp32 in the file, but ORT's
+  ``WeightBiasQuantization`` graph optimiser quantises their weights again at
+  session creation (their inputs still come through DequantizeLinear). So
+  whenever nodes are excluded, :class:`QuantResult` lists that optimiser in
+  ``disabled_optimizers`` and every session must be made with it
+  (``make_session(path, target, disabled_optimizers=q.disabled_optimizers)``).
+  :func:`edgeprune.quant.runtime_precisions` checks the graph ORT really runs.
+* ``CalibMaxIntermediateOutputs`` in onnxruntime 1.32 drops the collected
+  data without computing ranges; it is not used. Histogram methods (entropy,
+  percentile) are fed in strides so memory stays bounded.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from edgeprune.errors import BadInput
+from edgeprune.fileio import atomic_path
+from edgeprune.quant.names import QuantWarning, match_nodes
+
+MIN_CALIB_SAMPLES = 100
+RANDOM_CALIB_SAMPLES = 8
+METHODS = ("minmax", "entropy", "percentile")
+# ops that move no float data worth quantising: never warned about
+_NEUTRAL_OPS = {
+    "Constant", "ConstantOfShape", "Shape", "Size", "Identity", "Cast", "CastLike", "Range", "NonZero",
+    "Expand", "Tile", "Dropout", "QuantizeLinear", "DequantizeLinear", "Equal", "Less", "Greater", "Not",
+}
+
+
+@dataclass
+class QuantResult:
+    """What :func:`quantize_onnx` wrote and how a session must load it."""
+
+    path: Path
+    disabled_optimizers: list[str]
+    excluded_nodes: list[str]
+    format: str
+    warnings: list[str] = field(default_factory=list)
+    method: str = "minmax"
+    calib_samples: int = 0
+    random_calibration: bool = False
+    unquantizable_nodes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly dict."""
+        d = asdict(self)
+        d["path"] = str(self.path)
+        return d
+
+
+def int8_format(target: Any = None) -> tuple[str, str, bool]:
+    """(activation type, weight type, reduce_range) from the target's options; U8S8 without reduce_range by default."""
+    opts = dict(getattr(target, "options", {}) or {})
+    act = str(opts.get("int8_activation", "QUInt8"))
+    wgt = str(opts.get("int8_weight", "QInt8"))
+    for what, v in (("int8_activation", act), ("int8_weight", wgt)):
+        if v not in ("QUInt8", "QInt8"):
+            raise BadInput(f"target {getattr(target, 'name', '?')}: option {what} must be QUInt8 or QInt8, got {v!r}")
+    return act, wgt, bool(opts.get("reduce_range", False))
+
+
+def _format_name(act: str, wgt: str, reduce_range: bool, per_channel: bool) -> str:
+    short = {"QUInt8": "U8", "QInt8": "S8"}
+    text = f"QDQ {short[act]}{short[wgt]}"
+    text += " per-channel" if per_channel else " per-tensor"
+    return text + (" reduce_range" if reduce_range else "")
+
+
+class _Reader:
+    """A CalibrationDataReader over an NCHW array, one sample per call (the exported graphs have batch 1)."""
+
+    def __init__(self, name: str, data: np.ndarray, batch: int) -> None:
+        self.name, self.data, self.batch = name, data, batch
+        self.start, self.end = 0, len(data) // batch
+        self.i = 0
+
+    def __len__(self) -> int:
+        return len(self.data) // self.batch
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self.start, self.end, self.i = start_index, end_index, start_index
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self.i >= self.end:
+            return None
+        b = self.batch
+        x = self.data[self.i * b : (self.i + 1) * b]
+        self.i += 1
+        return {self.name: x}
+
+    def rewind(self) -> None:
+        self.i = self.start
+
+
+class _DropPreprocessHint(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    root = logging.getLogger()
+    f = _DropPreprocessHint()
+    root.addFilter(f)
+    try:
+        yield
+    finally:
+        root.removeFilter(f)
+
+
+def _quantizable_ops() -> set[str]:
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    return set(QDQRegistry) | set(QLinearOpsRegistry)
+
+
+def _input_info(model: Any) -> tuple[str, list[int | None]]:
+    inits = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in inits]
+    if len(inputs) != 1:
+        raise BadInput(f"quantize_onnx expects a model with one input, got {len(inputs)} ({[i.name for i in inputs]})")
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in inputs[0].type.tensor_type.shape.dim]
+    return inputs[0].name, dims
+
+
+def _stride(n: int, cap: int = 32) -> int:
+    for s in range(min(cap, n), 0, -1):
+        if n % s == 0:
+            return s
+    return 1
+
+
+def _warn(msgs: list[str], text: str) -> None:
+    msgs.append(text)
+    warnings.warn(text, QuantWarning, stacklevel=3)
+
+
+def quantize_onnx(
+    fp32_path: str | Path,
+    out_path: str | Path,
+    target: Any = None,
+    calib: Any = None,
+    exclude: Sequence[str] = (),
+    method: str = "minmax",
+    per_channel: bool = True,
+    *,
+    seed: int = 0,
+) -> QuantResult:
+    """Quantise an fp32 ONNX model to int8 QDQ for ONNX Runtime; write it atomically to ``out_path``.
+
+    ``target``: a Target (or its name) whose options choose the format (see module doc).
+    ``calib``: NCHW float32 array (or tensor) of real, normalised calibration
+    images; None calibrates on random data, which is only fit for timing (the
+    profiler times int8 layer variants that way) and warns. Fewer than
+    ``MIN_CALIB_SAMPLES`` real samples warns too.
+    ``exclude``: ONNX node names, or module names (``layer1.0.conv1``; a module
+    name selects every node inside it) kept fp32; a name that matches nothing
+    is an error. An op ONNX Runtime cannot quantise stays fp32 with a warning
+    naming the node.
+    ``method``: minmax | entropy | percentile (ORT's calibrators).
+    """
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    from edgeprune.config import get_target
+
+    t0 = time.perf_counter()
+    fp32_path, out_path = Path(fp32_path), Path(out_path)
+    if target is not None and not hasattr(target, "options"):
+        target = get_target(target)
+    if target is not None and "int8" not in target.precisions:
+        raise BadInput(f"target {target.name} has no int8 precision (its precisions: {', '.join(target.precisions)})")
+    if method not in METHODS:
+        raise BadInput(f"unknown calibration method {method!r} (known: {', '.join(METHODS)})")
+    act, wgt, reduce_range = int8_format(target)
+    fmt = _format_name(act, wgt, reduce_range, per_channel)
+    try:
+        model = onnx.load(str(fp32_path), load_external_data=False)
+    except FileNotFoundError:
+        raise BadInput(f"ONNX model not found: {fp32_path}") from None
+    except Exception as err:
+        raise BadInput(f"cannot read ONNX model {fp32_path}: {str(err).splitlines()[0] if str(err) else err!r}") from None
+
+    msgs: list[str] = []
+    in_name, dims = _input_info(model)
+    batch = dims[0] if dims and dims[0] else 1
+    sample_shape = [d or 1 for d in dims[1:]]
+    random_calib = calib is None
+    if random_calib:
+        rng = np.random.default_rng(seed)
+        data = rng.standard_normal((RANDOM_CALIB_SAMPLES * batch, *sample_shape)).astype(np.float32)
+        _warn(msgs, f"calibrating {fp32_path.name} on random data: fine for timing, meaningless for accuracy")
+    else:
+        data = calib.detach().cpu().numpy() if hasattr(calib, "detach") else np.asarray(calib)
+        data = np.ascontiguousarray(data, dtype=np.float32)
+        if data.ndim != len(dims) or list(data.shape[1:]) != sample_shape:
+            raise BadInput(f"calibration data of shape {tuple(data.shape)} does not fit the model input {dims} (want N x {sample_shape})")
+        if not np.isfinite(data).all():
+            raise BadInput("calibration data holds NaN or infinite values")
+        if len(data) < batch:
+            raise BadInput(f"calibration data has {len(data)} samples; the model needs batches of {batch}")
+        if len(data) < MIN_CALIB_SAMPLES:
+            _warn(msgs, f"only {len(data)} calibration samples (fewer than {MIN_CALIB_SAMPLES}): activation ranges may be unreliable")
+        data = data[: len(data) // batch * batch]
+
+    excluded, unmatched = match_nodes(model.graph.node, exclude)
+    if unmatched:
+        known = sorted({n.name for n in model.graph.node if n.op_type in ("Conv", "Gemm", "MatMul")})[:6]
+        raise BadInput(f"exclude: {', '.join(map(repr, unmatched))} matches no node of {fp32_path.name} (e.g. {', '.join(known)})")
+
+    quantizable = _quantizable_ops()
+    unquantizable = []
+    for n in model.graph.node:
+        if n.op_type not in quantizable and n.op_type not in _NEUTRAL_OPS and n.name not in excluded:
+            unquantizable.append(n.name or n.output[0])
+            _warn(msgs, f"ONNX Runtime cannot quantise op {n.op_type} (node {n.name or n.output[0]!r}): it stays fp32")
+
+    calib_method = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }[method]
+    reader = _Reader(in_name, data, batch)
+    extra: dict[str, Any] = {"WeightSymmetric": True, "ActivationSymmetric": act == "QInt8"}
+    if method != "minmax":
+        extra["CalibStridedMinMax"] = _stride(len(reader))  # histograms per stride: bounded memory
+    with atomic_path(out_path) as tmp, _quiet_root_logger(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            quantize_static(
+                str(fp32_path), str(tmp), reader,
+                quant_format=QuantFormat.QDQ,
+                per_channel=per_channel,
+                reduce_range=reduce_range,
+                activation_type=getattr(QuantType, act),
+                weight_type=getattr(QuantType, wgt),
+                calibrate_method=calib_method,
+                nodes_to_exclude=list(excluded),
+                extra_options=extra,
+            )
+        except BadInput:
+            raise
+        except Exception as err:
+            raise BadInput(f"ONNX Runtime could not quantise {fp32_path.name}: {str(err).splitlines()[0] if str(err) else err!r}") from None
+        q = onnx.load(str(tmp))
+        disabled = ["WeightBiasQuantization"] if excluded else []
+        meta = {
+            "edgeprune.int8.format": fmt,
+            "edgeprune.int8.method": method,
+            "edgeprune.int8.calib_samples": str(0 if random_calib else len(data)),
+            "edgeprune.int8.random_calibration": json.dumps(random_calib),
+            "edgeprune.int8.excluded_nodes": json.dumps(excluded),
+            "edgeprune.int8.disabled_optimizers": json.dumps(disabled),
+        }
+        for k, v in meta.items():
+            p = q.metadata_props.add()
+            p.key, p.value = k, v
+        onnx.save(q, str(tmp))
+    return QuantResult(
+        path=out_path,
+        disabled_optimizers=disabled,
+        excluded_nodes=excluded,
+        format=fmt,
+        warnings=msgs,
+        method=method,
+        calib_samples=0 if random_calib else len(data),
+        random_calibration=random_calib,
+        unquantizable_nodes=unquantizable,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+__all__ = ["QuantResult", "quantize_onnx", "int8_format", "MIN_CALIB_SAMPLES", "METHODS"]

@@ -1,0 +1,44 @@
+"""Shared test helpers: torchvision on the CPU torch, and the ../shared/data skip."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def import_torchvision():
+    """Import torchvision's pure-Python model definitions on the CPU torch, or skip.
+
+    The only torchvision 0.28 wheel is a CUDA build whose C++ ops do not load here;
+    its fake-kernel registrations then fail with "operator torchvision::nms does not
+    exist" unless the two ops are declared first (DESIGN.md). Tests only: the package
+    never needs torchvision.
+    """
+    if importlib.util.find_spec("torchvision") is None:
+        pytest.skip("torchvision is not installed (pip install --no-deps torchvision==0.28.0)")
+    for op in ("nms", "qnms"):
+        try:
+            torch.library.define(f"torchvision::{op}", "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        except RuntimeError:
+            pass  # already declared (by the real extension or an earlier call)
+    try:
+        import torchvision
+    except Exception as err:  # pragma: no cover - depends on the installed wheel
+        pytest.skip(f"torchvision does not import here: {str(err).splitlines()[0]}")
+    return torchvision
+
+
+@pytest.fixture(scope="session")
+def torchvision():
+    """The torchvision module (skips the test when it is absent or broken)."""
+    return import_torchvision()
+
+
+def needs_shared_data(*names: str):
+    """Skip unless ``../shared/data/<name>`` exists for every name."""
+    missing = [n for n in names if not (SHARED_DATA / n).exists()]
+    return pytest.mark.skipif(bool(missing), reason=f"needs ../shared/data/{', '.join(missing)}")
