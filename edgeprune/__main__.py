@@ -1,5 +1,7 @@
+"""``python -m edgeprune``."""
 import sys
 
 from edgeprune.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())

@@ -10,9 +10,9 @@ import argparse
 import importlib
 import pkgutil
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
-from edgeprune.errors import EdgepruneError
+from edgeprune.errors import EdgepruneError, first_line
 from edgeprune.ui import UI
 
 EPILOG = "exit codes: 0 success, 1 budget missed or verification failed, 2 bad input, 130 interrupted"
@@ -75,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:  # an internal error: still one line unless --verbose
         if args.verbose:
             raise
-        first = str(err).splitlines()[0] if str(err) else ""
+        first = first_line(err)
         sys.stderr.write(f"edgeprune: internal error: {type(err).__name__}: {first} (run with --verbose for the traceback)\n")
         return 3
 

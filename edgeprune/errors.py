@@ -38,3 +38,11 @@ class BackendUnavailable(EdgepruneError):
     """An optional backend (tensorrt, tvm, ...) is not installed or has no device here."""
 
     exit_code = 2
+
+
+def first_line(err: BaseException) -> str:
+    """The first non-empty line of an exception's message, or its type name."""
+    for line in str(err).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(err).__name__

@@ -9,16 +9,17 @@ from __future__ import annotations
 import json
 import platform
 import time
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
 
 from edgeprune.config import Budget, Target, get_target
 from edgeprune.data import Dataset, check_labels, load_data
-from edgeprune.errors import BadInput, BudgetMissed
+from edgeprune.errors import BadInput, BudgetMissed, first_line
 from edgeprune.fileio import atomic_path, read_json, write_json
 from edgeprune.graph import ChannelGraph, channel_groups, prune
 from edgeprune.metrics import count_macs, count_params, evaluate, model_bytes
@@ -177,7 +178,7 @@ def compress(model: str | nn.Module = "resnet20-cifar10", data: str | Dataset | 
         try:
             logits = dense(example)
         except Exception as err:
-            raise BadInput(f"the model does not run on input {tuple(example.shape)}: {str(err).splitlines()[0]}") from None
+            raise BadInput(f"the model does not run on input {tuple(example.shape)}: {first_line(err)}") from None
     if ds is not None:
         check_labels(ds, logits.shape[-1])
     run_name = cfg.run_name or f"{Path(str(model_name)).stem}-{tgt.name}"

@@ -26,6 +26,8 @@ file and the profiling verbosity. Keys read from the target's ``[options]``:
 ``tf32``                        keep TensorRT's default TF32 for fp32 convs (true);
                                 false gives strict fp32
 ``builder_optimization_level``  0..5 (TensorRT >= 8.6), absent = TensorRT's default (3)
+``layer_timing``                latency-table entries: ``profiler`` (the layer's
+                                IProfiler time, default) or ``events`` (whole tiny engine)
 ==============================  ========================================================
 
 int8 is explicit quantisation only: the ONNX carries QuantizeLinear /
@@ -72,9 +74,10 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from edgeprune.errors import BadInput
 
@@ -142,7 +145,7 @@ class TrtBuildSpec:
         return args
 
 
-def check_trt_options(target: "Target") -> None:
+def check_trt_options(target: Target) -> None:
     """Raise :class:`BadInput` when a known TensorRT option in the target file has a wrong type or value."""
     opts = target.options
     where = f"target {target.name}"
@@ -165,7 +168,7 @@ def check_trt_options(target: "Target") -> None:
         raise BadInput(f"{where}: option 'layer_timing' must be 'profiler' or 'events'")
 
 
-def default_precision(target: "Target") -> str:
+def default_precision(target: Target) -> str:
     """The precision a build uses when none is asked: ``options.precision``, else fp32 if listed, else the first."""
     prec = target.options.get("precision")
     if prec:
@@ -183,7 +186,7 @@ def default_cache_dir() -> Path:
     return root / "trt"
 
 
-def timing_cache_path(target: "Target", engine_dir: str | os.PathLike[str] | None = None) -> Path:
+def timing_cache_path(target: Target, engine_dir: str | os.PathLike[str] | None = None) -> Path:
     """The timing-cache file for ``target``: ``options.timing_cache``, else beside the engine, else the user cache.
 
     The cache holds measured tactic timings of one GPU and one TensorRT version
@@ -198,7 +201,7 @@ def timing_cache_path(target: "Target", engine_dir: str | os.PathLike[str] | Non
 
 
 def build_spec(
-    target: "Target",
+    target: Target,
     precision: str | None = None,
     engine_dir: str | os.PathLike[str] | None = None,
 ) -> TrtBuildSpec:
@@ -433,9 +436,7 @@ def onnx_node_to_layer(node_name: str) -> str | None:
         return None
     acc = ""
     for scope in parts[:-1]:
-        if not acc:
-            acc = scope
-        elif scope == acc or scope.startswith(acc + "."):
+        if not acc or scope == acc or scope.startswith(acc + "."):
             acc = scope
         else:
             acc = f"{acc}.{scope}"
@@ -451,7 +452,7 @@ def onnx_info(model: Any) -> OnnxInfo:
         model = onnx.load(str(model), load_external_data=False)
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
-    except Exception:  # shape inference is a nicety here: MACs fall back to equal shares
+    except Exception:  # noqa: BLE001 - shape inference is a nicety here: MACs fall back to equal shares
         inferred = model
     g = inferred.graph
     shapes: dict[str, list[int]] = {}
@@ -502,6 +503,7 @@ class LayerMap:
     shares: dict[str, dict[str, float]]  # engine layer name -> {edgeprune layer or OTHER: fraction}
     layer_of: dict[str, str] = field(default_factory=dict)  # ONNX node -> edgeprune layer (explicit overrides)
     onnx: OnnxInfo | None = None
+    known: set[str] | None = None
 
     def attribute(self, times: Mapping[str, float]) -> dict[str, float]:
         """Charge one run's per-engine-layer times (ms) to edgeprune layers; unknown names go to :data:`OTHER`."""
@@ -518,7 +520,7 @@ class LayerMap:
     def _guess(self, name: str) -> dict[str, float]:
         # a name the inspector did not list (e.g. a profiler-only reformat): parse it like a recorded name
         srcs = sources_from_name(name, self.onnx.order if self.onnx else ())
-        share = _shares(srcs, self.onnx, self.layer_of)
+        share = _shares(srcs, self.onnx, self.layer_of, self.known)
         self.shares[name] = share
         return share
 
@@ -532,11 +534,12 @@ class LayerMap:
         }
 
 
-def _layer_name(node: str, layer_of: Mapping[str, str]) -> str:
-    return layer_of.get(node) or onnx_node_to_layer(node) or node
+def _layer_name(node: str, layer_of: Mapping[str, str], known: set[str] | None = None) -> str:
+    name = layer_of.get(node) or onnx_node_to_layer(node) or node
+    return name if known is None or name in known else OTHER
 
 
-def _shares(srcs: Sequence[str], info: OnnxInfo | None, layer_of: Mapping[str, str]) -> dict[str, float]:
+def _shares(srcs: Sequence[str], info: OnnxInfo | None, layer_of: Mapping[str, str], known: set[str] | None = None) -> dict[str, float]:
     weighted = [s for s in srcs if is_weighted(s, info)]
     if not weighted:
         return {OTHER: 1.0}
@@ -545,7 +548,7 @@ def _shares(srcs: Sequence[str], info: OnnxInfo | None, layer_of: Mapping[str, s
     fracs = [m / total for m in macs] if total > 0 and all(m > 0 for m in macs) else [1.0 / len(weighted)] * len(weighted)
     out: dict[str, float] = {}
     for s, f in zip(weighted, fracs):
-        key = _layer_name(s, layer_of)
+        key = _layer_name(s, layer_of, known)
         out[key] = out.get(key, 0.0) + f
     return out
 
@@ -554,17 +557,21 @@ def build_layer_map(
     engine_info: str | Mapping[str, Any] | Sequence[Any],
     onnx: Any = None,
     layer_of: Mapping[str, str] | None = None,
+    known: Iterable[str] | None = None,
 ) -> LayerMap:
     """The :class:`LayerMap` of an engine from its inspector JSON (or recorded layer names).
 
     ``onnx``: the source ONNX (model, path or :class:`OnnxInfo`) for node order,
     op types and MACs; ``layer_of``: explicit ONNX node -> edgeprune layer names
-    (otherwise read off the node's module scope, see :func:`onnx_node_to_layer`).
+    (otherwise read off the node's module scope, see :func:`onnx_node_to_layer`);
+    ``known``: the layers the caller keys (e.g. ``channel_groups(model).layers``):
+    time of weighted nodes outside it (a fixed shortcut selection) goes to ``other``.
     """
     info = onnx if isinstance(onnx, OnnxInfo) or onnx is None else onnx_info(onnx)
     layers = parse_engine_info(engine_info, info.order if info else ())
     io = set(engine_bindings(engine_info))
     layer_of = dict(layer_of or {})
+    known_set = set(known) if known is not None else None
     shares: dict[str, dict[str, float]] = {}
     by_name = {lay.name: lay for lay in layers}
     for lay in layers:
@@ -574,13 +581,13 @@ def build_layer_map(
             continue
         if m and strip_layer_name(m.group(1)) in by_name:
             continue  # charged like the layer it feeds, below
-        shares[lay.name] = _shares(lay.sources, info, layer_of)
+        shares[lay.name] = _shares(lay.sources, info, layer_of, known_set)
     for lay in layers:
         if lay.name in shares:
             continue
         fed = strip_layer_name(_REFORMAT_RE.match(lay.name).group(1))  # type: ignore[union-attr]
-        shares[lay.name] = dict(shares.get(fed) or _shares(by_name[fed].sources, info, layer_of))
-    return LayerMap(layers, shares, layer_of, info)
+        shares[lay.name] = dict(shares.get(fed) or _shares(by_name[fed].sources, info, layer_of, known_set))
+    return LayerMap(layers, shares, layer_of, info, known_set)
 
 
 __all__ = [

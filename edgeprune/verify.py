@@ -51,3 +51,7 @@ def verify(engine: Engine, model: nn.Module, data: ImageSet, limit: int = 500, m
     n = max(n, 1)
     agreement = 100.0 * agree / n
     return VerifyReport(n, agreement, max_err, sum_err / max(count, 1), 100.0 * correct_e / n, 100.0 * correct_t / n, agreement >= min_agreement)
+
+from edgeprune._callable import make_callable  # noqa: E402
+
+make_callable(__name__, "verify")

@@ -29,7 +29,7 @@ class Engine:
         if self.runner is None:
             raise RuntimeError(f"the {self.target.name} engine cannot run on this machine")
         x = x.numpy() if isinstance(x, torch.Tensor) else x
-        return np.concatenate([self.runner(x[i : i + 1]) for i in range(len(x))])
+        return np.concatenate([np.asarray(self.runner(x[i : i + 1])).reshape(1, -1) for i in range(len(x))])
 
 
 # emitter(model, target, out_dir, example, options) -> Engine
@@ -57,3 +57,7 @@ def compile(model: nn.Module, target: Target | str, out: str | Path, example: to
 
 
 __all__ = ["Engine", "EMITTERS", "compile"]
+
+from edgeprune._callable import make_callable  # noqa: E402
+
+make_callable(__name__, "compile")

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from edgeprune.errors import BadInput
+from edgeprune.errors import BadInput, first_line
 from edgeprune.fileio import atomic_path
 
 OPSET = 17
@@ -39,6 +39,6 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path) -> Pa
                     prog = torch.onnx.export(model, (example,), dynamo=True, opset_version=OPSET)
                     prog.save(str(tmp))
             except Exception as err:
-                msg = str(err).splitlines()[0] if str(err) else type(err).__name__
-                raise BadInput(f"cannot export the model to ONNX: {msg} (TorchScript exporter: {str(first).splitlines()[0] if str(first) else first!r})") from None
+                msg = first_line(err)
+                raise BadInput(f"cannot export the model to ONNX: {msg} (TorchScript exporter: {first_line(first)})") from None
     return path

@@ -66,3 +66,7 @@ def _example(model: nn.Module) -> torch.Tensor:
 
 
 __all__ = ["importance", "list_criteria", "CRITERIA", "Criterion", "Scores"]
+
+from edgeprune._callable import make_callable  # noqa: E402
+
+make_callable(__name__, "importance")

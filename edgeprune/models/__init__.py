@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
 
-from edgeprune.errors import BadInput
+from edgeprune.errors import BadInput, first_line
 from edgeprune.models.cifar_resnet import CifarResNet, SelectShortcut
 from edgeprune.registry import Registry
 
@@ -42,7 +42,7 @@ def load_cifar_checkpoint(model: CifarResNet, path: str | os.PathLike[str]) -> C
     except FileNotFoundError:
         raise BadInput(f"checkpoint not found: {path}") from None
     except Exception as err:  # truncated or foreign file: torch raises many kinds
-        raise BadInput(f"cannot read checkpoint {path}: {str(err).splitlines()[0]}") from None
+        raise BadInput(f"cannot read checkpoint {path}: {first_line(err)}") from None
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
         raise BadInput(f"checkpoint {path} holds no state_dict")
@@ -54,8 +54,13 @@ def load_cifar_checkpoint(model: CifarResNet, path: str | os.PathLike[str]) -> C
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        raise BadInput(f"checkpoint {path} does not fit {type(model).__name__}: {str(err).splitlines()[1].strip()}") from None
+        raise BadInput(f"checkpoint {path} does not fit {type(model).__name__}: {_mismatch(err)}") from None
     return model
+
+
+def _mismatch(err: Exception) -> str:
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    return lines[1] if len(lines) > 1 else first_line(err)
 
 
 def _register_cifar(depth: int) -> None:
@@ -109,7 +114,7 @@ def load_model(spec: str | nn.Module, pretrained: bool = True) -> nn.Module:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:
-        raise BadInput(f"cannot load model file {path}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+        raise BadInput(f"cannot load model file {path}: {first_line(err)}") from None
     if not isinstance(obj, nn.Module):
         raise BadInput(
             f"model file {path} holds a {type(obj).__name__}, not a full module "
@@ -118,4 +123,4 @@ def load_model(spec: str | nn.Module, pretrained: bool = True) -> nn.Module:
     return obj.eval()
 
 
-__all__ = ["CifarResNet", "SelectShortcut", "MODELS", "ModelSpec", "load_model", "model_spec", "load_cifar_checkpoint"]
+__all__ = ["MODELS", "CifarResNet", "ModelSpec", "SelectShortcut", "load_cifar_checkpoint", "load_model", "model_spec"]

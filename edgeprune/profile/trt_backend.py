@@ -28,16 +28,24 @@ from __future__ import annotations
 import collections
 import statistics
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgeprune.errors import BackendUnavailable, BadInput
 from edgeprune.profile.backends import BACKENDS, Backend
 from edgeprune.profile.timing import Timing, TimingProtocol
-from edgeprune.trt_config import OTHER, LayerMap, TrtBuildSpec, build_layer_map, build_spec, check_qdq_for_tensorrt
+from edgeprune.trt_config import (
+    OTHER,
+    LayerMap,
+    TrtBuildSpec,
+    build_layer_map,
+    build_spec,
+    check_qdq_for_tensorrt,
+)
 
 if TYPE_CHECKING:
     from edgeprune.config import Target
@@ -76,7 +84,7 @@ def cuda_status() -> tuple[bool, str]:
 
         if torch.cuda.is_available():
             return True, torch.cuda.get_device_name(0)
-    except Exception:  # a broken torch install must not hide cuda-python
+    except Exception:  # noqa: BLE001, S110 - a broken torch install must not hide cuda-python
         pass
     try:
         cudart = _cudart()
@@ -245,6 +253,12 @@ def _last_errors(trt: Any) -> str:
     return msgs[-1] if msgs else "see the TensorRT log"
 
 
+def _parser_error(err: Any) -> str:
+    desc = err.desc() if hasattr(err, "desc") else str(err)
+    node = err.node_name() if hasattr(err, "node_name") else ""
+    return f"{desc} (node {node})" if node else str(desc)
+
+
 def _host_bytes(mem: Any) -> bytes:
     return bytes(memoryview(mem))
 
@@ -299,7 +313,7 @@ def _save_timing_cache(config: Any, path: Path | None) -> None:
             other = config.create_timing_cache(path.read_bytes())
             if other is not None:
                 cache.combine(other, False)
-        except Exception:  # a foreign or damaged file is simply replaced
+        except Exception:  # noqa: BLE001, S110 - a foreign or damaged file is simply replaced
             pass
     write_bytes(path, _host_bytes(cache.serialize()))
 
@@ -323,7 +337,7 @@ def build_engine(onnx_path: str | Path, spec: TrtBuildSpec) -> BuiltEngine:
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
-        errs = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+        errs = [_parser_error(parser.get_error(i)) for i in range(parser.num_errors)]
         raise BadInput(f"TensorRT cannot parse {onnx_path.name}: {errs[0] if errs else _last_errors(trt)}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, spec.workspace_bytes)
@@ -564,7 +578,7 @@ class TrtBackend(Backend):
     name = "trt"
     unit = "ms"
 
-    def availability(self, target: "Target") -> tuple[bool, str]:
+    def availability(self, target: Target) -> tuple[bool, str]:
         if target.is_remote:
             return False, 'unavailable: the trt backend runs on the board itself (host = "local"); see docs/trt.md'
         try:
@@ -576,23 +590,23 @@ class TrtBackend(Backend):
         ok, text = cuda_status()
         return (True, "") if ok else (False, text)
 
-    def _require(self, target: "Target") -> None:
+    def _require(self, target: Target) -> None:
         ok, reason = self.availability(target)
         if not ok:
             raise BackendUnavailable(f"target {target.name}: {reason}")
 
-    def _precision(self, onnx_path: Path, target: "Target", precision: str | None) -> str:
+    def _precision(self, onnx_path: Path, target: Target, precision: str | None) -> str:
         if precision:
             return precision
         return "int8" if _onnx_has_qdq(onnx_path) else _default(target)
 
-    def build(self, onnx_path: str | Path, target: "Target", precision: str | None = None) -> BuiltEngine:
+    def build(self, onnx_path: str | Path, target: Target, precision: str | None = None) -> BuiltEngine:
         """Build an engine for ``onnx_path`` on ``target`` (timing cache in the user cache folder)."""
         self._require(target)
         onnx_path = Path(onnx_path)
         return build_engine(onnx_path, build_spec(target, self._precision(onnx_path, target, precision)))
 
-    def time_onnx(self, onnx_path: str | Path, target: "Target", protocol: TimingProtocol, precision: str | None = None) -> Timing:
+    def time_onnx(self, onnx_path: str | Path, target: Target, protocol: TimingProtocol, precision: str | None = None) -> Timing:
         """Whole-model latency (CUDA events), at ``precision`` (default: int8 for a Q/DQ ONNX, else the target's)."""
         built = self.build(onnx_path, target, precision)
         sess = TrtSession(built.plan, built.spec.dla_core)
@@ -604,14 +618,19 @@ class TrtBackend(Backend):
     def profile_layers(
         self,
         onnx_path: str | Path,
-        target: "Target",
+        target: Target,
         protocol: TimingProtocol,
         precision: str | None = None,
         layer_of: Mapping[str, str] | None = None,
+        known: set[str] | None = None,
     ) -> LayerProfile:
-        """Per-layer times of a whole model (``IProfiler``), charged to edgeprune layers, plus the event-timed engine."""
+        """Per-layer times of a whole model (``IProfiler``), charged to edgeprune layers, plus the event-timed engine.
+
+        ``layer_of`` overrides ONNX node -> layer names; ``known`` limits the layers
+        reported (others' time goes to ``other``); see :func:`edgeprune.trt_config.build_layer_map`.
+        """
         built = self.build(onnx_path, target, precision)
-        layer_map = build_layer_map(built.engine_info, onnx_path, layer_of)
+        layer_map = build_layer_map(built.engine_info, onnx_path, layer_of, known)
         sess = TrtSession(built.plan, built.spec.dla_core)
         try:
             engine_t = sess.time_engine(protocol)
@@ -621,8 +640,12 @@ class TrtBackend(Backend):
         layers, engine_layers = summarise_runs(runs, layer_map)
         return LayerProfile(engine_t, layers, engine_layers, layer_map, built.spec.precision, len(runs))
 
-    def time_layer(self, sig: "LayerSignature", target: "Target", protocol: TimingProtocol) -> Timing:
+    def time_layer(self, sig: LayerSignature, target: Target, protocol: TimingProtocol) -> Timing:
         """One layer configuration at ``sig.dtype``, timed as a layer inside a model would be (see the module doc)."""
+        return self.time_layer_detail(sig, target, protocol)[0]
+
+    def time_layer_detail(self, sig: LayerSignature, target: Target, protocol: TimingProtocol) -> tuple[Timing, dict]:
+        """:meth:`time_layer` plus the precision built, how it was timed, and the engine layers (``nodes``) involved."""
         import tempfile
 
         from edgeprune.profile.layer_onnx import layer_onnx
@@ -632,18 +655,35 @@ class TrtBackend(Backend):
         model = layer_onnx(sig)
         if precision == "int8":
             model = qdq_layer_model(model)
+        how = str(target.options.get("layer_timing", "profiler"))
+        meta: dict[str, Any] = {"precision": precision, "layer_timing": how}
         with tempfile.TemporaryDirectory() as d:
             path = Path(d) / "layer.onnx"
             path.write_bytes(model.SerializeToString())
-            if str(target.options.get("layer_timing", "profiler")) == "events":
-                return self.time_onnx(path, target, protocol, precision)
+            if how == "events":
+                return self.time_onnx(path, target, protocol, precision), meta
             prof = self.profile_layers(path, target, protocol, precision)
         mine = {k: v for k, v in prof.layers.items() if k != OTHER}
         if len(mine) != 1:
             raise RuntimeError(f"expected the one layer of {sig.key()} in the TensorRT profile, found {sorted(prof.layers)}")
-        return next(iter(mine.values()))
+        meta["nodes"] = sorted(n for n, share in prof.layer_map.shares.items() if any(k != OTHER for k in share))
+        meta["other_ms"] = prof.layers[OTHER].median if OTHER in prof.layers else 0.0
+        meta["engine_ms"] = prof.engine.median
+        return next(iter(mine.values())), meta
 
-    def run_onnx(self, onnx_path: str | Path, target: "Target", x: np.ndarray) -> np.ndarray:
+    def make_runner(self, onnx_path: str | Path, target: Target) -> Callable[[], None]:
+        """Run the engine once (enqueue + stream sync) on fixed random inputs: for the profiler's interleaved timing."""
+        built = self.build(onnx_path, target)
+        sess = TrtSession(built.plan, built.spec.dla_core)
+
+        def run() -> None:
+            sess._enqueue(sess.context)
+            sess.cuda.sync()
+
+        run.session = sess  # type: ignore[attr-defined]  # keeps the engine and its buffers alive with the runner
+        return run
+
+    def run_onnx(self, onnx_path: str | Path, target: Target, x: np.ndarray) -> np.ndarray:
         built = self.build(onnx_path, target)
         sess = TrtSession(built.plan, built.spec.dla_core)
         try:
@@ -652,7 +692,7 @@ class TrtBackend(Backend):
             sess.close()
 
 
-def _default(target: "Target") -> str:
+def _default(target: Target) -> str:
     from edgeprune.trt_config import default_precision
 
     return default_precision(target)
@@ -714,8 +754,7 @@ def qdq_layer_model(model: Any, seed: int = 0) -> Any:
     del g.node[:]
     g.node.extend(nodes)
     g.initializer.extend(new_inits)
-    if model.opset_import[0].version < 13:  # per-axis DequantizeLinear needs opset 13
-        model.opset_import[0].version = 13
+    model.opset_import[0].version = max(model.opset_import[0].version, 13)  # per-axis DequantizeLinear
     onnx.checker.check_model(model)
     return model
 

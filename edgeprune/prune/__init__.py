@@ -3,3 +3,7 @@ from edgeprune.graph.groups import prune
 from edgeprune.prune.granularity import round_channels
 
 __all__ = ["prune", "round_channels"]
+
+from edgeprune._callable import make_callable  # noqa: E402
+
+make_callable(__name__, "prune")

@@ -1,0 +1,81 @@
+"""``edgeprune compile``: emit the engine of a (pruned) model for one target and check it."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from edgeprune.commands.compress import add_model_data_options, parse_input_shape
+from edgeprune.errors import BadInput, VerificationFailed
+from edgeprune.ui import UI
+
+
+def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the command."""
+    p = sub.add_parser(
+        "compile",
+        help="emit a dense engine for a target (ONNX/int8 for ORT, VTA instruction stream, TVM module, TensorRT plan)",
+        description="Compile a model for a target, write the engine and a manifest, and check it against PyTorch.",
+        epilog=(
+            "examples:\n"
+            "  edgeprune compile --target cpu-ort --model build/demo/model.pt --out build/engine\n"
+            "  edgeprune compile --target vta-pynq --model resnet20-cifar10 --out build/fpga   # the simulated FPGA build\n"
+            "  edgeprune compile --target cpu-ort --model resnet20-cifar10 --int8 --out build/int8"
+        ),
+    )
+    add_model_data_options(p)
+    p.add_argument("--target", required=True, help="target name or .toml file")
+    p.add_argument("--out", default=None, help="output folder (default build/compile-<target>)")
+    p.add_argument("--int8", action="store_true", help="quantise to int8 (ORT: QDQ, calibrated on --data)")
+    p.add_argument("--verify-images", type=int, default=200, help="images to compare engine and PyTorch on (0 to skip)")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace, ui: UI) -> int:
+    """Compile and verify."""
+    from edgeprune.compile import compile as emit
+    from edgeprune.config import get_target
+    from edgeprune.data import load_data
+    from edgeprune.models import load_model
+    from edgeprune.pipeline import _example_from
+    from edgeprune.verify import verify
+
+    target = get_target(args.target)
+    ok, reason = target.availability()
+    if not ok:
+        raise BadInput(f"target {target.name} cannot compile here: {reason}")
+    model = load_model(args.model).eval()
+    data = None if (args.data or "").lower() == "none" else load_data(args.data)
+    example = _example_from(data, parse_input_shape(args.input_shape))
+    out = Path(args.out or f"build/compile-{target.name}")
+    options: dict = {}
+    calib = data.train.example(256) if data is not None else example
+    if target.backend == "vta":
+        options["calib"] = calib[:64]
+    if args.int8:
+        if target.backend != "ort":
+            raise BadInput("--int8 applies to ort targets (vta is always int8)")
+        options["quantize"] = {"calib": calib.numpy()}
+    ui.log(f"compiling {args.model} for {target.name} into {out} ...")
+    engine = emit(model, target, out, example, **options)
+    result = {"target": target.name, "out": str(out), "files": {k: str(v) for k, v in engine.files.items()},
+              "manifest": {k: v for k, v in engine.manifest.items() if k != "report"}}
+    rows = [(k, str(v)) for k, v in engine.files.items()]
+    if target.backend == "vta":
+        rep = engine.manifest["report"]
+        result["vta"] = {k: rep.get(k) for k in ("cycles", "time_ms", "fits", "dram_bytes", "instructions", "verification")}
+        rows += [("simulated cycles", rep.get("cycles")), ("time at clock (ms)", rep.get("time_ms")),
+                 ("bit-exact vs int8 reference", rep.get("verification", {}).get("bit_exact"))]
+    vrep = None
+    if args.verify_images > 0 and data is not None and engine.runner is not None:
+        vrep = verify(engine, model, data.test, limit=args.verify_images,
+                      min_agreement=99.0 if target.backend == "ort" and not args.int8 else 90.0)
+        result["verify"] = vrep.to_dict()
+        rows += [("top-1 agreement vs PyTorch (%)", vrep.top1_agreement), ("engine top-1 (%)", vrep.engine_top1)]
+    ui.result(result)
+    ui.table(f"engine for {target.name}", ["item", "value"], rows)
+    if target.backend == "vta" and not engine.manifest["report"].get("verification", {}).get("bit_exact", True):
+        raise VerificationFailed("VTA simulation is not bit-exact against the int8 reference")
+    if vrep is not None and not vrep.passed:
+        raise VerificationFailed(f"engine disagrees with PyTorch: top-1 agreement {vrep.top1_agreement:.1f}%")
+    return 0

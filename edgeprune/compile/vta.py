@@ -1,0 +1,45 @@
+"""VTA emitter: the "FPGA build" (instruction stream, weights in VTA layout, report) on the simulated accelerator."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgeprune.compile import EMITTERS, Engine
+from edgeprune.config import Target
+from edgeprune.fileio import write_json
+
+
+@EMITTERS.register("vta", "VTA instruction stream + weights (cycle-approximate simulation, not hardware)")
+def emit_vta(model: nn.Module, target: Target, out_dir: Path, example: torch.Tensor, options: dict[str, Any]) -> Engine:
+    """Compile ``model`` to int8 VTA instructions; ``options['calib']`` is a batch of real images (NCHW)."""
+    from edgeprune.vta import VTAConfig, build, quantize_model, reference_forward
+    from edgeprune.vta.quantize import dequantise_logits
+
+    config = VTAConfig.preset(str(target.options.get("board", "pynq")))
+    calib = options.get("calib")
+    if calib is None:
+        calib = example
+    report = build(model, example[:1], calib, config, out_dir)
+    files = {p.stem if p.suffix != ".json" else "vta_report": p for p in (out_dir / "vta").iterdir()}
+    manifest = {
+        "target": target.name,
+        "backend": "vta",
+        "board": target.options.get("board", "pynq"),
+        "clock_mhz": target.clock_mhz,
+        "cycles": report.get("cycles"),
+        "time_ms": report.get("time_ms"),
+        "simulated": True,
+        "files": {k: str(v.relative_to(out_dir)) for k, v in files.items()},
+    }
+    files["manifest"] = write_json(out_dir / "manifest.json", manifest)
+    qnet = quantize_model(model, calib)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        # the numpy int8 reference the simulator is bit-exact against, dequantised to logits
+        return dequantise_logits(qnet, reference_forward(qnet, torch.as_tensor(x))["logits"]).astype(np.float32)
+
+    return Engine(target, out_dir, files, {**manifest, "report": report}, run)

@@ -1,0 +1,29 @@
+"""Every module of the package imports with only the base install (no tvm, no tensorrt)."""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import subprocess
+import sys
+
+import pytest
+
+import edgeprune
+
+MODULES = sorted(m.name for m in pkgutil.walk_packages(edgeprune.__path__, "edgeprune."))
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_module_imports(name: str) -> None:
+    importlib.import_module(name)
+
+
+def test_import_edgeprune_is_light() -> None:
+    code = "import sys, edgeprune; heavy = [m for m in ('torch', 'onnxruntime', 'tvm', 'tensorrt', 'matplotlib') if m in sys.modules]; print(heavy)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"
+
+
+def test_public_api_names_resolve() -> None:
+    for name in ("load_model", "get_target", "list_targets", "compress", "Budget", "channel_groups", "prune", "importance"):
+        assert callable(getattr(edgeprune, name))
