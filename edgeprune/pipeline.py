@@ -350,6 +350,14 @@ def _candidate_cost(dense: nn.Module, keep: dict[str, list[int]], example: torch
     return {"latency_ms": t.median, "macs": count_macs(small, example), "bytes": model_bytes(small)}, small
 
 
+_UNITS = {"latency_ms": "ms", "macs": "MACs", "bytes": "B"}
+
+
+def _shortfall(cost: dict[str, float], limits: dict[str, float]) -> str:
+    return "; ".join(f"needs at least {cost[k]:,.4g} {_UNITS[k]}, budget is {v:,.4g} {_UNITS[k]}"
+                     for k, v in limits.items() if cost[k] > v)
+
+
 def _fits(cost: dict[str, float], limits: dict[str, float], margin: float) -> bool:
     return all(cost[k] <= (margin if k == "latency_ms" else 1.0) * v for k, v in limits.items())
 
@@ -362,7 +370,12 @@ def _plan_uniform(dense: nn.Module, graph: ChannelGraph, scores: dict[str, torch
     def counts(r: float) -> dict[str, int]:
         return {g.id: round_channels(r * g.size, mult, g.size) for g in graph.prunable}
 
-    lo, hi, best = 0.0, 1.0, None
+    # the smallest model first: if even one block per group misses, say by how much and stop
+    floor_keep = _keep_from_counts(graph, scores, counts(0.0))
+    floor, _ = _candidate_cost(dense, floor_keep, example, tgt, cfg)
+    if not _fits(floor, limits, 1.0):
+        raise BudgetMissed("budget cannot be met even with one channel block per group: " + _shortfall(floor, limits))
+    lo, hi, best = 0.0, 1.0, (0.0, floor_keep, floor)
     with ui.progress("searching keep ratio on measured latency", total=8) as bar:
         for _ in range(8):
             r = (lo + hi) / 2
@@ -373,14 +386,6 @@ def _plan_uniform(dense: nn.Module, graph: ChannelGraph, scores: dict[str, torch
             else:
                 hi = r
             bar.advance(1, info=f"r={r:.3f} {cost['latency_ms']:.3f} ms")
-    if best is None:
-        r = 1e-6
-        keep = _keep_from_counts(graph, scores, counts(r))
-        cost, _ = _candidate_cost(dense, keep, example, tgt, cfg)
-        if not _fits(cost, limits, 1.0):
-            worst = [f"{k} needs at least {cost[k]:.4g}, budget is {v:.4g}" for k, v in limits.items() if cost[k] > v]
-            raise BudgetMissed("budget cannot be met with one block per group: " + "; ".join(worst))
-        best = (r, keep, cost)
     r, keep, cost = best
     return {"planner": "uniform", "ratio": r, "keep": keep, "counts": {g.id: len(keep.get(g.id, range(g.size))) for g in graph.prunable},
             "measured": cost, "limits": limits}

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -99,12 +100,21 @@ class ChannelGroup:
 
 @dataclass
 class LayerInfo:
-    """A conv/linear layer, its signature and the groups setting its in/out channels (None = fixed)."""
+    """A conv/linear layer, its signature and the groups setting its in/out channels (None = fixed).
+
+    ``in_groups`` lists every group the input channels come from: one for most
+    layers, several for a layer reading a concatenation (DenseNet, SqueezeNet),
+    where ``in_group`` is None and the input width is the sum of the parts
+    (plus any fixed channels). ``in_spans`` gives the input features per
+    channel of each part (49 for VGG's first linear layer after a flatten).
+    """
 
     name: str
     signature: LayerSignature
     in_group: str | None
     out_group: str | None
+    in_groups: tuple[str, ...] = ()
+    in_spans: tuple[int, ...] = ()
 
 
 @dataclass
@@ -116,7 +126,8 @@ class ChannelGraph:
     example_inputs: Any
     ignored: tuple[str, ...] = ()
     # per group id: what ``prune`` removes from each member (see _Slice)
-    plans: dict[str, list["_Slice"]] = field(default_factory=dict, repr=False)
+    plans: dict[str, list[_Slice]] = field(default_factory=dict, repr=False)
+    output_shapes: Any = field(default=None, repr=False)
 
     def __iter__(self):
         return iter(self.groups)
@@ -143,9 +154,13 @@ class ChannelGraph:
         """Layer signatures with group ``widths`` applied (missing groups keep their size)."""
         widths = widths or {}
         out = {}
+        sizes = {g.id: g.size for g in self.groups}
         for name, info in self.layers.items():
             sig = info.signature
             cin = widths.get(info.in_group, sig.in_channels) if info.in_group else sig.in_channels
+            if info.in_groups:  # subtract what each part loses (span: inputs per channel after a flatten)
+                spans = info.in_spans or (1,) * len(info.in_groups)
+                cin = sig.in_channels - sum((sizes[g] - widths.get(g, sizes[g])) * k for g, k in zip(info.in_groups, spans))
             cout = widths.get(info.out_group, sig.out_channels) if info.out_group else sig.out_channels
             dtype = (dtypes or {}).get(name, sig.dtype)
             out[name] = sig.with_channels(cin, cout, dtype)
@@ -352,7 +367,7 @@ def _analyse(model: nn.Module, example_inputs: Any, ignored: Sequence[nn.Module]
     ignored_ids = {id(m) for m in ignored}
     groups: list[_RawGroup] = []
     roots = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
-    for g in dg.get_all_groups(ignored_layers=[], root_module_types=roots):
+    for g in _all_groups(dg, roots):
         root = g[0].dep.target.module
         size = dg.get_out_channels(root)
         if size is None or root not in mod_names:
@@ -362,10 +377,9 @@ def _analyse(model: nn.Module, example_inputs: Any, ignored: Sequence[nn.Module]
         for item in g:
             node, fn = item.dep.target, item.dep.handler
             target = node.module
-            if isinstance(target, ops._OutputOp) or node in outputs:
+            if isinstance(target, ops._OutputOp):
                 raw.reasons.append("its channels are the network output")
-                if isinstance(target, ops._OutputOp):
-                    continue
+                continue
             if node in barriers:
                 raw.reasons.append(f"channels pass through an op edgeprune cannot follow: {barriers[node]}")
                 continue
@@ -381,7 +395,11 @@ def _analyse(model: nn.Module, example_inputs: Any, ignored: Sequence[nn.Module]
                 if role == "out" and id(target) in ignored_ids:
                     raw.reasons.append(f"layer {name} is ignored")
             else:
+                if node in outputs:
+                    raw.reasons.append("its channels are the network output")
                 continue
+            if node in outputs and role == "out":
+                raw.reasons.append(f"its channels are the network output (layer {name})")
             pairs = [(r, i) for i, r in zip(item.idxs, item.root_idxs) if r is not None]
             entry = acc.setdefault((name, role), (kind, pdim, [], []))
             entry[2].extend(p[0] for p in pairs)
@@ -396,6 +414,33 @@ def _analyse(model: nn.Module, example_inputs: Any, ignored: Sequence[nn.Module]
     for raw in groups:
         _check_group(raw, modules, dict(model.named_parameters()))
     return groups
+
+
+def _all_groups(dg: Any, roots: tuple[type, ...]) -> list[Any]:
+    """``dg.get_all_groups`` without re-deriving every index mapping per group.
+
+    The graph does not change while groups are listed, and Torch-Pruning
+    recomputes all concat/split/reshape mappings inside each
+    ``get_pruning_group`` call (quadratic: 11 s for DenseNet-121); the
+    mappings were computed once in :func:`_build_dg`.
+    """
+    import torch_pruning.dependency.graph as tp_graph
+
+    real = tp_graph.index_mapping
+
+    class _Frozen:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        @staticmethod
+        def update_index_mapping(graph: Any) -> None:
+            return None
+
+    tp_graph.index_mapping = _Frozen()
+    try:
+        return list(dg.get_all_groups(ignored_layers=[], root_module_types=roots))
+    finally:
+        tp_graph.index_mapping = real
 
 
 def _merge_grouped_convs(groups: list[_RawGroup], modules: Mapping[str, nn.Module]) -> list[_RawGroup]:
@@ -503,7 +548,7 @@ def _capture_inputs(model: nn.Module, example_inputs: Any) -> dict[str, tuple[in
             hooks.append(m.register_forward_hook(hook))
     try:
         with torch.no_grad():
-            _forward(model, example_inputs)
+            shapes["__output__"] = _shapes(_forward(model, example_inputs))  # type: ignore[assignment]
     except Exception as err:
         raise BadInput(f"the model does not run on the example input: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
     finally:
@@ -586,7 +631,7 @@ def channel_groups(model: nn.Module, example_inputs: Any, ignored_layers: Sequen
     raws = _analyse(model, example_inputs, [modules[n] for n in ignored_layers])
     groups: list[ChannelGroup] = []
     plans: dict[str, list[_Slice]] = {}
-    layer_in: dict[str, str] = {}
+    layer_in: dict[str, list[tuple[str, int]]] = {}
     layer_out: dict[str, str] = {}
     output_layers: list[str] = []
     for raw in raws:
@@ -595,10 +640,11 @@ def channel_groups(model: nn.Module, example_inputs: Any, ignored_layers: Sequen
             aff = _affine(sl, raw.size) or (0, 1)
             members.append(Member(name, sl.kind, role, aff[0], aff[1]))
             if isinstance(modules.get(name), (nn.Conv2d, nn.Linear)):
-                (layer_out if role == "out" else layer_in)[name] = raw.id
                 m = modules[name]
-                if role == "out" and isinstance(m, nn.Conv2d) and m.groups == m.in_channels == m.out_channels > 1:
-                    layer_in[name] = raw.id  # depthwise: in == out
+                if role == "out":
+                    layer_out[name] = raw.id
+                if role == "in" or (isinstance(m, nn.Conv2d) and m.groups == m.in_channels == m.out_channels > 1):
+                    layer_in.setdefault(name, []).append((raw.id, aff[1]))  # depthwise: in == out
         reason = "; ".join(dict.fromkeys(raw.reasons))
         if any("network output" in r for r in raw.reasons):
             output_layers += [m.layer for m in members if m.dim == "out" and m.kind in ("conv2d", "linear")]
@@ -621,9 +667,11 @@ def channel_groups(model: nn.Module, example_inputs: Any, ignored_layers: Sequen
             )
         else:
             sig = LayerSignature("linear", m.in_features, m.out_features, post=post.get(name, ""))
-        layers[name] = LayerInfo(name, sig, layer_in.get(name), layer_out.get(name))
+        ins = tuple(dict.fromkeys(layer_in.get(name, [])))
+        layers[name] = LayerInfo(name, sig, ins[0][0] if len(ins) == 1 else None, layer_out.get(name),
+                                 tuple(i[0] for i in ins), tuple(i[1] for i in ins))
     ignored = tuple(dict.fromkeys(output_layers + list(ignored_layers)))
-    return ChannelGraph(groups, layers, example_inputs, ignored, plans)
+    return ChannelGraph(groups, layers, example_inputs, ignored, plans, shapes.get("__output__"))
 
 
 def prune(model: nn.Module, keep: Mapping[str, Sequence[int] | torch.Tensor], example_inputs: Any = None,
@@ -670,8 +718,10 @@ def prune(model: nn.Module, keep: Mapping[str, Sequence[int] | torch.Tensor], ex
             gone = sl.idx[np.isin(sl.roots, drop)]
             drops.setdefault((sl.name, sl.role), set()).update(int(i) for i in gone)
             kinds[sl.name] = (sl.kind, sl.pdim)
-    with torch.no_grad():
-        ref = _forward(model, example_inputs)
+    ref = graph.output_shapes
+    if ref is None:
+        with torch.no_grad():
+            ref = _shapes(_forward(model, example_inputs))
     new = copy.deepcopy(model).eval()
     if drops:
         _apply(new, drops, kinds)
@@ -683,8 +733,8 @@ def prune(model: nn.Module, keep: Mapping[str, Sequence[int] | torch.Tensor], ex
             msg = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise UnsupportedLayer(f"the pruned model does not run ({msg}): some layer hard-codes a channel count "
                                    "edgeprune cannot update; leave its groups whole") from None
-        if _shapes(out) != _shapes(ref):
-            raise UnsupportedLayer(f"the pruned model's output shape changed ({_shapes(ref)} -> {_shapes(out)})")
+        if _shapes(out) != ref:
+            raise UnsupportedLayer(f"the pruned model's output shape changed ({ref} -> {_shapes(out)})")
     return new
 
 
@@ -708,7 +758,7 @@ def _keep(n: int, drop: set[int]) -> torch.Tensor:
 def _param(p: torch.Tensor | None, dim: int, keep: torch.Tensor) -> Any:
     if p is None:
         return None
-    t = p.data.index_select(dim, keep).clone()
+    t = p.data.index_select(dim, keep)
     return nn.Parameter(t, requires_grad=p.requires_grad) if isinstance(p, nn.Parameter) else t
 
 
@@ -758,7 +808,7 @@ def _apply(model: nn.Module, drops: Mapping[tuple[str, str], set[int]], kinds: M
             m.weight, m.bias = _param(m.weight, 0, k), _param(m.bias, 0, k)
             for b in ("running_mean", "running_var"):
                 if getattr(m, b, None) is not None:
-                    m._buffers[b] = getattr(m, b).index_select(0, k).clone()
+                    m._buffers[b] = getattr(m, b).index_select(0, k)
             m.num_features = len(k)
         elif isinstance(m, nn.LayerNorm):
             k = _keep(m.normalized_shape[0], out_d | in_d)
