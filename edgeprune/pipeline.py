@@ -6,7 +6,6 @@ checkpoints into ``<out>/state/`` so ``resume=True`` continues after a crash.
 """
 from __future__ import annotations
 
-import json
 import platform
 import time
 from collections.abc import Callable
@@ -46,6 +45,7 @@ class CompressConfig:
     final_repeats: int = 3
     max_attempts: int = 4
     margin: float = 0.95  # plan to this fraction of the budget: measured latency is noisy
+    precisions: tuple[str, ...] = ("fp32",)
     resume: bool = False
     run_name: str | None = None
 
@@ -410,14 +410,15 @@ def _plan_milp(dense: nn.Module, graph: ChannelGraph, scores: dict[str, torch.Te
         lat = {tgt.name: replace_limit(budget, tgt, limits, scale)} if "latency_ms" in limits else {}
         b = Budget(latency=lat, model_bytes=budget.model_bytes, macs=budget.macs, granularity=budget.granularity)
         p = solve(dense, scores, b, {tgt.name: pred}, graph=graph, example=example, targets=[tgt],
-                  dense_costs={tgt.name: dense_ms})
+                  dense_costs={tgt.name: dense_ms}, precisions=list(cfg.precisions), model_name=model_name)
         keep = {gid: list(map(int, idx)) for gid, idx in p.keep.items()}
         cost, _ = _candidate_cost(dense, keep, example, tgt, cfg)
-        attempts.append({"scale": scale, "predicted_ms": p.predicted.get(tgt.name), "measured_ms": cost["latency_ms"]})
+        attempts.append({"scale": scale, "predicted_ms": p.targets[tgt.name]["predicted"], "measured_ms": cost["latency_ms"],
+                         "solver_s": p.wall_s})
         ui.log(f"  plan {attempt + 1}: predicted {attempts[-1]['predicted_ms']:.3f} ms, measured {cost['latency_ms']:.3f} ms"
                f" (limit {limits.get('latency_ms', float('nan')):.3f} ms)")
         if _fits(cost, limits, 1.0):
-            doc = json.loads(p.to_json()) if hasattr(p, "to_json") else {}
+            doc = p.to_dict()
             doc.update({"planner": "milp", "keep": keep, "measured": cost, "limits": limits, "attempts": attempts,
                         "profile": str(path)})
             return doc

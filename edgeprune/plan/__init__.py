@@ -2,4 +2,8 @@
 from edgeprune.plan.plan import GroupPlan, Plan, apply, plan
 from edgeprune.plan.schedule import ScheduleResult, iterative, one_shot, step_budgets
 
-__all__ = ["plan", "Plan", "GroupPlan", "apply", "one_shot", "iterative", "step_budgets", "ScheduleResult"]
+__all__ = ["GroupPlan", "Plan", "ScheduleResult", "apply", "iterative", "one_shot", "plan", "step_budgets"]
+
+from edgeprune._callable import make_callable  # noqa: E402
+
+make_callable(__name__, "plan")

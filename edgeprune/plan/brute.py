@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 from edgeprune.errors import BadInput
 from edgeprune.plan.costs import Problem, evaluate

@@ -8,10 +8,13 @@ one-hot choice variables of its axes.
 
 Metrics (all linear in the table entries, so every budget is a linear constraint):
 
-- ``lat:<target>``: ``predictor.layer_cost(sig)`` in the predictor's unit
-  (ms or cycles); the model's total is the sum plus a per-model constant,
-  ``predictor.model_cost(dense) - sum(layer_cost(dense))`` (the predictor's own
-  offset), so totals equal ``predictor.model_cost`` exactly.
+- ``lat:<target>``: the layer's marginal share of ``predictor.model_cost`` in the
+  predictor's unit (ms or cycles): ``model_cost({l: sig}) - model_cost({})``. The
+  model's total is the sum plus ``model_cost(dense) - sum(shares at dense)``, so
+  totals equal ``predictor.model_cost`` exactly whenever the model cost is a
+  constant plus a sum over layers (plain layer sums, and the profiler's calibrated
+  ``a * layer_sum + b * unaligned_activations + offset``); :func:`plan` checks the
+  chosen plan with ``model_cost`` itself and flags any difference.
 - ``model_bytes``: stored weights as :func:`edgeprune.metrics.model_bytes` counts
   them: conv/linear weights at the layer's bit-width (fp32 32, fp16 16, int8 8,
   int4 4 bits), every other parameter (biases, norm scales) at 32 bits.
@@ -25,8 +28,9 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -153,19 +157,22 @@ def quant_proxy(model: nn.Module, layers: Sequence[str], precisions: Sequence[st
     for name in layers:
         w = getattr(mods.get(name), "weight", None)
         row: dict[str, float] = {}
+        w64 = None
+        if isinstance(w, torch.Tensor):
+            w64 = w.detach().cpu().numpy().astype(np.float64)
+            w64 = w64.reshape(w64.shape[0], -1)
+        norm = float((w64 ** 2).sum()) if w64 is not None else 0.0
         for p in precisions:
-            if p == "fp32" or w is None:
+            if p == "fp32" or w64 is None or not norm > 0:
                 row[p] = 0.0
                 continue
-            w64 = w.detach().double().flatten(1) if w.dim() > 1 else w.detach().double()[:, None]
-            norm = float((w64 ** 2).sum())
             if p == "fp16":
-                q = w64.to(torch.float16).double()
+                q = w64.astype(np.float16).astype(np.float64)
             else:
                 levels = {"int8": 127, "int4": 7}.get(p, 127)
-                scale = w64.abs().amax(1, keepdim=True).clamp_min(1e-12) / levels
-                q = (w64 / scale).round().clamp(-levels, levels) * scale
-            row[p] = float(((q - w64) ** 2).sum()) / norm if norm > 0 else 0.0
+                scale = np.maximum(np.abs(w64).max(axis=1, keepdims=True), 1e-12) / levels
+                q = np.clip(np.round(w64 / scale), -levels, levels) * scale
+            row[p] = float(((q - w64) ** 2).sum()) / norm
         out[name] = row
     return out
 
@@ -262,7 +269,13 @@ def build_problem(
         factors.append(Factor("prec", name, list(ps)))
 
     metrics = [f"lat:{t}" for t in predictors] + ["model_bytes", "macs", "peak_memory"]
-    fns: dict[str, Callable[[LayerSignature], float]] = {f"lat:{t}": p.layer_cost for t, p in predictors.items()}
+    # a layer's share of the model cost is its marginal contribution to ``model_cost``:
+    # exact for every predictor whose model cost is a constant plus a sum over layers
+    # (layer costs, calibrated as a*sum + b*features + offset, ...)
+    bases = {t: float(p.model_cost({})) for t, p in predictors.items()}
+    fns: dict[str, Callable[[LayerSignature], float]] = {
+        f"lat:{t}": (lambda s, p=p, b=bases[t]: float(p.model_cost({"layer": s})) - b) for t, p in predictors.items()
+    }
     fns["model_bytes"] = weight_bytes
     fns["macs"] = lambda s: float(s.macs)
     fns["peak_memory"] = activation_bytes
@@ -281,6 +294,7 @@ def build_problem(
     constants: dict[str, float] = {m: 0.0 for m in metrics}
     for t, p in predictors.items():
         layer_sum = sum(cost(f"lat:{t}", s) for s in dense_sigs.values())
+        # the base term plus whatever is not additive at the dense point (zero for additive predictors)
         constants[f"lat:{t}"] = float(p.model_cost(dense_sigs)) - layer_sum
     per_channel = group_param_bytes(model, graph)
     dense_bytes = total_param_bytes(model)
@@ -344,6 +358,10 @@ def build_problem(
                 constants[m] += v
             tables.append(LayerTable(name, [], {m: (arrays[m] if m == "peak_memory" else np.zeros(())) for m in metrics}))
             continue
+        if len(roles) >= 2 and roles[0] == "in" and roles[1] == "out" and axes[0] > axes[1]:
+            # group axes in factor order, so layers coupling the same two groups share one pair table
+            axes[0], axes[1] = axes[1], axes[0]
+            arrays = {m: np.swapaxes(a, 0, 1) for m, a in arrays.items()}
         tables.append(LayerTable(name, axes, arrays))
     for m, v in constants.items():
         if not math.isfinite(v):

@@ -18,7 +18,11 @@ Formulation (see docs/plan.md for the full write-up):
 from __future__ import annotations
 
 import math
+import os
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,62 +44,96 @@ class Solution:
     variables: int
     constraints: int
     message: str = ""
+    cpu_s: float = 0.0  # process CPU time (the machine may be shared; wall time then overstates the work)
 
 
 class _Model:
-    """Variables, structural rows and metric rows of one problem (built once, vectorised)."""
+    """Variables, structural rows and metric rows of one problem (built once, vectorised).
+
+    Columns: ``x`` (one-hot per factor), then ``w`` (one block per pair of coupled
+    groups, shared by every layer between those two groups), then ``z`` (one
+    block per layer whose cost depends on two groups and its precision, or on
+    one group and its precision).
+    """
 
     def __init__(self, problem: Problem) -> None:
         self.p = problem
+        factors = problem.factors
         self.xoff: list[int] = []
         n = 0
-        for f in problem.factors:
+        for f in factors:
             self.xoff.append(n)
             n += len(f.values)
         self.nx = n
+        # pair blocks
+        self.woff: dict[tuple[int, int], int] = {}
+        for t in problem.layers:
+            if self._pair(t) is not None and self._pair(t) not in self.woff:
+                a, b = self._pair(t)
+                self.woff[(a, b)] = n
+                n += len(factors[a].values) * len(factors[b].values)
+        # z blocks
         self.zoff: dict[int, int] = {}
         for ti, t in enumerate(problem.layers):
-            if len(t.axes) >= 2:
+            if len(t.axes) >= 2 and not (len(t.axes) == 2 and self._pair(t) is not None):
                 self.zoff[ti] = n
-                n += int(np.prod([len(problem.factors[a].values) for a in t.axes]))
+                n += int(np.prod([len(factors[a].values) for a in t.axes]))
         self.n = n
         ub = np.ones(n)
-        # choices a predictor cannot price are forbidden
         for ti, t in enumerate(problem.layers):
             bad = np.zeros(t.costs[problem.metrics[0]].shape, dtype=bool)
             for m in problem.metrics:
                 bad |= ~np.isfinite(t.costs[m])
-            if not bad.any():
+            if not bad.any() or not t.axes:
                 continue
-            if len(t.axes) == 1:
-                ub[self.xoff[t.axes[0]] + np.flatnonzero(bad)] = 0
-            elif len(t.axes) >= 2:
-                ub[self.zoff[ti] + np.flatnonzero(bad.ravel())] = 0
+            cols, _ = self.table_vector(ti, problem.metrics[0])
+            ub[cols[bad.ravel()]] = 0  # choices a predictor cannot price are forbidden
+        self._forbid_dominated(ub)
         self.ub = ub
         self.integrality = np.zeros(n)
         self.integrality[: self.nx] = 1
-        # structural equalities: one-hot rows, then marginal rows
         rows, cols, vals = [], [], []
         r = 0
-        for fi, f in enumerate(problem.factors):
+
+        def add(rr: np.ndarray, cc: np.ndarray, vv: float | np.ndarray) -> None:
+            rows.append(rr)
+            cols.append(cc)
+            vals.append(np.broadcast_to(np.asarray(vv, dtype=np.float64), cc.shape).copy())
+
+        for fi, f in enumerate(factors):  # one-hot
             k = len(f.values)
-            rows.append(np.full(k, r))
-            cols.append(self.xoff[fi] + np.arange(k))
-            vals.append(np.ones(k))
+            add(np.full(k, r), self.xoff[fi] + np.arange(k), 1.0)
             r += 1
         n_onehot = r
-        for ti, z0 in self.zoff.items():
+        for (a, b), w0 in self.woff.items():  # pair marginals
+            na, nb = len(factors[a].values), len(factors[b].values)
+            ia, ib = np.unravel_index(np.arange(na * nb), (na, nb))
+            add(r + ia, w0 + np.arange(na * nb), 1.0)
+            add(r + np.arange(na), self.xoff[a] + np.arange(na), -1.0)
+            r += na
+            add(r + ib, w0 + np.arange(na * nb), 1.0)
+            add(r + np.arange(nb), self.xoff[b] + np.arange(nb), -1.0)
+            r += nb
+        for ti, z0 in self.zoff.items():  # layer marginals
             t = problem.layers[ti]
-            shape = [len(problem.factors[a].values) for a in t.axes]
+            shape = [len(factors[a].values) for a in t.axes]
             size = int(np.prod(shape))
+            pair = self._pair(t)
+            if pair is not None:
+                # sum_p z[a, b, p] = w[a, b]; sum_{a, b} z[a, b, p] = x[prec, p]
+                nab, npr = shape[0] * shape[1], shape[2]
+                flat = np.arange(size)
+                add(r + flat // npr, z0 + flat, 1.0)
+                add(r + np.arange(nab), self.woff[pair] + np.arange(nab), -1.0)
+                r += nab
+                add(r + flat % npr, z0 + flat, 1.0)
+                add(r + np.arange(npr), self.xoff[t.axes[2]] + np.arange(npr), -1.0)
+                r += npr
+                continue
             unr = np.unravel_index(np.arange(size), shape)
             for ax, a in enumerate(t.axes):
-                rows.append(r + unr[ax])
-                cols.append(z0 + np.arange(size))
-                vals.append(np.ones(size))
-                rows.append(r + np.arange(shape[ax]))
-                cols.append(self.xoff[a] + np.arange(shape[ax]))
-                vals.append(-np.ones(shape[ax]))
+                add(r + unr[ax], z0 + np.arange(size), 1.0)
+                add(r + np.arange(shape[ax]), self.xoff[a] + np.arange(shape[ax]), -1.0)
                 r += shape[ax]
         self.n_eq = r
         self.eq = sparse.csr_matrix(
@@ -106,6 +144,38 @@ class _Model:
         for fi, vals_ in problem.value.items():
             self.c[self.xoff[fi] : self.xoff[fi] + len(vals_)] = -vals_
 
+    def _forbid_dominated(self, ub: np.ndarray) -> None:
+        """Forbid a precision for a channel combination when another precision of the same layer is no worse
+        on every limited cost and has no larger bit-width cost (it can never be strictly needed)."""
+        p = self.p
+        limited = [m for m in p.metrics if m in p.limits]
+        for ti, t in enumerate(p.layers):
+            if not t.axes or p.factors[t.axes[-1]].kind != "prec":
+                continue
+            pen = -p.value[t.axes[-1]]  # bit-width cost per precision
+            costs = np.stack([np.where(np.isfinite(t.costs[m]), t.costs[m], np.inf) for m in limited], 0) if limited \
+                else np.zeros((0,) + t.costs[p.metrics[0]].shape)
+            finite = np.all(np.stack([np.isfinite(t.costs[m]) for m in p.metrics], 0), 0)
+            npr = len(pen)
+            dominated = np.zeros(finite.shape, dtype=bool)
+            for i in range(npr):
+                for j in range(npr):
+                    if i == j or pen[j] > pen[i] or (pen[j] == pen[i] and j > i):
+                        continue
+                    # j dominates i where j is priced and no worse on every limited metric
+                    better = finite[..., j] & np.all(costs[..., j] <= costs[..., i], axis=0) if limited else finite[..., j]
+                    dominated[..., i] |= better
+            if dominated.any():
+                cols, _ = self.table_vector(ti, p.metrics[0])
+                ub[cols[dominated.ravel()]] = 0
+
+    def _pair(self, t) -> tuple[int, int] | None:
+        """The two group factors a table couples (first two axes), or None."""
+        f = self.p.factors
+        if len(t.axes) >= 2 and f[t.axes[0]].kind == "group" and f[t.axes[1]].kind == "group":
+            return (t.axes[0], t.axes[1])
+        return None
+
     def table_vector(self, ti: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
         """(column indices, coefficients) of one table's cost for ``metric`` (inf replaced by 0: forbidden anyway)."""
         t = self.p.layers[ti]
@@ -114,7 +184,9 @@ class _Model:
             return np.zeros(0, dtype=int), np.zeros(0)
         if len(t.axes) == 1:
             return self.xoff[t.axes[0]] + np.arange(arr.size), arr.ravel()
-        return self.zoff[ti] + np.arange(arr.size), arr.ravel()
+        if ti in self.zoff:
+            return self.zoff[ti] + np.arange(arr.size), arr.ravel()
+        return self.woff[self._pair(t)] + np.arange(arr.size), arr.ravel()
 
     def metric_row(self, metric: str) -> np.ndarray:
         """Dense coefficient row of a summed metric."""
@@ -135,6 +207,29 @@ class _Model:
         return {fi: int(np.argmax(x[self.xoff[fi] : self.xoff[fi] + len(f.values)])) for fi, f in enumerate(self.p.factors)}
 
 
+@contextmanager
+def _quiet_stdout() -> Iterator[None]:
+    """HiGHS prints some diagnostics straight to file descriptor 1; keep stdout clean (``--json``)."""
+    if os.environ.get("EP_DISP"):
+        yield
+        return
+    try:
+        sys.stdout.flush()
+        saved = os.dup(1)
+    except (OSError, ValueError, AttributeError):  # no real stdout (some test runners): nothing to guard
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 1)
+    finally:
+        os.close(saved)
+
+
 def _budget_rows(m: _Model, metrics: dict[str, float]) -> tuple[list[sparse.csr_matrix], list[np.ndarray]]:
     mats, ubs = [], []
     for metric, limit in metrics.items():
@@ -150,11 +245,14 @@ def _budget_rows(m: _Model, metrics: dict[str, float]) -> tuple[list[sparse.csr_
                 vals.append(v)
                 r += 1
             if r:
-                mats.append(sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(r, m.n)))
-                ubs.append(np.full(r, limit))
+                scale = 1.0 / limit if limit > 0 else 1.0
+                mats.append(sparse.csr_matrix((np.concatenate(vals) * scale, (np.concatenate(rows), np.concatenate(cols))), shape=(r, m.n)))
+                ubs.append(np.full(r, limit * scale))
         else:
-            mats.append(sparse.csr_matrix(m.metric_row(metric)[None, :]))
-            ubs.append(np.array([limit - m.p.constants[metric]]))
+            # rows scaled by their limit so cycles, bytes and ms rows are all O(1) for the solver
+            scale = 1.0 / limit if limit > 0 else 1.0
+            mats.append(sparse.csr_matrix(m.metric_row(metric)[None, :] * scale))
+            ubs.append(np.array([(limit - m.p.constants[metric]) * scale]))
     return mats, ubs
 
 
@@ -165,20 +263,21 @@ def _run(m: _Model, c: np.ndarray, extra: list[sparse.csr_matrix], extra_ub: lis
         a = sparse.vstack(extra).tocsr()
         cons.append(LinearConstraint(a, -np.inf, np.concatenate(extra_ub)))
     n = len(c)
-    res = milp(
-        c,
-        integrality=m.integrality if integrality is None else integrality,
-        bounds=Bounds(np.zeros(n) if lb is None else lb, m.ub if ub is None else ub),
-        constraints=cons,
-        options={"time_limit": float(time_limit), "mip_rel_gap": 1e-9, "disp": False},
-    )
+    with _quiet_stdout():
+        res = milp(
+            c,
+            integrality=m.integrality if integrality is None else integrality,
+            bounds=Bounds(np.zeros(n) if lb is None else lb, m.ub if ub is None else ub),
+            constraints=cons,
+            options={"time_limit": float(time_limit), "mip_rel_gap": 1e-9, "disp": bool(os.environ.get("EP_DISP"))},
+        )
     rows = sum(x.A.shape[0] for x in cons)
     return res, rows
 
 
 def solve(problem: Problem, time_limit: float = 10.0) -> Solution:
     """Maximise the objective under every limit in ``problem.limits``; exact up to HiGHS's 1e-9 relative gap."""
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     m = _Model(problem)
     limits = dict(problem.limits)
     if "peak_memory" in limits and m.fixed_peak() > limits["peak_memory"] * (1 + 1e-12):
@@ -186,16 +285,17 @@ def solve(problem: Problem, time_limit: float = 10.0) -> Solution:
     mats, ubs = _budget_rows(m, limits)
     res, rows = _run(m, m.c, mats, ubs, time_limit)
     wall = time.perf_counter() - t0
+    cpu = time.process_time() - c0
     gap = getattr(res, "mip_gap", None)
     if res.x is not None and res.status in (0, 1):
         status = "optimal" if res.status == 0 else "feasible"
         choice = m.decode(res.x)
-        return Solution(choice, float(-res.fun + problem.constant_value), status, wall, gap, m.n, rows, res.message)
+        return Solution(choice, float(-res.fun + problem.constant_value), status, wall, gap, m.n, rows, res.message, cpu)
     if res.status == 2:
-        return Solution(None, None, "infeasible", wall, None, m.n, rows, res.message)
+        return Solution(None, None, "infeasible", wall, None, m.n, rows, res.message, cpu)
     if res.status == 1:
-        return Solution(None, None, "timeout", wall, None, m.n, rows, res.message)
-    return Solution(None, None, "error", wall, None, m.n, rows, res.message)
+        return Solution(None, None, "timeout", wall, None, m.n, rows, res.message, cpu)
+    return Solution(None, None, "error", wall, None, m.n, rows, res.message, cpu)
 
 
 def minimum(problem: Problem, metric: str, time_limit: float = 10.0) -> float:
@@ -221,8 +321,9 @@ def minimum(problem: Problem, metric: str, time_limit: float = 10.0) -> float:
         if r:
             a = sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(r, n))
             cons.append(LinearConstraint(a, -np.inf, np.zeros(r)))
-        res = milp(c, integrality=np.append(m.integrality, 0), bounds=Bounds(np.zeros(n), np.append(m.ub, np.inf)),
-                   constraints=cons, options={"time_limit": float(time_limit), "disp": False})
+        with _quiet_stdout():
+            res = milp(c, integrality=np.append(m.integrality, 0), bounds=Bounds(np.zeros(n), np.append(m.ub, np.inf)),
+                       constraints=cons, options={"time_limit": float(time_limit), "disp": False})
         best = float(res.fun) if res.x is not None else math.inf
         return max(best, m.fixed_peak())
     row = m.metric_row(metric)

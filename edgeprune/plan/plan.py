@@ -5,10 +5,11 @@ import fnmatch
 import json
 import math
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import reduce
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -89,7 +90,7 @@ class Plan:
         return json.dumps(self.to_dict(), indent=2, default=_default) + "\n"
 
     @classmethod
-    def from_json(cls, data: str | Mapping[str, Any]) -> "Plan":
+    def from_json(cls, data: str | Mapping[str, Any]) -> Plan:
         """Inverse of :meth:`to_json` (accepts the text or the parsed object)."""
         if isinstance(data, str):
             try:
@@ -99,7 +100,7 @@ class Plan:
         return cls.from_dict(data)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Plan":
+    def from_dict(cls, d: Mapping[str, Any]) -> Plan:
         """Inverse of :meth:`to_dict`, with a clear message for another schema or version."""
         if not isinstance(d, Mapping) or d.get("schema") != SCHEMA:
             raise BadInput(f"not an edgeprune plan (schema {d.get('schema') if isinstance(d, Mapping) else None!r}, expected {SCHEMA!r})")
@@ -121,7 +122,7 @@ class Plan:
         return write_text(path, self.to_json())
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> "Plan":
+    def load(cls, path: str | os.PathLike[str]) -> Plan:
         """Read a plan.json."""
         from edgeprune.fileio import read_json
 
@@ -272,6 +273,30 @@ def _check_scores(graph: ChannelGraph, scores: Mapping[str, Any]) -> dict[str, t
     return out
 
 
+def _unit(group: Any) -> int:
+    return max(1, int(getattr(group, "unit", 1) or 1))
+
+
+def _blocks(scores: torch.Tensor, unit: int) -> torch.Tensor:
+    """Per-block scores (sum over each block of ``unit`` consecutive channels)."""
+    return scores if unit == 1 else scores.reshape(-1, unit).sum(1)
+
+
+class _BlockScores(dict):
+    """Scores keyed by group, where the retained curve of a unit>1 group is taken over its blocks.
+
+    build_problem calls ``retained_curve(scores[gid], counts)`` with channel counts; this
+    mapping hands it block scores repeated per channel (each block's score spread evenly
+    over its ``unit`` channels), which gives exactly the block curve at multiples of the unit.
+    """
+
+    def __init__(self, blocks: Mapping[str, torch.Tensor], graph: ChannelGraph) -> None:
+        super().__init__()
+        for gid, b in blocks.items():
+            u = _unit(graph.group(gid))
+            self[gid] = b if u == 1 else (b / u).repeat_interleave(u)
+
+
 def _convert(lim: Limit, unit: str, target: Target | None, name: str) -> float:
     if lim.unit == unit:
         return lim.value
@@ -370,10 +395,13 @@ def plan(
     frozen = frozen_groups(graph, freeze)
     counts: dict[str, list[int]] = {}
     for g in graph.groups:
-        if g.prunable and g.id not in frozen and g.id in score_t:
-            counts[g.id] = allowed_counts(g.size, gran)
+        unit = _unit(g)
+        if g.prunable and g.id not in frozen and g.id in score_t and g.size % unit == 0:
+            counts[g.id] = allowed_counts(g.size, math.lcm(gran, unit))
         else:
             counts[g.id] = [g.size]
+    # groups with unit > 1 (grouped convs, attention heads) are ranked by whole blocks of `unit` channels
+    block_scores = {gid: _blocks(s, _unit(graph.group(gid))) for gid, s in score_t.items()}
     prec_map = {name: list(allowed_prec) for name in graph.layers}
 
     # limits, resolved to absolute values in each metric's unit
@@ -415,9 +443,10 @@ def plan(
 
     import time
 
-    t0 = time.perf_counter()
-    problem = C.build_problem(model, graph, score_t, counts, prec_map, preds, limits, penalty, group_weights)
-    build_s = time.perf_counter() - t0
+    t0, c0 = time.perf_counter(), time.process_time()
+    problem = C.build_problem(model, graph, _BlockScores(block_scores, graph), counts, prec_map, preds, limits, penalty,
+                              group_weights)
+    build_s, build_cpu = time.perf_counter() - t0, time.process_time() - c0
     sol = milp.solve(problem, time_limit=time_limit)
     if sol.choice is None:
         if sol.status == "timeout":
@@ -438,8 +467,9 @@ def plan(
     for g in graph.groups:
         k = widths[g.id]
         if g.id in score_t:
-            idx = C.top_indices(score_t[g.id], k)
-            r = float(C.retained_curve(score_t[g.id], [k])[0])
+            u = _unit(g)
+            idx = sorted(j * u + i for j in C.top_indices(block_scores[g.id], k // u) for i in range(u))
+            r = float(C.retained_curve(block_scores[g.id], [k // u])[0])
         else:
             idx, r = list(range(g.size)), 1.0
         importance_total += r * float((group_weights or {}).get(g.id, 1.0))
@@ -453,8 +483,17 @@ def plan(
             "in_group": info.in_group, "out_group": info.out_group,
             "cost": {t: C.safe_cost(p.layer_cost, s) for t, p in preds.items()},
         }
+    notes: list[str] = []
+    feasible = True
     for name, info in target_info.items():
         info["predicted"] = float(preds[name].model_cost(sigs))
+        tabled = float(totals[f"lat:{name}"])
+        if not math.isclose(info["predicted"], tabled, rel_tol=1e-6, abs_tol=1e-9):
+            notes.append(f"the {name} predictor is not additive over layers: the solver's cost {tabled:.6g} differs "
+                         f"from model_cost {info['predicted']:.6g}")
+        if info["limit"] is not None and info["predicted"] > info["limit"] * (1 + 1e-6):
+            feasible = False
+            notes.append(f"predicted latency on {name} {info['predicted']:.6g} exceeds the budget {info['limit']:.6g}")
     metrics_out = {m: {"predicted": float(totals[m]), "limit": limits.get(m), "dense": dense_metrics[m]}
                    for m in ("model_bytes", "macs", "peak_memory")}
     penalty_total = importance_total - obj
@@ -468,13 +507,15 @@ def plan(
         importance=float(importance_total),
         quant_penalty=float(penalty_total),
         solver={"name": "milp-highs", "status": sol.status, "wall_s": sol.wall_s + build_s, "solve_s": sol.wall_s,
-                "build_s": build_s, "mip_gap": sol.gap, "variables": sol.variables, "constraints": sol.constraints,
+                "build_s": build_s,
+                "cpu_s": sol.cpu_s + build_cpu, "mip_gap": sol.gap, "variables": sol.variables, "constraints": sol.constraints,
                 "time_limit_s": time_limit, "bitwidth_cost": pen_source},
-        feasible=True,
+        feasible=feasible,
         budget=str(budget),
         granularity=gran,
         allowed_precisions=list(allowed_prec),
         model=model_name or type(model).__name__,
+        notes=notes,
     )
 
 

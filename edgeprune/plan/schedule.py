@@ -15,8 +15,9 @@ constant resource reduction). The last step is exactly the final budget.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from torch import nn
 
@@ -189,4 +190,4 @@ def _keep_precisions(new: nn.Module, old: nn.Module) -> nn.Module:
     return new
 
 
-__all__ = ["ScheduleResult", "one_shot", "iterative", "step_budgets"]
+__all__ = ["ScheduleResult", "iterative", "one_shot", "step_budgets"]

@@ -1,0 +1,185 @@
+"""``edgeprune plan``: channels and bit-widths per layer under a budget, for one or several targets."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from edgeprune.errors import BadInput
+from edgeprune.ui import UI
+
+
+def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the command."""
+    p = sub.add_parser(
+        "plan",
+        help="choose kept channels and precisions per layer to meet a budget (exact MILP)",
+        description=(
+            "Choose, per channel group, how many channels to keep (top importance scores) and, per layer, the "
+            "precision, maximising retained importance under every budget at once: latency per target "
+            "(from profiles), model bytes, peak activation memory, MACs. Solved exactly (docs/plan.md)."
+        ),
+        epilog=(
+            "examples:\n"
+            "  edgeprune plan --model resnet56-cifar10 --target cpu-ort --budget latency=0.5x\n"
+            "  edgeprune plan --model resnet56-cifar10 --target cpu-ort --target vta-pynq \\\n"
+            "      --budget latency@cpu-ort=1.5ms,latency@vta-pynq=40000cycles --out plan.json --json"
+        ),
+    )
+    p.add_argument("--model", required=True, help="registered model name, saved module file, or pkg.mod:function")
+    p.add_argument("--target", action="append", required=True, help="target name or TOML file (repeat for several)")
+    p.add_argument("--budget", required=True, help="e.g. latency=0.5x,bytes=2MB or latency@cpu-ort=1.5ms,latency@vta-pynq=40000cycles")
+    p.add_argument("--profile", action="append", default=[], metavar="FILE",
+                   help="profile per --target, in the same order (default: profiles/TARGET--MODEL.json, measured when missing)")
+    p.add_argument("--scores", metavar="FILE", help="importance scores {group: [scores]} (.json, or .pt saved with torch.save)")
+    p.add_argument("--criterion", default="taylor", help="importance criterion when --scores is not given (default taylor)")
+    p.add_argument("--data", help="dataset for importance scores (default: the model's, or cifar10-demo)")
+    p.add_argument("--freeze", action="append", default=[], metavar="PATTERN", help="layer-name glob kept whole (repeatable)")
+    p.add_argument("--granularity", type=int, help="channel multiple (default: budget's granularity=, else LCM of the targets')")
+    p.add_argument("--precisions", help="comma list of allowed precisions (default: those every target supports)")
+    p.add_argument("--time-limit", type=float, default=10.0, help="solver time limit in seconds (default 10)")
+    p.add_argument("--schedule", choices=("oneshot", "iterative"), default="oneshot",
+                   help="iterative: re-score the shrinking model between --steps smaller steps (no fine-tuning here)")
+    p.add_argument("--steps", type=int, default=3, help="steps of the iterative schedule (default 3)")
+    p.add_argument("--out", metavar="FILE", help="write plan.json here")
+    p.set_defaults(func=run)
+    return p
+
+
+def load_scores(path: str) -> dict[str, Any]:
+    """Scores from JSON ``{group: [floats]}`` or a torch file of ``{group: tensor}``."""
+    import torch
+
+    f = Path(path)
+    if f.suffix == ".json":
+        from edgeprune.fileio import read_json
+
+        raw = read_json(f, "scores file")
+        if isinstance(raw, dict) and "scores" in raw and isinstance(raw["scores"], dict):
+            raw = raw["scores"]
+    else:
+        if not f.exists():
+            raise BadInput(f"scores file not found: {f}")
+        try:
+            raw = torch.load(f, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - torch raises many kinds for a foreign or damaged file
+            raise BadInput(f"cannot read scores file {f}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+    if not isinstance(raw, dict) or not raw:
+        raise BadInput(f"scores file {f} must hold a non-empty {{group: scores}} mapping")
+    try:
+        return {str(k): torch.as_tensor(v, dtype=torch.float64).flatten() for k, v in raw.items()}
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise BadInput(f"scores file {f}: bad scores ({err})") from None
+
+
+def _model_name(spec: str) -> str:
+    from edgeprune.models import MODELS
+
+    return spec if spec in MODELS else Path(spec.split(":")[-1]).stem
+
+
+def _example(model_spec_name: str, model: Any) -> Any:
+    import torch
+
+    from edgeprune.models import model_spec
+
+    spec = model_spec(model_spec_name)
+    if spec is not None:
+        return torch.zeros(*spec.input_shape)
+    from edgeprune.graph.groups import _guess_example
+
+    return _guess_example(model)
+
+
+def get_profiles(model: Any, example: Any, targets: list, model_name: str, paths: list[str], ui: UI) -> dict[str, Any]:
+    """``{target name: Profile}``: given files in --target order, else the default file, else measured now."""
+    import edgeprune.profile as prof
+
+    if len(paths) > len(targets):
+        raise BadInput(f"{len(paths)} --profile files for {len(targets)} --target(s): give at most one per target, in order")
+    out = {}
+    for i, t in enumerate(targets):
+        if i < len(paths):
+            out[t.name] = prof.load_profile(paths[i], target=t)
+            continue
+        default = Path(prof.default_profile_path(t.name, model_name))
+        if default.exists():
+            ui.log(f"profile for {t.name}: {default}")
+            out[t.name] = prof.load_profile(default, target=t)
+        else:
+            ui.log(f"no profile for {t.name} and {model_name} at {default}: measuring it now")
+            out[t.name] = prof.profile(model, example, t, model_name=model_name)
+    return out
+
+
+def run(args: argparse.Namespace, ui: UI) -> int:
+    """Plan and print (or write) the result."""
+    from edgeprune.config import Budget, get_target
+    from edgeprune.graph import channel_groups
+    from edgeprune.models import load_model, model_spec
+    from edgeprune.plan import plan as make_plan
+
+    budget = Budget.parse(args.budget)
+    targets = [get_target(t) for t in args.target]
+    names = [t.name for t in targets]
+    if len(set(names)) != len(names):
+        raise BadInput(f"target given twice: {', '.join(names)}")
+    precisions = [p.strip() for p in args.precisions.split(",") if p.strip()] if args.precisions else None
+    if args.steps < 1:
+        raise BadInput("--steps must be >= 1")
+    model = load_model(args.model)
+    model_name = _model_name(args.model)
+    example = _example(args.model, model)
+    graph = channel_groups(model, example)
+    profiles = get_profiles(model, example, targets, model_name, args.profile, ui)
+    predictors = {name: p.predictor() for name, p in profiles.items()}
+    data = None
+
+    def scores_for(m: Any, g: Any = None) -> dict[str, Any]:
+        nonlocal data
+        from edgeprune.data import load_data
+        from edgeprune.importance import importance
+
+        if data is None:
+            spec = model_spec(args.model)
+            data = load_data(args.data or (spec.dataset + "-demo" if spec and spec.dataset == "cifar10" else "cifar10-demo"))
+        with ui.progress(f"importance ({args.criterion})") as bar:
+            s = importance(m, data, args.criterion, graph=g)
+            bar.advance(1)
+        return s
+
+    kw = {"targets": targets, "freeze": args.freeze, "granularity": args.granularity, "precisions": precisions,
+          "time_limit": args.time_limit, "model_name": model_name}
+    if args.schedule == "iterative":
+        if args.scores:
+            raise BadInput("--schedule iterative re-scores the model between steps: drop --scores (use --criterion/--data)")
+        from edgeprune.plan import iterative
+
+        res = iterative(model, budget, predictors, rescore=lambda m: scores_for(m), steps=args.steps, example=example,
+                        on_step=lambda t, p, m: ui.log(f"step {t}/{args.steps}: {p.budget} solved in {p.wall_s:.2f} s"), **kw)
+        result = res.composed_plan()
+        result.solver["wall_s"] = sum(p.wall_s for p in res.plans)
+        result.solver["steps"] = [p.solver for p in res.plans]
+    else:
+        scores = load_scores(args.scores) if args.scores else scores_for(model, graph)
+        result = make_plan(model, scores, budget, predictors, graph=graph, example=example, **kw)
+    if args.out:
+        result.save(args.out)
+        ui.log(f"wrote {args.out}")
+    ui.log(f"solved ({result.solver['status']}) in {result.wall_s:.2f} s; objective {result.objective:.4f}")
+    obj = result.to_dict()
+    if args.out:
+        obj["out"] = str(args.out)
+    ui.result(obj)
+    ui.table("plan: budgets", list(result.BUDGET_COLUMNS), result.budget_rows())
+    ui.table("plan: groups", list(result.SUMMARY_COLUMNS), result.summary_rows())
+    for note in result.notes:
+        ui.log(f"note: {note}")
+    if not result.feasible:
+        from edgeprune.errors import BudgetMissed
+
+        raise BudgetMissed(next((n for n in result.notes if "exceeds" in n), "the plan misses the budget"))
+    return 0
+
+
+__all__ = ["load_scores", "register", "run"]
