@@ -1,7 +1,7 @@
 """The ``edgeprune`` command line: thin; parses, calls the API, prints.
 
 Exit codes: 0 success, 1 budget missed or verification failed, 2 bad input,
-130 interrupted. Errors are one line on stderr, never a traceback (use
+3 internal error, 130 interrupted. Errors are one line on stderr, never a traceback (use
 ``--verbose`` to see one for an internal error).
 """
 from __future__ import annotations
@@ -15,7 +15,15 @@ from collections.abc import Sequence
 from edgeprune.errors import EdgepruneError, first_line
 from edgeprune.ui import UI
 
-EPILOG = "exit codes: 0 success, 1 budget missed or verification failed, 2 bad input, 130 interrupted"
+EPILOG = ("exit codes: 0 success, 1 budget missed or verification failed, 2 bad input, "
+          "3 internal error (a bug: please report it), 130 interrupted")
+EXAMPLES = """examples:
+  edgeprune demo
+  edgeprune targets
+  edgeprune compress --model resnet20-cifar10 --target cpu-ort --budget latency=0.6x
+  edgeprune profile --target cpu-ort --model resnet56-cifar10 --audit 30
+  edgeprune compile --target vta-pynq --model resnet20-cifar10 --out build/fpga
+"""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -38,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="edgeprune",
         description="Compress trained PyTorch models for embedded hardware under an explicit, measured budget.",
-        epilog=EPILOG,
+        epilog=EXAMPLES + "\n" + EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     from edgeprune import __version__
 

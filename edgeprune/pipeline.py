@@ -103,6 +103,15 @@ def _example_from(data: Dataset | None, input_shape: tuple[int, ...] | None) -> 
     return torch.randn(*input_shape, generator=torch.Generator().manual_seed(0))
 
 
+def _estimate_seconds(cfg: CompressConfig, ds: Dataset | None) -> float:
+    """A rough wall-time estimate on an idle 2-core machine, from the measured parts of a ResNet-20 run."""
+    per_measure = min(cfg.protocol.max_seconds, 3.0) + 1.0  # export + one timing protocol
+    searches = 9 if cfg.planner == "uniform" else 2
+    train = cfg.epochs * len(ds.train) / 300 if ds is not None else 0.0  # ~300 img/s for a pruned ResNet-20
+    final = 2 * cfg.final_repeats * per_measure
+    return 15 + per_measure * (1 + searches) + train + final + 15
+
+
 def measure_model(model: nn.Module, example: torch.Tensor, target: Target, protocol: TimingProtocol) -> Timing:
     """Whole-model latency of ``model`` on ``target`` (export to ONNX, time on the target's backend)."""
     import tempfile
@@ -187,9 +196,8 @@ def compress(model: str | nn.Module = "resnet20-cifar10", data: str | Dataset | 
     ui.log(f"[bold]edgeprune compress[/bold]: {model_name} on {tgt.name} ({tgt.device}), budget {budget}")
     ui.log(f"  steps: measure dense, score channels ({cfg.criterion}), plan ({cfg.planner}), prune, "
            f"fine-tune {cfg.epochs:g} epoch(s){' with KD' if cfg.kd else ''}, compile, verify, measure; out: {out_dir}")
-    if ds is not None:
-        est = 20 + cfg.epochs * len(ds.train) / 400 + 30
-        ui.log(f"  estimated time: about {est / 60:.0f}-{2 * est / 60:.0f} min on 2 cores")
+    est = _estimate_seconds(cfg, ds)
+    ui.log(f"  estimated time: about {est / 60:.0f}-{2 * est / 60:.0f} min on 2 cores (more on a busy machine)")
 
     # 1. dense latency (measured) and figures
     ui.log("measuring the dense model ...")
@@ -263,6 +271,7 @@ def compress(model: str | nn.Module = "resnet20-cifar10", data: str | Dataset | 
         "speedup": speedup,
         "top1_drop": dense_fig.top1 - comp_fig.top1,
         "plan": {k: v for k, v in plan_doc.items() if k != "keep"},
+        "candidates": _candidates(plan_doc, d_t.median, c_t.median, dense_fig.top1, comp_fig.top1),
         "verify": vrep.to_dict(),
         "config": {k: (asdict(v) if hasattr(v, "__dataclass_fields__") else v) for k, v in asdict(cfg).items()},
         "data": ds.name if ds is not None else None,
@@ -283,12 +292,25 @@ def compress(model: str | nn.Module = "resnet20-cifar10", data: str | Dataset | 
     if not vrep.passed:
         from edgeprune.errors import VerificationFailed
 
-        raise VerificationFailed(f"engine disagrees with PyTorch: top-1 agreement {vrep.top1_agreement:.1f}% on {vrep.images} images")
+        err = VerificationFailed(f"engine disagrees with PyTorch: top-1 agreement {vrep.top1_agreement:.1f}% on {vrep.images} images")
+        err.result = result  # type: ignore[attr-defined]
+        raise err
     if not met:
         err = BudgetMissed("budget missed: " + "; ".join(d for d in detail if "MISSED" in d))
         err.result = result  # type: ignore[attr-defined]
         raise err
     return result
+
+
+def _candidates(plan_doc: dict[str, Any], dense_ms: float, comp_ms: float, dense_top1: float, comp_top1: float) -> list[dict[str, Any]]:
+    """Every model the run measured: dense, each planner candidate (accuracy not evaluated), the final one."""
+    out = [{"label": "dense", "latency_ms": dense_ms, "top1": dense_top1}]
+    for i, c in enumerate(plan_doc.get("candidates", []) + plan_doc.get("attempts", [])):
+        ms = c.get("latency_ms", c.get("measured_ms"))
+        if ms is not None:
+            out.append({"label": c.get("label", f"candidate {i + 1}"), "latency_ms": ms, "top1": None})
+    out.append({"label": "compressed (fine-tuned)", "latency_ms": comp_ms, "top1": comp_top1})
+    return out
 
 
 def _random_set(example: torch.Tensor):
@@ -376,6 +398,7 @@ def _plan_uniform(dense: nn.Module, graph: ChannelGraph, scores: dict[str, torch
     if not _fits(floor, limits, 1.0):
         raise BudgetMissed("budget cannot be met even with one channel block per group: " + _shortfall(floor, limits))
     lo, hi, best = 0.0, 1.0, (0.0, floor_keep, floor)
+    tried = [{"label": "r=0 (floor)", "latency_ms": floor["latency_ms"], "macs": floor["macs"]}]
     with ui.progress("searching keep ratio on measured latency", total=8) as bar:
         for _ in range(8):
             r = (lo + hi) / 2
@@ -386,9 +409,10 @@ def _plan_uniform(dense: nn.Module, graph: ChannelGraph, scores: dict[str, torch
             else:
                 hi = r
             bar.advance(1, info=f"r={r:.3f} {cost['latency_ms']:.3f} ms")
+            tried.append({"label": f"r={r:.3f}", "latency_ms": cost["latency_ms"], "macs": cost["macs"]})
     r, keep, cost = best
     return {"planner": "uniform", "ratio": r, "keep": keep, "counts": {g.id: len(keep.get(g.id, range(g.size))) for g in graph.prunable},
-            "measured": cost, "limits": limits}
+            "measured": cost, "limits": limits, "candidates": tried}
 
 
 def _plan_milp(dense: nn.Module, graph: ChannelGraph, scores: dict[str, torch.Tensor], budget: Budget, limits: dict[str, float],

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import time
-
 import onnx
 import pytest
 
@@ -18,10 +16,8 @@ QUICK = CompressConfig(planner="uniform", epochs=0.5, batch_size=32, protocol=Ti
 
 def test_compress_tiny_end_to_end(tmp_path) -> None:
     data = tiny_npz(tmp_path / "d.npz", n=400)
-    t0 = time.perf_counter()
     # a MACs budget is deterministic, so the test cannot be flipped by a noisy machine
     res = compress(tiny_net(), data, "cpu-ort", "macs=0.5x", out=tmp_path / "run", config=QUICK)
-    assert time.perf_counter() - t0 < 60
     assert res.budget_met and res.compressed.macs <= 0.5 * res.dense.macs
     assert count_params(res.model) < count_params(tiny_net())
     assert res.verify["top1_agreement"] >= 99.0 and res.verify["max_abs_error"] < 1e-3

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import re
 
-from edgeprune.errors import BadInput, BudgetMissed
+from edgeprune.errors import BadInput, BudgetMissed, VerificationFailed
 from edgeprune.ui import UI
 
 
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace, ui: UI) -> int:
     try:
         result = compress(args.model, data, args.target, args.budget, out=args.out, config=config_from_args(args),
                           input_shape=parse_input_shape(args.input_shape), ui=ui)
-    except BudgetMissed as err:
+    except (BudgetMissed, VerificationFailed) as err:
         res = getattr(err, "result", None)
         if res is not None:
             show(res, ui)
@@ -100,4 +100,7 @@ def show(result, ui: UI) -> None:
         ui.log(("[green]" if "met" in line and "MISSED" not in line else "[red]") + line + "[/]")
     v = result.verify
     ui.log(f"engine check: top-1 agreement {v['top1_agreement']:.1f}% on {v['images']} images, max |error| {v['max_abs_error']:.2e}")
-    ui.log(f"wrote {result.out_dir}/ (model.onnx, model.pt, plan.json, report.json)")
+    html = result.out_dir / "report.html"
+    if html.exists():
+        ui.log(f"report: {html}  (open it in a browser)")
+    ui.log(f"wrote {result.out_dir}/ (model.onnx, model.pt, plan.json, report.json, report.md)")
