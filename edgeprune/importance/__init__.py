@@ -35,6 +35,21 @@ def importance(model: nn.Module, data: Any, criterion: str = "taylor", graph: An
     return run_criterion(criterion, model, graph, batch_list, seed=seed, **options)
 
 
+def layer_sensitivity(model: nn.Module, data: Any, kind: str = "hessian-trace", **options: Any) -> dict[str, float]:
+    """Per-layer sensitivity: ``hessian-trace``, ``spectral-radius`` or ``gradient-redundancy`` (see
+    :func:`edgeprune.importance.sensitivity.layer_sensitivity`)."""
+    from edgeprune.importance.sensitivity import layer_sensitivity as _ls
+
+    return _ls(model, data, kind, **options)
+
+
+def oracle(*args: Any, **kwargs: Any) -> Any:
+    """Drop-one-channel oracle (see :func:`edgeprune.importance.oracle.oracle`)."""
+    from edgeprune.importance.oracle import oracle as _oracle
+
+    return _oracle(*args, **kwargs)
+
+
 def list_criteria() -> list[tuple[str, Criterion, str]]:
     """(name, criterion, description) of every registered criterion."""
     _load_all()
@@ -65,8 +80,8 @@ def _example(model: nn.Module) -> torch.Tensor:
     return _guess_example(model)
 
 
-__all__ = ["importance", "list_criteria", "CRITERIA", "Criterion", "Scores"]
+__all__ = ["CRITERIA", "Criterion", "Scores", "importance", "layer_sensitivity", "list_criteria", "oracle"]
 
-from edgeprune._callable import make_callable  # noqa: E402
+from edgeprune._callable import make_callable
 
 make_callable(__name__, "importance")

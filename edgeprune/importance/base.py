@@ -1,8 +1,9 @@
 """The importance registry and the shared plumbing (per-member channel reductions, group combination)."""
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -22,16 +23,18 @@ class Criterion:
     needs_grad: bool
     combine: str  # how scores of a group's layers are combined: sum | mean | max
     paper: str = ""
+    signed: bool = False  # scores estimate a signed loss change: below zero = removal is expected to help
 
 
 CRITERIA: Registry[Criterion] = Registry("importance criterion")
 
 
-def criterion(name: str, description: str, needs_data: bool, needs_grad: bool, combine: str = "sum", paper: str = ""):
+def criterion(name: str, description: str, needs_data: bool, needs_grad: bool, combine: str = "sum", paper: str = "",
+              signed: bool = False):
     """Register ``fn`` as an importance criterion."""
 
     def deco(fn: Callable[..., Scores]) -> Callable[..., Scores]:
-        CRITERIA.register(name, description)(Criterion(fn, needs_data, needs_grad, combine, paper))
+        CRITERIA.register(name, description)(Criterion(fn, needs_data, needs_grad, combine, paper, signed))
         return fn
 
     return deco
@@ -229,7 +232,7 @@ class Masker:
         self.keep_outputs = False
         self._hooks: list[Any] = []
 
-    def __enter__(self) -> "Masker":
+    def __enter__(self) -> Masker:
         modules = dict(self.model.named_modules())
         for i, p in enumerate(self.points):
             mod = modules[p.module]
@@ -248,7 +251,7 @@ class Masker:
             self._hooks.append(mod.register_forward_hook(hook))
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         for h in self._hooks:
             h.remove()
         self._hooks.clear()

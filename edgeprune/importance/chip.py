@@ -10,20 +10,20 @@ from edgeprune.importance.base import Scores, consumer_inputs, criterion
 
 def channel_independence(maps: torch.Tensor) -> torch.Tensor:
     """(B, C, positions) -> (C,): mean over images of ||A||_* - ||A without row c||_*."""
-    b, c, p = maps.shape
-    full = torch.linalg.svdvals(maps).sum(-1)  # (B,)
-    out = torch.zeros(c, dtype=maps.dtype)
+    c = maps.shape[1]
+    gram = maps @ maps.transpose(1, 2)  # (B, C, C): singular values of A are sqrt(eig(A A^T))
+    full = torch.linalg.eigvalsh(gram).clamp_min(0).sqrt().sum(-1)  # (B,)
     idx = torch.arange(c)
-    for ch in range(c):
-        rest = maps[:, idx != ch]
-        out[ch] = (full - torch.linalg.svdvals(rest).sum(-1)).mean()
-    return out
+    keep = torch.stack([idx[idx != ch] for ch in range(c)])  # (C, C-1)
+    sub = gram[:, keep[:, :, None], keep[:, None, :]]  # (B, C, C-1, C-1)
+    rest = torch.linalg.eigvalsh(sub).clamp_min(0).sqrt().sum(-1)  # (B, C)
+    return (full[:, None] - rest).mean(0)
 
 
 @criterion("chip", "channel independence: drop in the nuclear norm of the feature maps when the channel is removed",
            needs_data=True, needs_grad=False, combine="mean",
            paper="Sui et al. 2021, CHIP: CHannel Independence-based Pruning for Compact Neural Networks (NeurIPS)")
-def chip(model: nn.Module, graph: ChannelGraph, batches: list, images: int = 64, **options) -> Scores:
+def chip(model: nn.Module, graph: ChannelGraph, batches: list, images: int = 32, **options) -> Scores:
     """Per image, the feature maps of a group's channels form a C x HW matrix A (where a consumer reads
     them, after ReLU); channel c's independence is ``||A||_* - ||A with row c removed||_*``, averaged
     over ``images`` images and over the group's consumers (combine: mean). A channel that is a copy

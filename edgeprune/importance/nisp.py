@@ -7,13 +7,13 @@ import torch
 from torch import nn
 
 from edgeprune.graph.groups import ChannelGraph
-from edgeprune.importance.base import Masker, Scores, criterion, mask_points, _run
+from edgeprune.importance.base import Masker, Scores, criterion, mask_points
 
 
 @criterion("nisp", "data-free: importance propagated backward from the outputs through |W| (NISP), per channel",
            needs_data=False, needs_grad=False, combine="sum",
            paper="Yu et al. 2018, NISP: Pruning Networks using Neuron Importance Score Propagation (CVPR)")
-def nisp(model: nn.Module, graph: ChannelGraph, batches: list | None, **options) -> Scores:
+def nisp(model: nn.Module, graph: ChannelGraph, batches: list | None, normalize: bool = True, **options) -> Scores:
     """``s_k = |W_{k+1}|^T s_{k+1}``, from importance 1 on every output back to each channel.
 
     Implemented on a copy of the model whose weights are replaced by their
@@ -24,6 +24,11 @@ def nisp(model: nn.Module, graph: ChannelGraph, batches: list | None, **options)
     and over the group's output points (combine: sum). The final response
     layer's scores are uniform (the paper ranks them with Inf-FS; with no data
     we give every output the same weight).
+
+    Through residual additions the propagated scores grow with depth by many
+    orders of magnitude, so by default (``normalize=True``) each group's scores
+    are divided by their mean: NISP ranks neurons within a layer, and the
+    normalised scores compare channels relative to their own layer.
     """
     net = copy.deepcopy(model).eval()
     with torch.no_grad():
@@ -71,4 +76,6 @@ def nisp(model: nn.Module, graph: ChannelGraph, batches: list | None, **options)
         else:
             s = gr.sum(0)
         scores[p.group] += s
+    if normalize:
+        scores = {k: v / v.mean() if v.mean() > 0 else v for k, v in scores.items()}
     return {k: v.float() for k, v in scores.items()}

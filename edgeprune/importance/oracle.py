@@ -12,9 +12,10 @@ cached per batch).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -211,7 +212,7 @@ def oracle(model: nn.Module, data: Any, graph: ChannelGraph | None = None, n_cha
     by_id = {g.id: g for g in graph.prunable}
     try:
         sfx: _Suffix | None = _Suffix(model)
-    except Exception:
+    except Exception:  # noqa: BLE001 - untraceable models fall back to full forwards
         sfx = None
     starts = {gid: (sfx.start_of(by_id[gid].layers) if sfx else 0) for gid in by_id}
     keep = {s: sfx.live(s) for s in set(starts.values())} if sfx else {}
@@ -278,7 +279,7 @@ def grade(criteria: Sequence[str | tuple[str, str, dict[str, Any]]], model: nn.M
         t0 = time.perf_counter()
         try:
             scores = importance(model, data, name, graph=graph, batches=batches, batch_size=batch_size, seed=seed, **opts)
-        except Exception as err:  # one broken criterion must not hide the others' figures
+        except Exception as err:  # noqa: BLE001 - one broken criterion must not hide the others' figures
             g = Grade(label, float("nan"), float("nan"), float("nan"), float("nan"), k, time.perf_counter() - t0, nd, ng,
                       f"{type(err).__name__}: {err}", opts)
             out.append(g)
@@ -312,4 +313,4 @@ def result_example(data: Any) -> torch.Tensor:
     return data.example()
 
 
-__all__ = ["OracleResult", "Grade", "oracle", "grade", "channel_removed", "sample_channels"]
+__all__ = ["Grade", "OracleResult", "channel_removed", "grade", "oracle", "sample_channels"]

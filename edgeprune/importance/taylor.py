@@ -113,6 +113,7 @@ def taylor_activation(model: nn.Module, graph: ChannelGraph, batches: list, spat
     needs_grad=True,
     combine="sum",
     paper="Molchanov et al. 2019, Importance Estimation for Neural Network Pruning (CVPR), second-order variant",
+    signed=True,
 )
 def taylor_second(model: nn.Module, graph: ChannelGraph, batches: list, **options) -> Scores:
     """Estimated loss change of removing the channel (``delta m = -1``), to second order.

@@ -37,18 +37,23 @@ def _contributions(mod: nn.Module, mem: Member, v: torch.Tensor, x_full_shape: t
     h, wd = x_full_shape[-2], x_full_shape[-1]
     x = v.reshape(b, c, h, wd)
     kh, kw = w.shape[-2:]
-    stride = getattr(mod, "stride", 1)
+    pair = lambda t: tuple(t) if isinstance(t, (tuple, list)) else (t, t)
+    (sh, sw), (dh, dw) = pair(getattr(mod, "stride", 1)), pair(getattr(mod, "dilation", 1))
     padding = getattr(mod, "padding", 0)
-    dilation = getattr(mod, "dilation", 1)
     if isinstance(padding, str):
         return None
-    cols = F.unfold(x, (kh, kw), dilation=dilation, padding=padding, stride=stride)  # (B, C*kh*kw, L)
-    cols = cols.reshape(b, c, kh * kw, -1)
+    ph, pw = pair(padding)
+    xp = F.pad(x, (pw, pw, ph, ph))
+    ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    wo = (wd + 2 * pw - dw * (kw - 1) - 1) // sw + 1
     img = torch.randint(0, b, (n,), generator=gen)
-    pos = torch.randint(0, cols.shape[-1], (n,), generator=gen)
+    pos = torch.randint(0, ho * wo, (n,), generator=gen)
     o = torch.randint(0, w.shape[0], (n,), generator=gen)
-    patches = cols[img, :, :, pos]  # (n, C, k)
-    wc = w[o][:, off : off + c].flatten(2)  # (n, C, k)
+    rows = (pos // wo * sh)[:, None] + torch.arange(kh) * dh  # (n, kh)
+    cols = (pos % wo * sw)[:, None] + torch.arange(kw) * dw  # (n, kw)
+    patches = xp[img[:, None, None], :, rows[:, :, None], cols[:, None, :]]  # (n, kh, kw, C)
+    patches = patches.permute(0, 3, 1, 2).flatten(2)  # (n, C, k)
+    wc = w[o][:, off : off + c].flatten(2).to(patches.dtype)  # (n, C, k)
     return (patches * wc).sum(2)
 
 
