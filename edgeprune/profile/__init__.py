@@ -11,25 +11,64 @@ Heavy packages (onnxruntime, torch) are imported inside the functions that need 
 from __future__ import annotations
 
 from edgeprune.profile.backends import BACKENDS, Backend, backend_availability, get_backend
-from edgeprune.profile.lut import SCHEMA, SCHEMA_VERSION, Predictor, Profile, default_profile_path, load_profile
+from edgeprune.profile.lut import (
+    SCHEMA,
+    SCHEMA_VERSION,
+    Predictor,
+    Profile,
+    default_profile_path,
+    load_profile,
+)
 from edgeprune.profile.profiler import (
     LAYER_PROTOCOL,
     aligned_grid,
+    audit_configs,
     layer_points,
     make_grid,
     measure_configs,
     measure_model,
     profile,
     random_widths,
+    refit,
     run_audit,
     unaligned_grid,
 )
-from edgeprune.profile.timing import ModelProtocol, Timing, TimingProtocol, interleaved, interleaved_rounds, measure
+from edgeprune.profile.timing import (
+    ModelProtocol,
+    Timing,
+    TimingProtocol,
+    interleaved,
+    interleaved_rounds,
+    measure,
+)
 
 __all__ = [
-    "BACKENDS", "Backend", "backend_availability", "get_backend",
-    "SCHEMA", "SCHEMA_VERSION", "Predictor", "Profile", "default_profile_path", "load_profile",
-    "LAYER_PROTOCOL", "aligned_grid", "unaligned_grid", "make_grid", "layer_points", "measure_configs", "measure_model",
-    "profile", "random_widths", "run_audit",
-    "ModelProtocol", "Timing", "TimingProtocol", "interleaved", "interleaved_rounds", "measure",
+    "BACKENDS",
+    "LAYER_PROTOCOL",
+    "SCHEMA",
+    "SCHEMA_VERSION",
+    "Backend",
+    "ModelProtocol",
+    "Predictor",
+    "Profile",
+    "Timing",
+    "TimingProtocol",
+    "aligned_grid",
+    "audit_configs",
+    "backend_availability",
+    "default_profile_path",
+    "get_backend",
+    "interleaved",
+    "interleaved_rounds",
+    "layer_points",
+    "load_profile",
+    "make_grid",
+    "measure",
+    "measure_configs",
+    "measure_model",
+    "profile",
+    "random_widths",
+    "refit",
+    "run_audit",
+    "unaligned_grid",
 ]

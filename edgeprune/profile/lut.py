@@ -8,10 +8,10 @@ measured dense model, the per-model calibration and the audit.
 from __future__ import annotations
 
 import bisect
-import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from edgeprune.errors import BadInput
 from edgeprune.graph.signature import LayerSignature
@@ -45,7 +45,7 @@ class Profile:
 
     data: dict[str, Any]
     path: Path | None = None
-    _predictor: "Predictor | None" = field(default=None, repr=False)
+    _predictor: Predictor | None = field(default=None, repr=False)
 
     @property
     def target_name(self) -> str:
@@ -88,7 +88,7 @@ class Profile:
         """False while a run is interrupted (resume it)."""
         return bool(self.data.get("complete"))
 
-    def predictor(self) -> "Predictor":
+    def predictor(self) -> Predictor:
         """The latency predictor over this profile's tables and calibration."""
         if self._predictor is None:
             self._predictor = Predictor.from_profile(self)
@@ -105,7 +105,7 @@ class Profile:
         return self.path
 
 
-def load_profile(path: str | Path, target: "Target | str | None" = None, allow_incomplete: bool = False) -> Profile:
+def load_profile(path: str | Path, target: Target | str | None = None, allow_incomplete: bool = False) -> Profile:
     """Read and validate a profile file; ``target`` (a Target or name) must match the file's target.
 
     Fails with a one-line :class:`BadInput` on a missing or truncated file, a wrong
@@ -248,12 +248,9 @@ class Predictor:
         self.multiple = multiple
         self.tables: dict[str, _Table] = {}
         self.calibration = dict(calibration or {})
-        coef = self.calibration.get("coef") or {}
-        self.scale = float(coef.get("scale", 1.0))
-        self.offset = float(coef.get("offset", 0.0))
 
     @classmethod
-    def from_profile(cls, prof: Profile) -> "Predictor":
+    def from_profile(cls, prof: Profile) -> Predictor:
         mult = int(prof.data["target"].get("channel_multiple", 1) or 1)
         pred = cls(prof.unit, mult, prof.data.get("calibration"))
         for rec in prof.records.values():
@@ -284,36 +281,88 @@ class Predictor:
         """Sum of the layers' predicted costs (no per-model term)."""
         return float(sum(self.layer_cost(s) for s in sigs.values()))
 
+    def features(self, sigs: Mapping[str, LayerSignature]) -> dict[str, float]:
+        """What the per-model term is fitted on.
+
+        - ``layers``: the sum of the layers' predicted costs;
+        - ``layers_plain``: the part of it from layers the backend ran in its plain
+          (not blocked) layout, as recorded in the table;
+        - ``unaligned_melems``: millions of activation elements (input + output) of conv
+          layers with a channel count off the target multiple: on ORT such tensors get
+          reorders and unfused Add/ReLU around them in the real model, which isolated
+          layer graphs do not show.
+        """
+        total = plain = unal = 0.0
+        m = self.multiple
+        for s in sigs.values():
+            c = self.layer_cost(s)
+            total += c
+            if self.layout(s) == "plain":
+                plain += c
+            if s.op == "conv2d" and m > 1 and (s.in_channels % m or s.out_channels % m):
+                oh, ow = s.out_hw
+                unal += (s.in_channels * s.in_hw[0] * s.in_hw[1] + s.out_channels * oh * ow) / 1e6
+        return {"layers": total, "layers_plain": plain, "unaligned_melems": unal}
+
     def model_cost(self, sigs: Mapping[str, LayerSignature]) -> float:
-        """Predicted whole-model cost: the layer sum through the calibrated per-model line."""
-        return self.scale * self.layer_sum(sigs) + self.offset
+        """Predicted whole-model cost: the calibrated linear per-model term over :meth:`features`."""
+        coef = self.calibration.get("coef") or {}
+        if not coef:
+            return self.layer_sum(sigs)
+        if "layers" not in coef:  # a bare {"scale", "offset"} line
+            coef = {"layers": coef.get("scale", 1.0), "offset": coef.get("offset", 0.0)}
+        f = self.features(sigs)
+        return float(sum(float(v) * f[k] for k, v in coef.items() if k in f) + float(coef.get("offset", 0.0)))
 
     def layout(self, sig: LayerSignature) -> str | None:
-        """The layout the backend chose for a measured point (``nchwc``/``plain`` on ORT), if recorded."""
+        """The layout the backend chose (``nchwc``/``plain`` on ORT): at a measured point, else at its lattice neighbour."""
         table = self.tables.get(sig.shape_key())
-        return None if table is None else table.layout.get((sig.in_channels, sig.out_channels))
+        if table is None or not table.layout:
+            return None
+        got = table.layout.get((sig.in_channels, sig.out_channels))
+        if got is not None:
+            return got
+        ax_in, ax_out = table.axes
+        ci = ax_in.bracket(sig.in_channels)[0][0][0]
+        co = ax_out.bracket(sig.out_channels)[0][0][0]
+        return table.layout.get((ci, co))
 
 
-def fit_calibration(points: list[tuple[float, float]], unit: str) -> dict[str, float]:
-    """The per-model line ``measured = scale * layer_sum + offset`` from (layer_sum, measured) pairs.
+#: the per-model term's features, in the order they are tried (see :func:`fit_calibration`)
+MODEL_TERMS = ("layers", "unaligned_melems")
 
-    With one point only the offset is fitted (scale 1). Cycles from a simulator
-    need no correction (scale 1, offset 0) when there are no points.
+
+def fit_calibration(points: list[tuple[Mapping[str, float], float]], unit: str = "ms",
+                    terms: tuple[str, ...] = MODEL_TERMS) -> dict[str, float]:
+    """Fit ``measured = sum(coef[t] * features[t]) + offset`` by least squares on relative error.
+
+    ``points`` are (features, measured) pairs. Terms beyond ``layers`` are used only
+    when there are at least two more points than coefficients, the feature varies,
+    and the fit stays physical (positive coefficients); otherwise the fit falls back
+    to ``layers`` + offset, and with one point to the offset alone (scale 1).
     """
-    if not points:
-        return {"scale": 1.0, "offset": 0.0}
-    if len(points) == 1 or len({round(p[0], 9) for p in points}) == 1:
-        s, m = points[0]
-        return {"scale": 1.0, "offset": m - s}
     import numpy as np
 
-    x = np.array([p[0] for p in points])
-    y = np.array([p[1] for p in points])
-    # least squares on relative error: weight each point by 1/measured
+    if not points:
+        return {"layers": 1.0, "offset": 0.0}
+    y = np.array([m for _, m in points], dtype=float)
     w = 1.0 / np.maximum(y, 1e-12)
-    A = np.stack([x * w, w], axis=1)
-    (scale, offset), *_ = np.linalg.lstsq(A, y * w, rcond=None)
-    if not math.isfinite(scale) or scale <= 0:
-        s, m = points[0]
-        return {"scale": 1.0, "offset": m - s}
-    return {"scale": float(scale), "offset": float(offset)}
+
+    def solve(names: tuple[str, ...]) -> dict[str, float] | None:
+        X = np.array([[f.get(n, 0.0) for n in names] + [1.0] for f, _ in points], dtype=float)
+        if len(points) < X.shape[1] + (2 if len(names) > 1 else 0):
+            return None
+        sol, *_ = np.linalg.lstsq(X * w[:, None], y * w, rcond=None)
+        if not np.all(np.isfinite(sol)) or np.any(sol[:-1] <= 0):
+            return None
+        return {**{n: float(v) for n, v in zip(names, sol[:-1])}, "offset": float(sol[-1])}
+
+    for k in range(len(terms), 0, -1):
+        names = terms[:k]
+        if k > 1 and max(f.get(names[-1], 0.0) for f, _ in points) <= 0:
+            continue
+        got = solve(names)
+        if got is not None:
+            return got
+    f0, m0 = points[0]
+    return {"layers": 1.0, "offset": float(m0 - f0["layers"])}

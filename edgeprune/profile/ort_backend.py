@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from edgeprune.graph.signature import LayerSignature
 
 
-def session_options(target: "Target", profiling: bool = False) -> Any:
+def session_options(target: Target, profiling: bool = False) -> Any:
     """ORT session options from the target file (threads, optimisation level)."""
     import onnxruntime as ort
 
@@ -34,7 +34,7 @@ def session_options(target: "Target", profiling: bool = False) -> Any:
     return so
 
 
-def make_session(onnx_path: str | Path, target: "Target", profiling: bool = False, disabled_optimizers: list[str] | None = None) -> Any:
+def make_session(onnx_path: str | Path, target: Target, profiling: bool = False, disabled_optimizers: list[str] | None = None) -> Any:
     """An ORT CPU inference session for ``onnx_path``."""
     import onnxruntime as ort
 
@@ -63,7 +63,7 @@ class OrtBackend(Backend):
     name = "ort"
     unit = "ms"
 
-    def availability(self, target: "Target") -> tuple[bool, str]:
+    def availability(self, target: Target) -> tuple[bool, str]:
         try:
             import onnxruntime  # noqa: F401
         except ImportError as err:
@@ -72,20 +72,20 @@ class OrtBackend(Backend):
             return False, "unavailable: the ort backend runs locally only (use a tvm target for RPC boards)"
         return True, ""
 
-    def time_onnx(self, onnx_path: str | Path, target: "Target", protocol: TimingProtocol) -> Timing:
+    def time_onnx(self, onnx_path: str | Path, target: Target, protocol: TimingProtocol) -> Timing:
         sess = make_session(onnx_path, target)
         feeds = random_feeds(sess)
         return measure(lambda: sess.run(None, feeds), protocol)
 
-    def make_runner(self, onnx_path: str | Path, target: "Target", disabled_optimizers: list[str] | None = None) -> Any:
+    def make_runner(self, onnx_path: str | Path, target: Target, disabled_optimizers: list[str] | None = None) -> Any:
         sess = make_session(onnx_path, target, disabled_optimizers=disabled_optimizers)
         feeds = random_feeds(sess)
         return lambda: sess.run(None, feeds)
 
-    def time_layer(self, sig: "LayerSignature", target: "Target", protocol: TimingProtocol) -> Timing:
+    def time_layer(self, sig: LayerSignature, target: Target, protocol: TimingProtocol) -> Timing:
         return self.time_layer_detail(sig, target, protocol)[0]
 
-    def time_layer_detail(self, sig: "LayerSignature", target: "Target", protocol: TimingProtocol) -> tuple[Timing, dict]:
+    def time_layer_detail(self, sig: LayerSignature, target: Target, protocol: TimingProtocol) -> tuple[Timing, dict]:
         """Time one layer graph (fp32, or int8 QDQ via ``edgeprune.quant.ort_int8``) and say which layout ORT chose.
 
         The layout comes from ORT's own optimised graph: ``nchwc`` when the conv
@@ -118,11 +118,11 @@ class OrtBackend(Backend):
                 nodes = onnx.load(str(opt_path), load_external_data=False).graph.node
                 meta["layout"] = "nchwc" if any(n.domain == "com.microsoft.nchwc" and n.op_type == "Conv" for n in nodes) else "plain"
                 meta["nodes"] = len(nodes)
-            except Exception:  # the optimised dump is a diagnostic only
-                pass
+            except Exception:  # noqa: BLE001 - the optimised dump is a diagnostic only
+                meta["layout"] = None
             return timing, meta
 
-    def run_onnx(self, onnx_path: str | Path, target: "Target", x: np.ndarray) -> np.ndarray:
+    def run_onnx(self, onnx_path: str | Path, target: Target, x: np.ndarray) -> np.ndarray:
         sess = make_session(onnx_path, target)
         name = sess.get_inputs()[0].name
         return sess.run(None, {name: x.astype(np.float32)})[0]
@@ -137,7 +137,7 @@ def int8_available() -> tuple[bool, str]:
     return True, ""
 
 
-def _quantize_layer(d: Path, sig: "LayerSignature", target: "Target") -> tuple[Path, list[str]]:
+def _quantize_layer(d: Path, sig: LayerSignature, target: Target) -> tuple[Path, list[str]]:
     """QDQ int8 variant of a layer graph, calibrated on random data (enough for timing)."""
     import warnings
 

@@ -12,17 +12,31 @@ import platform
 import random
 import tempfile
 import time
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from edgeprune.errors import BackendUnavailable, BadInput
 from edgeprune.graph.signature import LayerSignature
-from edgeprune.profile.lut import SCHEMA, SCHEMA_VERSION, Profile, default_profile_path, fit_calibration, validate
-from edgeprune.profile.timing import ModelProtocol, Timing, TimingProtocol, interleaved_rounds, spread
+from edgeprune.profile.lut import (
+    SCHEMA,
+    SCHEMA_VERSION,
+    Profile,
+    default_profile_path,
+    fit_calibration,
+    validate,
+)
+from edgeprune.profile.timing import (
+    ModelProtocol,
+    Timing,
+    TimingProtocol,
+    boosted_priority,
+    interleaved_rounds,
+    spread,
+)
 
 if TYPE_CHECKING:
-    import torch
     from torch import nn
 
     from edgeprune.config import Target
@@ -72,7 +86,7 @@ def unaligned_grid(aligned: Sequence[int], multiple: int) -> list[int]:
     return sorted({a - 1 for a in aligned if a - 1 >= 1 and (a - 1) % multiple != 0} - set(aligned))
 
 
-def make_grid(graph: "ChannelGraph", target: "Target", unaligned: bool = True) -> dict[str, dict[str, list[int]]]:
+def make_grid(graph: ChannelGraph, target: Target, unaligned: bool = True) -> dict[str, dict[str, list[int]]]:
     """Per prunable group: ``{"aligned": [...], "unaligned": [...]}`` channel counts to measure."""
     m = max(1, target.channel_multiple)
     out = {}
@@ -84,7 +98,7 @@ def make_grid(graph: "ChannelGraph", target: "Target", unaligned: bool = True) -
     return out
 
 
-def _normalise_grid(grid: Any, graph: "ChannelGraph", target: "Target") -> dict[str, dict[str, list[int]]]:
+def _normalise_grid(grid: Any, graph: ChannelGraph, target: Target) -> dict[str, dict[str, list[int]]]:
     if grid is None or grid == "default":
         return make_grid(graph, target)
     if grid == "aligned":
@@ -100,7 +114,7 @@ def _normalise_grid(grid: Any, graph: "ChannelGraph", target: "Target") -> dict[
     raise BadInput(f"unknown grid {grid!r} (use 'default', 'aligned' or a mapping group -> counts)")
 
 
-def layer_points(graph: "ChannelGraph", grid: Mapping[str, Mapping[str, Sequence[int]]], precisions: Sequence[str]) -> list[LayerSignature]:
+def layer_points(graph: ChannelGraph, grid: Mapping[str, Mapping[str, Sequence[int]]], precisions: Sequence[str]) -> list[LayerSignature]:
     """Every layer configuration to measure: per layer shape, the product of the c_in and c_out counts.
 
     Layers sharing a shape (signature without channel counts) share one table;
@@ -164,7 +178,7 @@ def _loadavg() -> list[float] | None:
         return None
 
 
-def _target_spec(target: "Target") -> dict[str, Any]:
+def _target_spec(target: Target) -> dict[str, Any]:
     return {
         "name": target.name, "backend": target.backend, "device": target.device, "host": target.host,
         "threads": target.threads, "precisions": list(target.precisions), "channel_multiple": target.channel_multiple,
@@ -178,7 +192,7 @@ def _protocol_dict(p: Any) -> dict[str, Any]:
     return asdict(p)
 
 
-def _model_and_name(model: Any, model_name: str | None) -> tuple["nn.Module", str]:
+def _model_and_name(model: Any, model_name: str | None) -> tuple[nn.Module, str]:
     from edgeprune.models import load_model
 
     if isinstance(model, str):
@@ -199,7 +213,7 @@ def _example_for(model_name: str, example: Any) -> Any:
     return torch.zeros(spec.input_shape)
 
 
-def _backend_for(target: "Target"):
+def _backend_for(target: Target):
     from edgeprune.profile.backends import get_backend
 
     backend = get_backend(target.backend)
@@ -209,7 +223,7 @@ def _backend_for(target: "Target"):
     return backend
 
 
-def _supported_precisions(target: "Target", backend: Any) -> tuple[list[str], list[str]]:
+def _supported_precisions(target: Target, backend: Any) -> tuple[list[str], list[str]]:
     """(precisions to measure, notes about the ones skipped)."""
     out, notes = [], []
     for p in target.precisions:
@@ -230,7 +244,7 @@ def _supported_precisions(target: "Target", backend: Any) -> tuple[list[str], li
     return out, notes
 
 
-def random_widths(graph: "ChannelGraph", rng: random.Random, aligned: bool, multiple: int, low: float = 0.3) -> dict[str, int]:
+def random_widths(graph: ChannelGraph, rng: random.Random, aligned: bool, multiple: int, low: float = 0.3) -> dict[str, int]:
     """A random pruned configuration: each prunable group keeps a uniform fraction in [low, 1].
 
     ``aligned`` rounds every width to the target's multiple; otherwise widths are
@@ -240,12 +254,14 @@ def random_widths(graph: "ChannelGraph", rng: random.Random, aligned: bool, mult
 
     w = {}
     for g in graph.prunable:
-        k = max(1, int(round(rng.uniform(low, 1.0) * g.size)))
-        w[g.id] = round_channels(k, multiple, g.size) if aligned else k
+        unit = int(getattr(g, "unit", 1) or 1)
+        k = max(1, round(rng.uniform(low, 1.0) * g.size))
+        k = round_channels(k, multiple, g.size) if aligned else k
+        w[g.id] = max(unit, k // unit * unit)
     return w
 
 
-def _pruned(model: "nn.Module", example: Any, widths: Mapping[str, int]) -> "nn.Module":
+def _pruned(model: nn.Module, example: Any, widths: Mapping[str, int]) -> nn.Module:
     from edgeprune.graph import prune
 
     keep = {gid: list(range(k)) for gid, k in widths.items()}
@@ -253,12 +269,12 @@ def _pruned(model: "nn.Module", example: Any, widths: Mapping[str, int]) -> "nn.
 
 
 def measure_configs(
-    model: "nn.Module",
+    model: nn.Module,
     example: Any,
-    target: "Target",
-    configs: Mapping[str, Mapping[str, int] | "nn.Module"],
+    target: Target,
+    configs: Mapping[str, Mapping[str, int] | nn.Module],
     protocol: ModelProtocol | None = None,
-    ui: "UI | None" = None,
+    ui: UI | None = None,
     desc: str = "whole models",
 ) -> tuple[dict[str, Timing], dict[str, list[float]]]:
     """Measure several whole models interleaved (pruned configurations of ``model`` or modules).
@@ -292,11 +308,11 @@ def measure_configs(
                     out[n] = t
             return {n: Timing(float(sorted(v)[len(v) // 2]), out[n].p10, out[n].p90, out[n].count, out[n].unit) for n, v in per.items()}, per
         steps = max(1, protocol.passes) * protocol.rounds * len(runners)
-        with ui.progress(desc, total=steps) as bar:
+        with ui.progress(desc, total=steps) as bar, boosted_priority(protocol.nice):
             return interleaved_rounds(runners, protocol, on_step=bar.advance)
 
 
-def measure_model(model: Any, example: Any, target: "Target | str", protocol: ModelProtocol | TimingProtocol | None = None) -> Timing:
+def measure_model(model: Any, example: Any, target: Target | str, protocol: ModelProtocol | TimingProtocol | None = None) -> Timing:
     """Measured latency of one whole model on ``target`` (ONNX export + backend), whole-model protocol.
 
     A :class:`TimingProtocol` times it with the backend's plain ``time_onnx``
@@ -321,7 +337,7 @@ def measure_model(model: Any, example: Any, target: "Target | str", protocol: Mo
     return timings["model"]
 
 
-def _simulated_model(model: "nn.Module", example: Any, target: "Target", backend: Any, widths: Mapping[str, int] | None = None) -> Timing:
+def _simulated_model(model: nn.Module, example: Any, target: Target, backend: Any, widths: Mapping[str, int] | None = None) -> Timing:
     from edgeprune.graph import channel_groups
 
     graph = channel_groups(model, example)
@@ -334,7 +350,7 @@ def _simulated_model(model: "nn.Module", example: Any, target: "Target", backend
 # --------------------------------------------------------------------------- profile
 
 
-def _new_doc(target: "Target", backend: Any, model_name: str, grid: Mapping, protocol: TimingProtocol, mprotocol: ModelProtocol) -> dict[str, Any]:
+def _new_doc(target: Target, backend: Any, model_name: str, grid: Mapping, protocol: TimingProtocol, mprotocol: ModelProtocol) -> dict[str, Any]:
     return {
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
@@ -363,7 +379,7 @@ def _new_doc(target: "Target", backend: Any, model_name: str, grid: Mapping, pro
 def profile(
     model: Any,
     example: Any,
-    target: "Target | str",
+    target: Target | str,
     *,
     model_name: str | None = None,
     grid: Any = None,
@@ -371,7 +387,7 @@ def profile(
     out: str | Path | None = None,
     resume: bool = True,
     audit: int = 0,
-    ui: "UI | None" = None,
+    ui: UI | None = None,
     model_protocol: ModelProtocol | None = None,
     calibration: int = 6,
     seed: int = 0,
@@ -445,7 +461,8 @@ def profile(
     last_save = time.perf_counter()
     t_layers = time.perf_counter()
     try:
-        with ui.progress("layer tables", total=len(todo)) as bar:
+        with ui.progress("layer tables", total=len(todo)) as bar, boosted_priority(mprotocol.nice) as prio:
+            doc["machine"]["priority"] = prio
             for i, sig in enumerate(todo):
                 if _on_record is not None:
                     _on_record(i)
@@ -462,15 +479,21 @@ def profile(
         save()
 
     prof = Profile(doc, out)
+    want_audit = bool(audit) and (doc.get("audit") is None or doc["audit"].get("n") != audit or not resume)
+    measured = None
     if doc.get("calibration") is None or doc.get("dense_latency") is None:
         t_cal = time.perf_counter()
-        _calibrate(prof, model, example, graph, target, backend, mprotocol, calibration, seed, ui)
-        doc["timings_s"]["calibration"] = round(time.perf_counter() - t_cal, 2)
+        extra = audit_configs(graph, target, audit, seed + 1000) if want_audit and backend.unit != "cycles" else None
+        measured = _calibrate(prof, model, example, graph, target, backend, mprotocol, calibration, seed, ui, extra)
+        doc["timings_s"]["calibration+audit" if extra else "calibration"] = round(time.perf_counter() - t_cal, 2)
+        if not extra:
+            measured = None
         prof._predictor = None
         save()
-    if audit and (doc.get("audit") is None or doc["audit"].get("n") != audit or not resume):
+    if want_audit:
         t_aud = time.perf_counter()
-        doc["audit"] = run_audit(prof, model, example, target, audit, mprotocol, seed=seed + 1000, ui=ui, graph=graph)
+        doc["audit"] = run_audit(prof, model, example, target, audit, mprotocol, seed=seed + 1000, ui=ui, graph=graph,
+                                 measured=measured)
         doc["timings_s"]["audit"] = round(time.perf_counter() - t_aud, 2)
     doc["machine"]["loadavg_end"] = _loadavg()
     doc["timings_s"]["total_this_run"] = round(time.perf_counter() - t_start, 2)
@@ -480,9 +503,15 @@ def profile(
     return prof
 
 
-def _calibrate(prof: Profile, model: Any, example: Any, graph: "ChannelGraph", target: "Target", backend: Any,
-               mprotocol: ModelProtocol, n: int, seed: int, ui: "UI") -> None:
-    """Measure the dense model and ``n`` pruned configurations; fit the per-model line."""
+def _calibrate(prof: Profile, model: Any, example: Any, graph: ChannelGraph, target: Target, backend: Any,
+               mprotocol: ModelProtocol, n: int, seed: int, ui: UI,
+               extra: Mapping[str, Mapping[str, int]] | None = None) -> tuple[dict[str, Timing], dict[str, list[float]]] | None:
+    """Measure the dense model and ``n`` pruned configurations; fit the per-model term.
+
+    ``extra`` configurations (the audit's) are measured in the same interleaved batch,
+    so calibration and audit see the same machine conditions; their timings are
+    returned (they take no part in the fit).
+    """
     doc = prof.data
     dense_dtype = "fp32" if "fp32" in doc["precisions"] else doc["precisions"][0]
     dtypes = {name: dense_dtype for name in graph.layers}
@@ -492,30 +521,37 @@ def _calibrate(prof: Profile, model: Any, example: Any, graph: "ChannelGraph", t
         sigs = graph.signatures({}, dtypes)
         total = pred.layer_sum(sigs)
         doc["dense_latency"] = Timing(total, total, total, 1, backend.unit).to_dict()
-        doc["calibration"] = {"model": doc["model"], "dtype": dense_dtype, "coef": {"scale": 1.0, "offset": 0.0}, "points": [],
+        doc["calibration"] = {"model": doc["model"], "dtype": dense_dtype, "coef": {"layers": 1.0, "offset": 0.0}, "points": [],
                               "method": "none: simulated cycles are additive"}
-        return
+        return None
     rng = random.Random(seed)
     m = max(1, target.channel_multiple)
     configs: dict[str, dict[str, int]] = {"dense": {}}
     for i in range(n):
         configs[f"cal{i}-{'aligned' if i % 2 == 0 else 'unaligned'}"] = random_widths(graph, rng, i % 2 == 0, m)
-    ui.log(f"calibrating the per-model term on {len(configs)} whole models")
-    timings, per_pass = measure_configs(model, example, target, configs, mprotocol, ui, "calibration (whole models)")
-    points = []
+    batch = dict(configs)
+    for k, v in (extra or {}).items():
+        batch.setdefault(k, v)
+    ui.log(f"calibrating the per-model term on {len(configs)} whole models"
+           + (f", measured interleaved with {len(batch) - len(configs)} audit models" if len(batch) > len(configs) else ""))
+    timings, per_pass = measure_configs(model, example, target, batch, mprotocol, ui, "whole models (calibration + audit)" if extra else "calibration (whole models)")
     rows = []
     for name, widths in configs.items():
-        s = pred.layer_sum(graph.signatures(widths, dtypes))
-        points.append((s, timings[name].median))
-        rows.append({"name": name, "widths": widths, "layer_sum": s, "measured": timings[name].to_dict(),
-                     "passes": per_pass[name]})
-    coef = fit_calibration(points, backend.unit)
+        feats = pred.features(graph.signatures(widths, dtypes))
+        rows.append({"name": name, "widths": widths, "features": feats, "layer_sum": feats["layers"],
+                     "measured": timings[name].to_dict(), "passes": per_pass[name]})
+    coef = fit_calibration([(r["features"], r["measured"]["median"]) for r in rows], backend.unit)
     doc["dense_latency"] = {**timings["dense"].to_dict(), "unit": backend.unit}
     doc["calibration"] = {
         "model": doc["model"], "dtype": dense_dtype, "coef": coef, "points": rows,
-        "method": "least squares (relative) measured = scale * layer_sum + offset over the dense model and random pruned configurations",
-        "test_retest_spread_median": _median([spread(v) for v in per_pass.values()]),
+        "method": ("least squares on relative error: measured = sum(coef[f] * features[f]) + offset over the dense "
+                   "model and random pruned configurations measured whole; features: layers (sum of layer costs), "
+                   "unaligned_melems (activation elements of off-multiple conv layers, millions); a term is dropped "
+                   "when the data cannot support it (see docs/profile.md)"),
+        "test_retest_spread_median": _median([spread(per_pass[k]) for k in configs]),
+        "measured_with_audit": bool(extra),
     }
+    return timings, per_pass
 
 
 def _median(xs: Sequence[float]) -> float | None:
@@ -526,15 +562,29 @@ def _median(xs: Sequence[float]) -> float | None:
     return float(xs[k // 2] if k % 2 else (xs[k // 2 - 1] + xs[k // 2]) / 2)
 
 
-def run_audit(prof: Profile, model: Any, example: Any, target: "Target | str", n: int,
-              protocol: ModelProtocol | None = None, seed: int = 1000, ui: "UI | None" = None,
-              graph: "ChannelGraph | None" = None) -> dict[str, Any]:
+def audit_configs(graph: ChannelGraph, target: Target, n: int, seed: int = 1000) -> dict[str, dict[str, int]]:
+    """The dense model plus ``n`` random pruned configurations, alternately aligned / unaligned."""
+    rng = random.Random(seed)
+    m = max(1, target.channel_multiple)
+    configs: dict[str, dict[str, int]] = {"dense": {}}
+    for i in range(n):
+        aligned = i % 2 == 0
+        configs[f"audit{i:03d}-{'aligned' if aligned else 'unaligned'}"] = random_widths(graph, rng, aligned, m)
+    return configs
+
+
+def run_audit(prof: Profile, model: Any, example: Any, target: Target | str, n: int,
+              protocol: ModelProtocol | None = None, seed: int = 1000, ui: UI | None = None,
+              graph: ChannelGraph | None = None,
+              measured: tuple[dict[str, Timing], dict[str, list[float]]] | None = None) -> dict[str, Any]:
     """Sample ``n`` random pruned configurations (alternately aligned / unaligned), measure, compare.
 
     Returns the figures stored under ``"audit"``: median |error|, fractions within
     +-5% / +-10% (overall, aligned, unaligned), the test-retest spread of the
-    measurement itself (two independent interleaved passes), a MAC-count baseline
-    for comparison, and every configuration's numbers.
+    measurement itself (odd against even interleaved passes), the error of ratios to
+    the dense model (re-measured in the same batch), a MAC-count baseline for
+    comparison, and every configuration's numbers. ``measured`` passes timings
+    already taken (``profile`` measures the audit in its calibration batch).
     """
     from edgeprune.config import get_target
     from edgeprune.graph import channel_groups
@@ -548,34 +598,39 @@ def run_audit(prof: Profile, model: Any, example: Any, target: "Target | str", n
     pred = prof.predictor()
     dtype = (prof.data.get("calibration") or {}).get("dtype", "fp32")
     dtypes = {name: dtype for name in graph.layers}
-    rng = random.Random(seed)
-    m = max(1, target.channel_multiple)
-    configs = {}
-    for i in range(n):
-        aligned = i % 2 == 0
-        configs[f"audit{i:03d}-{'aligned' if aligned else 'unaligned'}"] = random_widths(graph, rng, aligned, m)
-    if backend.unit == "cycles":
+    configs = audit_configs(graph, target, n, seed)
+    if measured is not None:
+        timings, per_pass = measured
+    elif backend.unit == "cycles":
         timings = {k: _simulated_model(model, example, target, backend, w) for k, w in configs.items()}
         per_pass = {k: [t.median] for k, t in timings.items()}
     else:
         ui.log(f"auditing the predictor on {n} random pruned configurations (measured whole, interleaved)")
         timings, per_pass = measure_configs(model, example, target, configs, protocol, ui, "audit (whole models)")
     rows = []
+    dense_pred = pred.model_cost(graph.signatures({}, dtypes))
+    dense_meas = timings["dense"].median
     for name, widths in configs.items():
+        if name == "dense":
+            continue
         sigs = graph.signatures(widths, dtypes)
         p = pred.model_cost(sigs)
         meas = timings[name].median
         macs = sum(s.macs for s in sigs.values())
         rows.append({"name": name, "aligned": name.endswith("-aligned"), "widths": widths, "predicted": p, "measured": meas,
-                     "error": p / meas - 1.0, "passes": per_pass[name], "spread": spread(per_pass[name]), "macs": macs})
+                     "error": p / meas - 1.0, "passes": per_pass[name], "spread": spread(per_pass[name]), "macs": macs,
+                     "error_vs_dense": (p / dense_pred) / (meas / dense_meas) - 1.0})
     # MAC-count baseline: one line through the calibration points (what a FLOP-based planner assumes)
     mac_rows = []
     cal = prof.data.get("calibration") or {}
     cal_pts = [(sum(s.macs for s in graph.signatures(r["widths"], dtypes).values()), r["measured"]["median"]) for r in cal.get("points", [])]
-    mac_fit = fit_calibration(cal_pts, backend.unit) if len(cal_pts) >= 2 else None
+    mac_fit = fit_calibration([({"layers": float(x)}, y) for x, y in cal_pts], backend.unit, ("layers",)) if len(cal_pts) >= 2 else None
     if mac_fit:
-        mac_rows = [mac_fit["scale"] * r["macs"] + mac_fit["offset"] for r in rows]
-    return summarise_audit(rows, mac_rows, backend.unit, protocol)
+        mac_rows = [mac_fit["layers"] * r["macs"] + mac_fit["offset"] for r in rows]
+    out = summarise_audit(rows, mac_rows, backend.unit, protocol)
+    out["dense"] = {"predicted": dense_pred, "measured": timings["dense"].to_dict(), "passes": per_pass["dense"]}
+    out["measured_with_calibration"] = measured is not None
+    return out
 
 
 def summarise_audit(rows: list[dict], mac_pred: list[float], unit: str, protocol: ModelProtocol) -> dict[str, Any]:
@@ -595,6 +650,7 @@ def summarise_audit(rows: list[dict], mac_pred: list[float], unit: str, protocol
         }
 
     spreads = [r["spread"] for r in rows]
+    rel = [abs(r["error_vs_dense"]) for r in rows if "error_vs_dense" in r]
     out: dict[str, Any] = {
         "n": len(rows),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -605,13 +661,22 @@ def summarise_audit(rows: list[dict], mac_pred: list[float], unit: str, protocol
         "aligned": figs([r for r in rows if r["aligned"]]),
         "unaligned": figs([r for r in rows if not r["aligned"]]),
         "test_retest": {
-            "what": "relative spread (max-min)/median between independent interleaved passes of the same model",
+            "what": "relative difference |median(odd passes) - median(even passes)| / median: two independent halves of the interleaved protocol on the same model",
             "median_spread": _median(spreads),
             "within_5pct": (sum(s <= 0.05 for s in spreads) / len(spreads)) if spreads else None,
             "within_10pct": (sum(s <= 0.10 for s in spreads) / len(spreads)) if spreads else None,
         },
         "configs": rows,
     }
+    if rel:
+        out["relative_to_dense"] = {
+            "what": "error of predicted/predicted_dense against measured/measured_dense (the dense model is re-measured "
+                    "in the same interleaved batch): what ratio budgets such as latency=0.6x depend on, immune to "
+                    "machine-wide drift between calibration and audit",
+            "median_abs_error": _median(rel),
+            "within_5pct": sum(e <= 0.05 for e in rel) / len(rel),
+            "within_10pct": sum(e <= 0.10 for e in rel) / len(rel),
+        }
     if mac_pred:
         errs = [abs(p / r["measured"] - 1.0) for p, r in zip(mac_pred, rows)]
         out["macs_baseline"] = {
@@ -621,3 +686,44 @@ def summarise_audit(rows: list[dict], mac_pred: list[float], unit: str, protocol
             "within_10pct": sum(e <= 0.10 for e in errs) / len(errs),
         }
     return out
+
+
+def refit(prof: Profile, graph: ChannelGraph) -> Profile:
+    """Re-fit the per-model term from the stored calibration points and re-score the stored audit.
+
+    Nothing is measured again: the calibration points and audit configurations keep
+    their measured latencies, only the predictions change (after a predictor change).
+    The audit configurations stay held out of the fit.
+    """
+    doc = prof.data
+    cal = doc.get("calibration")
+    if not cal or not cal.get("points"):
+        return prof
+    prof._predictor = None
+    doc["calibration"]["coef"] = {}
+    pred = prof.predictor()
+    dtypes = {name: cal.get("dtype", "fp32") for name in graph.layers}
+    for r in cal["points"]:
+        r["features"] = pred.features(graph.signatures(r["widths"], dtypes))
+        r["layer_sum"] = r["features"]["layers"]
+    doc["calibration"]["coef"] = fit_calibration([(r["features"], r["measured"]["median"]) for r in cal["points"]], doc["unit"])
+    prof._predictor = None
+    pred = prof.predictor()
+    a = doc.get("audit")
+    if a and a.get("configs"):
+        dense_pred = pred.model_cost(graph.signatures({}, dtypes))
+        dense_meas = a["dense"]["measured"]["median"]
+        for r in a["configs"]:
+            p = pred.model_cost(graph.signatures(r["widths"], dtypes))
+            r["predicted"] = p
+            r["error"] = p / r["measured"] - 1.0
+            r["error_vs_dense"] = (p / dense_pred) / (r["measured"] / dense_meas) - 1.0
+        a["dense"]["predicted"] = dense_pred
+        cal_pts = [(sum(s.macs for s in graph.signatures(r["widths"], dtypes).values()), r["measured"]["median"]) for r in cal["points"]]
+        mac_fit = fit_calibration([({"layers": float(x)}, y) for x, y in cal_pts], doc["unit"], ("layers",))
+        mac_rows = [mac_fit["layers"] * r["macs"] + mac_fit["offset"] for r in a["configs"]]
+        keep = {k: a[k] for k in ("date", "loadavg", "protocol", "dense", "measured_with_calibration") if k in a}
+        new = summarise_audit(a["configs"], mac_rows, doc["unit"], ModelProtocol(**a["protocol"]))
+        new.update(keep)
+        doc["audit"] = new
+    return prof

@@ -1,10 +1,12 @@
 """The timing protocol shared by every backend: warm-up, then repeats until the median is stable."""
 from __future__ import annotations
 
+import os
 import statistics
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -27,7 +29,7 @@ class TimingProtocol:
     max_seconds: float = 5.0
 
     @classmethod
-    def quick(cls) -> "TimingProtocol":
+    def quick(cls) -> TimingProtocol:
         """A short protocol for tests and smoke runs."""
         return cls(warmup=3, min_runs=10, max_runs=40, round_size=10, rel_tol=0.05, max_seconds=1.0)
 
@@ -47,7 +49,7 @@ class Timing:
         return asdict(self)
 
     @classmethod
-    def from_samples(cls, samples: list[float], unit: str = "ms") -> "Timing":
+    def from_samples(cls, samples: list[float], unit: str = "ms") -> Timing:
         """Summarise raw samples."""
         arr = np.asarray(samples, dtype=np.float64)
         return cls(float(np.median(arr)), float(np.percentile(arr, 10)), float(np.percentile(arr, 90)), len(arr), unit)
@@ -99,30 +101,76 @@ def interleaved(runs: dict[str, Callable[[], object]], protocol: TimingProtocol,
 
 @dataclass(frozen=True)
 class ModelProtocol:
-    """The whole-model protocol: fine-grained interleaving, median of round medians, two passes.
+    """The whole-model protocol: fine-grained interleaving, median of round statistics, several passes.
 
     Every model being compared is warmed up, then timed in ``rounds`` rounds of
     ``runs_per_round`` calls, cycling through the models round by round (a burst of
     background load hits all of them, not one). A model's latency in one pass is the
-    median of its round medians. ``passes`` independent passes are made (each with
+    median over rounds of each round's ``statistic``: the 10th percentile by default,
+    because on a loaded machine most 2-3 ms runs are preempted (measured here: round
+    medians of ResNet-56 at 33 ms against 2.3 ms un-preempted) while the low percentile
+    stays the cost of the model itself; on an idle machine the two differ by a few %,
+    which the predictor's calibration absorbs. ``passes`` independent passes are made (each with
     its own warm-up, models visited in a different order); the reported latency is
-    the median over passes, and the spread between passes is the test-retest spread
-    that every audit reports beside its error figures.
+    the median over passes, and the difference between the odd and the even passes
+    (two independent halves of the protocol) is the test-retest spread that every
+    audit reports beside its error figures.
     """
 
     warmup: int = 30
-    rounds: int = 10
-    runs_per_round: int = 20
-    passes: int = 2
+    rounds: int = 8
+    runs_per_round: int = 15
+    passes: int = 4
+    statistic: str = "p10"  # per round: "p10" (10th percentile) or "median"
+    nice: int = -15  # scheduling priority change while timing (0: none); needs the right to raise priority
 
     @classmethod
-    def quick(cls) -> "ModelProtocol":
+    def quick(cls) -> ModelProtocol:
         """A short protocol for tests and smoke runs."""
-        return cls(warmup=3, rounds=3, runs_per_round=5, passes=2)
+        return cls(warmup=3, rounds=3, runs_per_round=5, passes=2, nice=0)
+
+    def round_value(self, buf: list[float]) -> float:
+        """The statistic of one round's samples."""
+        if self.statistic == "median":
+            return float(statistics.median(buf))
+        if self.statistic == "p10":
+            return float(np.percentile(buf, 10))
+        raise ValueError(f"unknown round statistic {self.statistic!r} (median or p10)")
 
     def to_dict(self) -> dict:
         """JSON-friendly dict."""
         return asdict(self)
+
+
+@contextmanager
+def boosted_priority(delta: int) -> Iterator[str]:
+    """Raise this thread's scheduling priority by ``-delta`` nice levels while timing, then restore it.
+
+    On a shared machine other jobs preempt a 2 ms inference on most runs; measured
+    here (load ~12 on 2 cores), the spread between two passes of ResNet-20 fell from
+    ~30% to ~1% with nice -15. Yields what happened ("nice -15", or why not), for the
+    profile file. Without the permission (not root, no CAP_SYS_NICE) it times as is.
+    """
+    if not delta or not hasattr(os, "getpriority"):
+        yield "not changed"
+        return
+    try:
+        old = os.getpriority(os.PRIO_PROCESS, 0)
+    except OSError as err:
+        yield f"not changed ({err.strerror})"
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, max(-20, min(19, old + delta)))
+    except OSError as err:
+        yield f"not changed ({err.strerror or err}: no permission to raise priority)"
+        return
+    try:
+        yield f"nice {old + delta:+d} while timing (was {old:+d})"
+    finally:
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, old)
+        except OSError:
+            pass
 
 
 def interleaved_rounds(
@@ -159,7 +207,7 @@ def interleaved_rounds(
                     t0 = time.perf_counter_ns()
                     fn()
                     buf.append((time.perf_counter_ns() - t0) / 1e6)
-                round_meds[n].append(statistics.median(buf))
+                round_meds[n].append(protocol.round_value(buf))
                 samples[n].extend(buf)
                 if on_step is not None:
                     on_step()
@@ -173,8 +221,13 @@ def interleaved_rounds(
 
 
 def spread(values: list[float]) -> float:
-    """Relative test-retest spread of repeated measurements: (max - min) / median."""
+    """Relative test-retest spread of per-pass values: |median(odd passes) - median(even passes)| / median.
+
+    The two halves are two independent runs of the same protocol, interleaved in
+    time; with two passes this is simply |a - b| / median.
+    """
     if len(values) < 2:
         return 0.0
+    a, b = float(np.median(values[0::2])), float(np.median(values[1::2]))
     med = float(np.median(values))
-    return (max(values) - min(values)) / med if med > 0 else 0.0
+    return abs(a - b) / med if med > 0 else 0.0

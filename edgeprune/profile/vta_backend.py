@@ -23,7 +23,7 @@ def _layer_cycles():
     return layer_cycles
 
 
-def vta_config(target: "Target") -> Any:
+def vta_config(target: Target) -> Any:
     """The VTAConfig of a target: ``VTAConfig.preset(options.board)`` with the target's clock."""
     from edgeprune.vta.config import VTAConfig
 
@@ -42,27 +42,27 @@ class VtaBackend(Backend):
     name = "vta"
     unit = "cycles"
 
-    def availability(self, target: "Target") -> tuple[bool, str]:
+    def availability(self, target: Target) -> tuple[bool, str]:
         try:
             _layer_cycles()
         except ImportError as err:
             return False, f"unavailable: edgeprune.vta has no layer_cycles yet ({err})"
         try:
             vta_config(target)
-        except Exception as err:  # unknown board etc.
+        except Exception as err:  # noqa: BLE001 - unknown board etc.
             return False, f"unavailable: {err}"
         return True, ""
 
-    def time_layer(self, sig: "LayerSignature", target: "Target", protocol: TimingProtocol) -> Timing:
+    def time_layer(self, sig: LayerSignature, target: Target, protocol: TimingProtocol) -> Timing:
         return self.time_layer_detail(sig, target, protocol)[0]
 
-    def time_layer_detail(self, sig: "LayerSignature", target: "Target", protocol: TimingProtocol) -> tuple[Timing, dict]:
+    def time_layer_detail(self, sig: LayerSignature, target: Target, protocol: TimingProtocol) -> tuple[Timing, dict]:
         res = _layer_cycles()(sig, vta_config(target))
         cycles = float(res["cycles"] if isinstance(res, dict) else res)
         meta = {k: v for k, v in res.items() if k != "cycles" and isinstance(v, (int, float, str))} if isinstance(res, dict) else {}
         return Timing(cycles, cycles, cycles, 1, "cycles"), meta
 
-    def time_onnx(self, onnx_path: str | Path, target: "Target", protocol: TimingProtocol) -> Timing:
+    def time_onnx(self, onnx_path: str | Path, target: Target, protocol: TimingProtocol) -> Timing:
         raise NotImplementedError("the vta backend prices layers from signatures; whole models are the sum of their layers")
 
 

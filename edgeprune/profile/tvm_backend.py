@@ -1,0 +1,411 @@
+"""Apache TVM backend (``cpu-tvm``, ``rpi4-tvm``, ``jetson-orin-tvm``): build with Relax, time with ``time_evaluator``.
+
+Local targets run on this machine; remote ones (``host = "rpc://HOST:PORT/KEY"``)
+lease a board from a TVM RPC tracker, upload the module, time it there and
+free the board (:mod:`edgeprune.tvm_rpc`); a board lost mid-run is replaced by
+another with the same key. tvm is imported inside functions only: this module
+imports (and lists the targets as unavailable) without it.
+
+Target options (``[options]`` of the target file):
+
+- ``tvm_target``: TVM target as a dict (``{kind = "llvm", mcpu = "native"}``);
+  ``mcpu = "native"`` means this machine's CPU (local targets only).
+- ``tune_trials``: MetaSchedule trial budget for ``edgeprune compile`` (0 = no tuning).
+- ``tune_trials_per_task``, ``tune_workers``: how the budget is spread and built.
+- ``cross_compiler``: e.g. ``aarch64-linux-gnu-gcc``; used to link a ``.so`` when
+  installed, else the module is exported as a ``.tar`` the board links itself.
+- ``request_timeout_s``, ``session_timeout_s``, ``attempts``: RPC lease behaviour.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgeprune.errors import BackendUnavailable, BadInput
+from edgeprune.profile.backends import BACKENDS, Backend
+from edgeprune.profile.timing import Timing, TimingProtocol
+
+if TYPE_CHECKING:
+    from edgeprune.config import Target
+
+INSTALL_HINT = "pip install edgeprune[tvm]"
+
+
+def tvm_import_error() -> str | None:
+    """None when ``import tvm`` works, else why it does not (one line)."""
+    try:
+        import tvm  # noqa: F401
+    except ImportError as err:
+        if getattr(err, "name", None) in ("tvm", "tvm_ffi") or "No module named 'tvm" in str(err) or "import of tvm" in str(err):
+            return f"unavailable: apache-tvm not installed ({INSTALL_HINT})"
+        return f"unavailable: apache-tvm does not import ({str(err).splitlines()[0][:120]}; {INSTALL_HINT})"
+    except Exception as err:  # a broken install (e.g. a mismatched apache-tvm-ffi) fails with other errors
+        return f"unavailable: apache-tvm does not import ({type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''})"
+    return None
+
+
+def _require_tvm() -> None:
+    err = tvm_import_error()
+    if err is not None:
+        raise BackendUnavailable(err.removeprefix("unavailable: "))
+
+
+# --------------------------------------------------------------------------- targets
+
+
+def target_dict(target: Target) -> dict[str, Any]:
+    """The TVM target of ``target`` as a dict (``options.tvm_target``; default: llvm for this CPU)."""
+    raw = target.options.get("tvm_target", {"kind": "llvm", "mcpu": "native"})
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw) if raw.strip().startswith("{") else {"kind": raw}
+        except json.JSONDecodeError as err:
+            raise BadInput(f"target {target.name}: options.tvm_target is not valid JSON: {err.msg}") from None
+    if not isinstance(raw, dict) or "kind" not in raw:
+        raise BadInput(f"target {target.name}: options.tvm_target must be a table with a 'kind' (e.g. {{kind = \"llvm\"}})")
+    d = json.loads(json.dumps(raw))  # deep copy
+    host = d.get("host")
+    for t in (d, host if isinstance(host, dict) else None):
+        if t is None or t.get("kind") != "llvm":
+            continue
+        if t.get("mcpu") == "native":
+            if target.is_remote:
+                raise BadInput(f"target {target.name}: mcpu = 'native' only makes sense for a local target; name the board's CPU")
+            from tvm.target import codegen
+
+            t["mcpu"] = codegen.llvm_get_system_cpu()
+        t.setdefault("num-cores", target.threads)
+    return d
+
+
+def is_cross(tdict: dict[str, Any]) -> bool:
+    """True when the code is for another CPU architecture than this machine's."""
+    import platform
+
+    host = tdict.get("host") if tdict.get("kind") != "llvm" else tdict
+    triple = str((host or {}).get("mtriple", ""))
+    if not triple:
+        return False
+    machine = platform.machine().lower()
+    arch = triple.split("-")[0].lower()
+    return not (arch == machine or (arch in ("x86_64", "amd64") and machine in ("x86_64", "amd64")))
+
+
+def device_kind(tdict: dict[str, Any]) -> str:
+    """``cpu`` or ``cuda`` (what the engine runs on)."""
+    return "cuda" if tdict.get("kind") == "cuda" else "cpu"
+
+
+def cuda_build_error() -> str | None:
+    """None when this TVM can generate CUDA code and nvcc is installed, else why not."""
+    import tvm_ffi
+
+    if tvm_ffi.get_global_func("target.build.cuda", allow_missing=True) is None:
+        return "this apache-tvm wheel was built without CUDA codegen"
+    if shutil.which("nvcc") is None and not Path("/usr/local/cuda/bin/nvcc").exists():
+        return "nvcc (CUDA toolkit) not found"
+    return None
+
+
+# --------------------------------------------------------------------------- import, build, export
+
+
+def import_onnx(onnx_path: str | Path) -> tuple[Any, list[tuple[str, tuple[int, ...]]]]:
+    """Relax IRModule of an ONNX model (weights embedded) and its inputs (name, static shape)."""
+    import onnx
+    from tvm.relax.frontend.onnx import from_onnx
+
+    model = onnx.load(str(onnx_path))
+    inits = {i.name for i in model.graph.initializer}
+    inputs = []
+    for vi in model.graph.input:
+        if vi.name in inits:
+            continue
+        dims = tuple(d.dim_value if d.dim_value > 0 else 1 for d in vi.type.tensor_type.shape.dim)
+        inputs.append((vi.name, dims))
+    shape = {n: list(s) for n, s in inputs}
+    mod = from_onnx(model, shape_dict=shape, keep_params_in_input=False)
+    return mod, inputs
+
+
+def tune(mod: Any, tgt: Any, target: Target, trials: int, work_dir: Path, log: Callable[[str], None] | None = None) -> Any:
+    """MetaSchedule-tune ``mod`` with ``trials`` trials spread over its tasks; returns the scheduled module."""
+    import tvm
+    from tvm import relax
+    from tvm.s_tir import meta_schedule as ms
+
+    from edgeprune.tvm_rpc import RemoteSpec, ms_build
+
+    opts = target.options
+    with tgt:
+        mod = tvm.transform.Sequential([
+            relax.transform.DecomposeOpsForInference(),
+            relax.transform.CanonicalizeBindings(),
+            relax.get_pipeline("zero"),
+        ])(mod)
+    tasks = ms.relax_integration.extract_tasks(mod, tgt, {})
+    per_task = int(opts.get("tune_trials_per_task", 0)) or max(4, trials // max(len(tasks), 1))
+    workers = int(opts.get("tune_workers", min(2, os.cpu_count() or 1)))
+    if log:
+        log(f"tuning {len(tasks)} tasks, {trials} trials ({per_task} per task) with MetaSchedule")
+    if target.is_remote:
+        spec = RemoteSpec.parse(target.host)
+        runner = ms.runner.RPCRunner(
+            ms.runner.RPCConfig(
+                tracker_host=spec.host, tracker_port=spec.port, tracker_key=spec.key,
+                session_timeout_sec=int(opts.get("session_timeout_s", 120)),
+            ),
+            max_workers=1,
+        )
+    else:
+        runner = ms.runner.LocalRunner(timeout_sec=60)
+    # TVM's default search (population 512, 4 genetic iterations) spends minutes per task on a
+    # small shared CPU before measuring anything; a small budget gets a matching small search
+    pop = int(opts.get("tune_population", 512 if per_task >= 64 else 64))
+    strategy = ms.search_strategy.EvolutionarySearch(
+        population_size=pop, init_min_unmeasured=min(50, pop // 2), genetic_num_iters=4 if pop >= 512 else 1
+    )
+    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+        extracted_tasks=tasks, work_dir=str(work_dir), space="post-order-apply", strategy=strategy, seed=0
+    )
+    ms.tune.tune_tasks(
+        tasks=contexts, task_weights=weights, work_dir=str(work_dir),
+        max_trials_global=trials, max_trials_per_task=per_task, num_trials_per_iter=min(per_task, 32),
+        builder=ms.builder.LocalBuilder(max_workers=workers, timeout_sec=300, f_build=ms_build),
+        runner=runner, database="json", cost_model="xgb", measure_callbacks="default", task_scheduler="gradient",
+    )
+    with tgt, tvm.transform.PassContext(opt_level=3):
+        mod = relax.transform.MetaScheduleApplyDatabase(str(work_dir))(mod)
+    return mod
+
+
+def build(mod: Any, target: Target, tune_trials: int = 0, work_dir: Path | None = None, log: Callable[[str], None] | None = None) -> Any:
+    """Relax VM executable of ``mod`` for ``target`` (optionally MetaSchedule-tuned)."""
+    import tvm
+    from tvm import relax
+
+    tdict = target_dict(target)
+    if device_kind(tdict) == "cuda":
+        why = cuda_build_error()
+        if why:
+            raise BackendUnavailable(f"target {target.name} needs CUDA: {why}")
+    tgt = tvm.target.Target(tdict)
+    if tune_trials > 0:
+        if device_kind(tdict) == "cuda":
+            raise BadInput(f"target {target.name}: MetaSchedule tuning is wired for CPU targets only; set tune_trials = 0")
+        own = work_dir is None
+        wd = Path(tempfile.mkdtemp(prefix="edgeprune-tune-")) if own else Path(work_dir)
+        try:
+            mod = tune(mod, tgt, target, tune_trials, wd, log)
+        finally:
+            if own:
+                shutil.rmtree(wd, ignore_errors=True)
+    return relax.build(mod, target=tgt)
+
+
+def export(ex: Any, target: Target, out_dir: Path, stem: str = "model") -> Path:
+    """Write the executable into ``out_dir`` (atomically): ``.so`` when it can be linked here, else ``.tar``."""
+    from tvm.support import cc
+
+    tdict = target_dict(target)
+    fcompile, ext = None, ".so"
+    if is_cross(tdict):
+        cross = str(target.options.get("cross_compiler", ""))
+        if cross and shutil.which(cross):
+            fcompile = cc.cross_compiler(cross)
+        else:
+            ext = ".tar"  # object files; the board's RPC server links them with its own gcc
+    elif shutil.which("gcc") is None and shutil.which("cc") is None and shutil.which("g++") is None:
+        ext = ".tar"
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    final = out_dir / f"{stem}{ext}"
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{stem}.", dir=out_dir))
+    try:
+        tmp = tmp_dir / final.name
+        with _quiet_stderr():
+            if fcompile is not None:
+                ex.export_library(str(tmp), fcompile=fcompile)
+            else:
+                ex.export_library(str(tmp))
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    return final
+
+
+class _quiet_stderr:
+    """Silence TVM's C++ log lines on fd 2 (export_library prints one "Scope Saving" warning per function)."""
+
+    def __enter__(self) -> None:
+        try:
+            self._saved = os.dup(2)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 2)
+            os.close(devnull)
+        except OSError:
+            self._saved = None
+
+    def __exit__(self, *exc: object) -> None:
+        if self._saved is not None:
+            os.dup2(self._saved, 2)
+            os.close(self._saved)
+
+
+# --------------------------------------------------------------------------- running and timing
+
+
+def _device(tvm_or_sess: Any, kind: str) -> Any:
+    return tvm_or_sess.cuda(0) if kind == "cuda" else tvm_or_sess.cpu(0)
+
+
+def _first_output(out: Any) -> np.ndarray:
+    while not hasattr(out, "numpy"):
+        out = out[0]
+    return out.numpy()
+
+
+class LoadedModule:
+    """A built module loaded on a device (this machine or a leased board) with a VM ready to call."""
+
+    def __init__(self, lib_path: Path, kind: str, sess: Any = None) -> None:
+        import tvm
+        from tvm import relax
+
+        self.sess = sess
+        if sess is None:
+            self.dev = _device(tvm, kind)
+            mod = tvm.runtime.load_module(str(lib_path))
+        else:
+            sess.upload(str(lib_path))
+            self.dev = _device(sess, kind)
+            mod = sess.load_module(Path(lib_path).name)
+        self.vm = relax.VirtualMachine(mod, self.dev)
+
+    def tensor(self, x: np.ndarray) -> Any:
+        import tvm
+
+        return tvm.runtime.tensor(np.ascontiguousarray(x), self.dev)
+
+    def run(self, *xs: np.ndarray) -> np.ndarray:
+        """Run ``main`` once and return the first output."""
+        return _first_output(self.vm["main"](*[self.tensor(x) for x in xs]))
+
+    def time(self, xs: list[np.ndarray], protocol: TimingProtocol) -> Timing:
+        """Time ``main`` with ``time_evaluator`` under ``protocol`` (rounds until the median is stable)."""
+        args = [self.tensor(x) for x in xs]
+        if protocol.warmup:
+            self.vm.time_evaluator("main", self.dev, number=1, repeat=protocol.warmup)(*args)
+        samples: list[float] = []
+        last = None
+        start = time.perf_counter()
+        while len(samples) < protocol.max_runs:
+            n = min(protocol.round_size, protocol.max_runs - len(samples))
+            res = self.vm.time_evaluator("main", self.dev, number=1, repeat=n, min_repeat_ms=0)(*args)
+            samples += [float(r) * 1e3 for r in res.results]
+            med = float(np.median(samples))
+            if len(samples) >= protocol.min_runs:
+                if last is not None and abs(med - last) <= protocol.rel_tol * last:
+                    break
+                if time.perf_counter() - start > protocol.max_seconds:
+                    break
+            last = med
+        return Timing.from_samples(samples)
+
+
+def random_inputs(shapes: list[tuple[int, ...]], seed: int = 0) -> list[np.ndarray]:
+    """Random float32 inputs of the given shapes."""
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(s).astype(np.float32) for s in shapes]
+
+
+def on_target(target: Target, lib_path: Path, fn: Callable[[LoadedModule], Any], log: Callable[[str], None] | None = None) -> Any:
+    """Load ``lib_path`` on the target (here, or on a leased board with retries) and return ``fn(module)``."""
+    kind = device_kind(target_dict(target))
+    if not target.is_remote:
+        return fn(LoadedModule(lib_path, kind))
+    from edgeprune.tvm_rpc import RemoteSpec, run_on_board
+
+    opts = target.options
+    return run_on_board(
+        RemoteSpec.parse(target.host),
+        lambda sess, board: fn(LoadedModule(lib_path, kind, sess)),
+        attempts=int(opts.get("attempts", 3)),
+        timeout=float(opts.get("request_timeout_s", 60)),
+        session_timeout=float(opts.get("session_timeout_s", 0)),
+        log=log,
+    )
+
+
+class TvmBackend(Backend):
+    """Apache TVM (Relax), local or on boards behind a TVM RPC tracker; timings from ``time_evaluator``."""
+
+    name = "tvm"
+    unit = "ms"
+
+    def availability(self, target: Target) -> tuple[bool, str]:
+        err = tvm_import_error()
+        if err is not None:
+            return False, err
+        try:
+            tdict = target_dict(target)
+        except BadInput as e:
+            return False, f"unavailable: {e}"
+        if device_kind(tdict) == "cuda":
+            why = cuda_build_error()
+            if why:
+                return False, f"unavailable: needs CUDA to build ({why})"
+        if target.is_remote:
+            from edgeprune.tvm_rpc import RemoteSpec, tracker_summary
+
+            spec = RemoteSpec.parse(target.host)
+            need = f"needs a TVM RPC tracker at {spec.tracker} with a board under key {spec.key!r}"
+            try:
+                info = tracker_summary(spec.host, spec.port, timeout=1.0)
+            except BackendUnavailable as e:
+                return False, f"unavailable: {need} ({e})"
+            k = info["keys"].get(spec.key)
+            if not k or not (k["total"] or k["free"]):
+                return False, f"unavailable: {need} (the tracker has none; see docs/tvm.md)"
+        return True, ""
+
+    def _check(self, target: Target) -> None:
+        ok, why = self.availability(target) if not target.is_remote else (tvm_import_error() is None, tvm_import_error() or "")
+        if not ok:
+            raise BackendUnavailable(f"target {target.name}: {why.removeprefix('unavailable: ')}")
+
+    def build_onnx(self, onnx_path: str | Path, target: Target, out_dir: Path) -> tuple[Path, list[tuple[str, tuple[int, ...]]]]:
+        """Import an ONNX model, build it (untuned) for ``target``, export it into ``out_dir``."""
+        mod, inputs = import_onnx(onnx_path)
+        ex = build(mod, target)
+        return export(ex, target, out_dir, Path(onnx_path).stem), inputs
+
+    def time_onnx(self, onnx_path: str | Path, target: Target, protocol: TimingProtocol) -> Timing:
+        self._check(target)
+        with tempfile.TemporaryDirectory(prefix="edgeprune-tvm-") as d:
+            lib, inputs = self.build_onnx(onnx_path, target, Path(d))
+            xs = random_inputs([s for _, s in inputs])
+            return on_target(target, lib, lambda m: m.time(xs, protocol))
+
+    def time_module(self, lib_path: str | Path, target: Target, input_shapes: list[tuple[int, ...]], protocol: TimingProtocol) -> Timing:
+        """Time an exported module (an engine's ``model.so``/``.tar``) on ``target``."""
+        self._check(target)
+        xs = random_inputs(input_shapes)
+        return on_target(target, Path(lib_path), lambda m: m.time(xs, protocol))
+
+    def run_onnx(self, onnx_path: str | Path, target: Target, x: np.ndarray) -> np.ndarray:
+        self._check(target)
+        with tempfile.TemporaryDirectory(prefix="edgeprune-tvm-") as d:
+            lib, _ = self.build_onnx(onnx_path, target, Path(d))
+            return on_target(target, lib, lambda m: m.run(x.astype(np.float32)))
+
+
+BACKENDS.register("tvm", "Apache TVM (Relax) locally or on boards behind a TVM RPC tracker")(TvmBackend())
