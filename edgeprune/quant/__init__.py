@@ -23,7 +23,7 @@ _API = {
     "count_precisions": "edgeprune.quant.precisions",
     "runtime_precisions": "edgeprune.quant.precisions",
     "layer_of_node": "edgeprune.quant.names",
-    "sensitivity": "edgeprune.quant.sensitivity",
+    "sensitivity": "edgeprune.quant.layer_sensitivity",
     "quantize_weight": "edgeprune.quant.qat",
     "prepare_qat": "edgeprune.quant.qat",
     "calibrate_qat": "edgeprune.quant.qat",
@@ -43,4 +43,19 @@ def __dir__() -> list[str]:
     return sorted(list(globals()) + list(_API))
 
 
-__all__ = sorted(_API)
+__all__ = [
+    "QuantResult",
+    "QuantWarning",
+    "calibrate_qat",
+    "convert_scales",
+    "count_precisions",
+    "int8_format",
+    "layer_of_node",
+    "prepare_qat",
+    "quantize_onnx",
+    "quantize_weight",
+    "runtime_precisions",
+    "sensitivity",
+    "strip_qat",
+    "to_fp16_onnx",
+]

@@ -26,9 +26,10 @@ import json
 import logging
 import time
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -87,15 +88,15 @@ def _format_name(act: str, wgt: str, reduce_range: bool, per_channel: bool) -> s
 
 
 class _Reader:
-    """A CalibrationDataReader over an NCHW array, one sample per call (the exported graphs have batch 1)."""
+    """A CalibrationDataReader over NCHW arrays (one per graph input), ``batch`` samples per call (exported graphs have batch 1)."""
 
-    def __init__(self, name: str, data: np.ndarray, batch: int) -> None:
-        self.name, self.data, self.batch = name, data, batch
-        self.start, self.end = 0, len(data) // batch
-        self.i = 0
+    def __init__(self, data: dict[str, np.ndarray], batch: int) -> None:
+        self.data, self.batch = data, batch
+        self.n = min(len(v) for v in data.values()) // batch
+        self.start, self.end, self.i = 0, self.n, 0
 
     def __len__(self) -> int:
-        return len(self.data) // self.batch
+        return self.n
 
     def set_range(self, start_index: int, end_index: int) -> None:
         self.start, self.end, self.i = start_index, end_index, start_index
@@ -104,9 +105,9 @@ class _Reader:
         if self.i >= self.end:
             return None
         b = self.batch
-        x = self.data[self.i * b : (self.i + 1) * b]
+        feed = {k: v[self.i * b : (self.i + 1) * b] for k, v in self.data.items()}
         self.i += 1
-        return {self.name: x}
+        return feed
 
     def rewind(self) -> None:
         self.i = self.start
@@ -134,13 +135,18 @@ def _quantizable_ops() -> set[str]:
     return set(QDQRegistry) | set(QLinearOpsRegistry)
 
 
-def _input_info(model: Any) -> tuple[str, list[int | None]]:
+def _inputs(model: Any) -> list[tuple[str, list[int | None]]]:
     inits = {i.name for i in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in inits]
-    if len(inputs) != 1:
-        raise BadInput(f"quantize_onnx expects a model with one input, got {len(inputs)} ({[i.name for i in inputs]})")
-    dims = [d.dim_value if d.HasField("dim_value") else None for d in inputs[0].type.tensor_type.shape.dim]
-    return inputs[0].name, dims
+    out = []
+    for i in model.graph.input:
+        if i.name in inits:
+            continue
+        if i.type.tensor_type.elem_type != 1:  # FLOAT
+            raise BadInput(f"quantize_onnx: input {i.name!r} is not float32")
+        out.append((i.name, [d.dim_value if d.HasField("dim_value") else None for d in i.type.tensor_type.shape.dim]))
+    if not out:
+        raise BadInput("quantize_onnx: the model has no input")
+    return out
 
 
 def _stride(n: int, cap: int = 32) -> int:
@@ -170,7 +176,7 @@ def quantize_onnx(
 
     ``target``: a Target (or its name) whose options choose the format (see module doc).
     ``calib``: NCHW float32 array (or tensor) of real, normalised calibration
-    images; None calibrates on random data, which is only fit for timing (the
+    images (``{input name: array}`` for a graph with several inputs); None calibrates on random data, which is only fit for timing (the
     profiler times int8 layer variants that way) and warns. Fewer than
     ``MIN_CALIB_SAMPLES`` real samples warns too.
     ``exclude``: ONNX node names, or module names (``layer1.0.conv1``; a module
@@ -198,30 +204,41 @@ def quantize_onnx(
         model = onnx.load(str(fp32_path), load_external_data=False)
     except FileNotFoundError:
         raise BadInput(f"ONNX model not found: {fp32_path}") from None
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - onnx raises many kinds
         raise BadInput(f"cannot read ONNX model {fp32_path}: {str(err).splitlines()[0] if str(err) else err!r}") from None
 
     msgs: list[str] = []
-    in_name, dims = _input_info(model)
-    batch = dims[0] if dims and dims[0] else 1
-    sample_shape = [d or 1 for d in dims[1:]]
+    inputs = _inputs(model)
+    batch = next((d[0] for _, d in inputs if d and d[0]), 1)
+    shapes = {name: [d or 1 for d in dims[1:]] for name, dims in inputs}
     random_calib = calib is None
     if random_calib:
         rng = np.random.default_rng(seed)
-        data = rng.standard_normal((RANDOM_CALIB_SAMPLES * batch, *sample_shape)).astype(np.float32)
+        data = {name: rng.standard_normal((RANDOM_CALIB_SAMPLES * batch, *shp)).astype(np.float32) for name, shp in shapes.items()}
         _warn(msgs, f"calibrating {fp32_path.name} on random data: fine for timing, meaningless for accuracy")
     else:
-        data = calib.detach().cpu().numpy() if hasattr(calib, "detach") else np.asarray(calib)
-        data = np.ascontiguousarray(data, dtype=np.float32)
-        if data.ndim != len(dims) or list(data.shape[1:]) != sample_shape:
-            raise BadInput(f"calibration data of shape {tuple(data.shape)} does not fit the model input {dims} (want N x {sample_shape})")
-        if not np.isfinite(data).all():
-            raise BadInput("calibration data holds NaN or infinite values")
-        if len(data) < batch:
-            raise BadInput(f"calibration data has {len(data)} samples; the model needs batches of {batch}")
-        if len(data) < MIN_CALIB_SAMPLES:
-            _warn(msgs, f"only {len(data)} calibration samples (fewer than {MIN_CALIB_SAMPLES}): activation ranges may be unreliable")
-        data = data[: len(data) // batch * batch]
+        if not isinstance(calib, dict):
+            if len(inputs) != 1:
+                raise BadInput(f"the model has {len(inputs)} inputs ({', '.join(shapes)}): give calib as {{input name: array}}")
+            calib = {inputs[0][0]: calib}
+        if set(calib) != set(shapes):
+            raise BadInput(f"calibration data names {sorted(calib)} do not match the model inputs {sorted(shapes)}")
+        data = {}
+        for name, arr in calib.items():
+            arr = arr.detach().cpu().numpy() if hasattr(arr, "detach") else np.asarray(arr)
+            arr = np.ascontiguousarray(arr, dtype=np.float32)
+            if arr.ndim != len(shapes[name]) + 1 or list(arr.shape[1:]) != shapes[name]:
+                raise BadInput(f"calibration data of shape {tuple(arr.shape)} does not fit the model input {name!r} (want N x {shapes[name]})")
+            if not np.isfinite(arr).all():
+                raise BadInput("calibration data holds NaN or infinite values")
+            if len(arr) < batch:
+                raise BadInput(f"calibration data has {len(arr)} samples; the model needs batches of {batch}")
+            data[name] = arr
+        n = min(len(v) for v in data.values())
+        if n < MIN_CALIB_SAMPLES:
+            _warn(msgs, f"only {n} calibration samples (fewer than {MIN_CALIB_SAMPLES}): activation ranges may be unreliable")
+        data = {k: v[: n // batch * batch] for k, v in data.items()}
+    n_samples = min(len(v) for v in data.values())
 
     excluded, unmatched = match_nodes(model.graph.node, exclude)
     if unmatched:
@@ -240,7 +257,7 @@ def quantize_onnx(
         "entropy": CalibrationMethod.Entropy,
         "percentile": CalibrationMethod.Percentile,
     }[method]
-    reader = _Reader(in_name, data, batch)
+    reader = _Reader(data, batch)
     extra: dict[str, Any] = {"WeightSymmetric": True, "ActivationSymmetric": act == "QInt8"}
     if method != "minmax":
         extra["CalibStridedMinMax"] = _stride(len(reader))  # histograms per stride: bounded memory
@@ -260,14 +277,14 @@ def quantize_onnx(
             )
         except BadInput:
             raise
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001 - ORT's quantiser raises many kinds
             raise BadInput(f"ONNX Runtime could not quantise {fp32_path.name}: {str(err).splitlines()[0] if str(err) else err!r}") from None
         q = onnx.load(str(tmp))
         disabled = ["WeightBiasQuantization"] if excluded else []
         meta = {
             "edgeprune.int8.format": fmt,
             "edgeprune.int8.method": method,
-            "edgeprune.int8.calib_samples": str(0 if random_calib else len(data)),
+            "edgeprune.int8.calib_samples": str(0 if random_calib else n_samples),
             "edgeprune.int8.random_calibration": json.dumps(random_calib),
             "edgeprune.int8.excluded_nodes": json.dumps(excluded),
             "edgeprune.int8.disabled_optimizers": json.dumps(disabled),
@@ -283,11 +300,11 @@ def quantize_onnx(
         format=fmt,
         warnings=msgs,
         method=method,
-        calib_samples=0 if random_calib else len(data),
+        calib_samples=0 if random_calib else n_samples,
         random_calibration=random_calib,
         unquantizable_nodes=unquantizable,
         seconds=time.perf_counter() - t0,
     )
 
 
-__all__ = ["QuantResult", "quantize_onnx", "int8_format", "MIN_CALIB_SAMPLES", "METHODS"]
+__all__ = ["METHODS", "MIN_CALIB_SAMPLES", "QuantResult", "int8_format", "quantize_onnx"]

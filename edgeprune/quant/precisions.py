@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import tempfile
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from edgeprune.errors import BadInput
 from edgeprune.quant.names import layer_of_node
@@ -23,7 +24,7 @@ def _load(model: Any) -> Any:
         return onnx.load(str(model), load_external_data=False)
     except FileNotFoundError:
         raise BadInput(f"ONNX model not found: {model}") from None
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - onnx raises many kinds
         raise BadInput(f"cannot read ONNX model {model}: {str(err).splitlines()[0] if str(err) else err!r}") from None
 
 
