@@ -1,4 +1,4 @@
-"""Cut the embedded demo subset (class-balanced, first-N per class) from the shared CIFAR-10 JPEG set.
+"""Cut the embedded demo subset (class-balanced, first-N per class, in a fixed shuffled order) from the shared CIFAR-10 JPEG set.
 
 Usage: python tools/make_demo_data.py [../shared/data/cifar10-jpeg/cifar10-jpeg.npz]
 """
@@ -15,7 +15,8 @@ N_TEST_PER_CLASS = 200
 
 def _subset(jpeg: np.ndarray, offsets: np.ndarray, labels: np.ndarray, per_class: int):
     idx = np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in range(10)])
-    idx.sort()
+    # a fixed shuffle: the first N images of a split are then a fair sample of every class
+    idx = np.random.default_rng(0).permutation(idx)
     chunks = [jpeg[offsets[i] : offsets[i + 1]] for i in idx]
     new_off = np.zeros(len(idx) + 1, dtype=np.int64)
     new_off[1:] = np.cumsum([len(c) for c in chunks])
