@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgeprune.config import Budget, Target, get_target
+from edgeprune.config import Budget, Limit, Target, get_target
 from edgeprune.data import Dataset, check_labels, load_data
 from edgeprune.errors import BadInput, BudgetMissed, first_line
 from edgeprune.fileio import atomic_path, read_json, write_json
@@ -45,7 +45,7 @@ class CompressConfig:
     final_repeats: int = 3
     max_attempts: int = 4
     margin: float = 0.95  # plan to this fraction of the budget: measured latency is noisy
-    precisions: tuple[str, ...] = ("fp32",)
+    precisions: tuple[str, ...] | None = None  # None: every precision the target supports (milp planner only)
     resume: bool = False
     run_name: str | None = None
 
@@ -123,6 +123,39 @@ def measure_model(model: nn.Module, example: torch.Tensor, target: Target, proto
     with tempfile.TemporaryDirectory() as d:
         path = export_onnx(model, example, Path(d) / "m.onnx")
         return backend.time_onnx(path, target, protocol)
+
+
+def engine_onnx(model: nn.Module, example: torch.Tensor, target: Target, precisions: dict[str, str] | None,
+                calib: Any, directory: Path, name: str = "model") -> tuple[Path, list[str]]:
+    """Export ``model``; when some layers are int8, quantise to QDQ keeping the others fp32.
+
+    Returns the engine path and the ORT optimisers its session must disable.
+    """
+    from edgeprune.compile.onnx_export import export_onnx
+
+    fp32 = export_onnx(model, example, directory / f"{name}.onnx")
+    int8 = [n for n, p in (precisions or {}).items() if p == "int8"]
+    if not int8:
+        return fp32, []
+    from edgeprune.quant.ort_int8 import quantize_onnx
+
+    keep_fp32 = [n for n, p in precisions.items() if p != "int8"]  # type: ignore[union-attr]
+    q = quantize_onnx(fp32, directory / f"{name}.int8.onnx", target, calib=calib, exclude=keep_fp32)
+    return q.path, q.disabled_optimizers
+
+
+def time_engine(path: Path, target: Target, protocol: TimingProtocol, disabled: list[str] | None = None) -> Timing:
+    """Time an engine file on ``target`` (ORT sessions honour the disabled optimisers)."""
+    if target.backend == "ort":
+        from edgeprune.profile.ort_backend import make_session, random_feeds
+        from edgeprune.profile.timing import measure
+
+        sess = make_session(path, target, disabled_optimizers=disabled or [])
+        feeds = random_feeds(sess)
+        return measure(lambda: sess.run(None, feeds), protocol)
+    from edgeprune.profile.backends import get_backend
+
+    return get_backend(target.backend).time_onnx(path, target, protocol)
 
 
 def _keep_from_counts(graph: ChannelGraph, scores: dict[str, torch.Tensor], counts: dict[str, int]) -> dict[str, list[int]]:
@@ -222,7 +255,11 @@ def compress(model: str | nn.Module = "resnet20-cifar10", data: str | Dataset | 
 
     # 3. plan against measured latency, re-planning when a measurement misses
     limits = _absolute_limits(budget, tgt, dense_ms, dense, example)
-    plan_doc = stages.json("plan", lambda: _plan(dense, graph, scores, budget, limits, tgt, example, cfg, ui, model_name, dense_ms))
+    calib = ds.train.example(256).numpy() if ds is not None else None
+    plan_doc = stages.json("plan", lambda: _plan(dense, graph, scores, budget, limits, tgt, example, cfg, ui, model_name,
+                                                 dense_ms, calib))
+    precisions = {k: v for k, v in (plan_doc.get("precisions") or {}).items()}
+    int8 = any(p == "int8" for p in precisions.values())
     keep = {k: v for k, v in plan_doc["keep"].items()}
 
     # 4. prune for real
@@ -246,17 +283,25 @@ def compress(model: str | nn.Module = "resnet20-cifar10", data: str | Dataset | 
     from edgeprune.compile import compile as emit
     from edgeprune.verify import verify
 
-    engine = emit(small, tgt, out_dir, example)
-    vrep = verify(engine, small, ds.test if ds is not None else _random_set(example), limit=500)
+    options: dict[str, Any] = {}
+    if int8:
+        options["quantize"] = {"calib": calib, "exclude": [n for n, p in precisions.items() if p != "int8"]}
+        ui.log(f"quantising {sum(p == 'int8' for p in precisions.values())} of {len(precisions)} layers to int8 "
+               "(post-training, calibrated on 256 training images) ...")
+    engine = emit(small, tgt, out_dir, example, **options)
+    # int8 post-training quantisation legitimately flips a few borderline predictions
+    vrep = verify(engine, small, ds.test if ds is not None else _random_set(example), limit=500,
+                  min_agreement=95.0 if int8 else 99.0)
     with atomic_path(out_dir / "model.pt") as tmp:
         torch.save(small, tmp)
 
     # 7. final measurement: dense and compressed interleaved, median of medians
     ui.log(f"measuring dense and compressed engines ({cfg.final_repeats} interleaved repeats) ...")
-    final = _measure_pair(dense, small, example, tgt, cfg)
+    final = _measure_pair(dense, engine, example, tgt, cfg)
     d_t, c_t = final["dense"], final["compressed"]
     dense_fig = _figures(dense, ds, example, d_t, cfg)
-    comp_fig = _figures(small, ds, example, c_t, cfg)
+    comp_fig = _figures(small, ds, example, c_t, cfg, engine=engine if int8 else None,
+                        bits={n: 8 for n, p in precisions.items() if p == "int8"})
     speedup = d_t.median / max(c_t.median, 1e-12)
     met, detail = _check_budget(budget, tgt, d_t.median, c_t.median, dense_fig, comp_fig)
     report = {
@@ -270,6 +315,8 @@ def compress(model: str | nn.Module = "resnet20-cifar10", data: str | Dataset | 
         "compressed": asdict(comp_fig),
         "speedup": speedup,
         "top1_drop": dense_fig.top1 - comp_fig.top1,
+        "compressed_top1_from": "int8 engine (ONNX Runtime)" if int8 else "pruned PyTorch model (fp32 engine verified equal)",
+        "precisions": precisions,
         "plan": {k: v for k, v in plan_doc.items() if k != "keep"},
         "candidates": _candidates(plan_doc, d_t.median, c_t.median, dense_fig.top1, comp_fig.top1),
         "verify": vrep.to_dict(),
@@ -346,12 +393,13 @@ def _absolute_limits(budget: Budget, tgt: Target, dense_ms: float, dense: nn.Mod
 
 
 def _plan(dense: nn.Module, graph: ChannelGraph, scores: dict[str, torch.Tensor], budget: Budget, limits: dict[str, float],
-          tgt: Target, example: torch.Tensor, cfg: CompressConfig, ui: UI, model_name: str, dense_ms: float) -> dict[str, Any]:
+          tgt: Target, example: torch.Tensor, cfg: CompressConfig, ui: UI, model_name: str, dense_ms: float,
+          calib: Any = None) -> dict[str, Any]:
     planner = cfg.planner
     if planner == "auto":
         planner = "milp" if _milp_available() else "uniform"
     if planner == "milp":
-        return _plan_milp(dense, graph, scores, budget, limits, tgt, example, cfg, ui, model_name, dense_ms)
+        return _plan_milp(dense, graph, scores, budget, limits, tgt, example, cfg, ui, model_name, dense_ms, calib)
     if planner == "uniform":
         return _plan_uniform(dense, graph, scores, limits, tgt, example, cfg, ui)
     raise BadInput(f"unknown planner {planner!r} (auto, milp, uniform)")
@@ -366,10 +414,33 @@ def _milp_available() -> bool:
     return True
 
 
-def _candidate_cost(dense: nn.Module, keep: dict[str, list[int]], example: torch.Tensor, tgt: Target, cfg: CompressConfig) -> tuple[dict[str, float], nn.Module]:
+def _candidate_cost(dense: nn.Module, keep: dict[str, list[int]], example: torch.Tensor, tgt: Target, cfg: CompressConfig,
+                    precisions: dict[str, str] | None = None, calib: Any = None,
+                    dense_ms: float | None = None) -> tuple[dict[str, float], nn.Module]:
+    """Measured latency, MACs and bytes of one candidate.
+
+    With ``dense_ms`` (the run's first dense measurement), the candidate is timed
+    interleaved with the dense model and rescaled to that reference, so a burst of
+    load on a shared machine moves both and cancels out.
+    """
+    import tempfile
+
     small = prune(dense, keep, example)
-    t = measure_model(small, example, tgt, cfg.protocol)
-    return {"latency_ms": t.median, "macs": count_macs(small, example), "bytes": model_bytes(small)}, small
+    with tempfile.TemporaryDirectory() as d:
+        path, disabled = engine_onnx(small, example, tgt, precisions, calib, Path(d))
+        if dense_ms is not None and tgt.backend == "ort":
+            from edgeprune.profile.ort_backend import make_session, random_feeds
+            from edgeprune.profile.timing import interleaved
+
+            dense_path, _ = engine_onnx(dense, example, tgt, None, None, Path(d), name="dense")
+            sd, sc = make_session(dense_path, tgt), make_session(path, tgt, disabled_optimizers=disabled)
+            fd, fc = random_feeds(sd), random_feeds(sc)
+            t = interleaved({"dense": lambda: sd.run(None, fd), "cand": lambda: sc.run(None, fc)}, cfg.protocol, 2)
+            latency = t["cand"].median * dense_ms / max(t["dense"].median, 1e-12)
+        else:
+            latency = time_engine(path, tgt, cfg.protocol, disabled).median
+    bits = {n: 8 for n, p in (precisions or {}).items() if p == "int8"}
+    return {"latency_ms": latency, "macs": count_macs(small, example), "bytes": model_bytes(small, bits)}, small
 
 
 _UNITS = {"latency_ms": "ms", "macs": "MACs", "bytes": "B"}
@@ -416,7 +487,8 @@ def _plan_uniform(dense: nn.Module, graph: ChannelGraph, scores: dict[str, torch
 
 
 def _plan_milp(dense: nn.Module, graph: ChannelGraph, scores: dict[str, torch.Tensor], budget: Budget, limits: dict[str, float],
-               tgt: Target, example: torch.Tensor, cfg: CompressConfig, ui: UI, model_name: str, dense_ms: float) -> dict[str, Any]:
+               tgt: Target, example: torch.Tensor, cfg: CompressConfig, ui: UI, model_name: str, dense_ms: float,
+               calib: Any = None) -> dict[str, Any]:
     """The exact planner on the target's latency table; re-planned with a tighter limit while measurement misses."""
     from edgeprune.plan import plan as solve
     from edgeprune.profile import default_profile_path, load_profile, profile
@@ -428,60 +500,95 @@ def _plan_milp(dense: nn.Module, graph: ChannelGraph, scores: dict[str, torch.Te
         ui.log(f"no profile for {model_name} on {tgt.name}: measuring one (saved to {path}) ...")
         prof = profile(dense, example, tgt, model_name=model_name, out=path, ui=ui)
     pred = prof.predictor()
+    # the table was measured on another day (or a busier machine) than this run's dense measurement:
+    # plan in the predictor's own scale, translating the measured limit by the dense model's ratio
+    pred_dense = pred.model_cost(graph.signatures())
+    to_pred = pred_dense / dense_ms
     scale = cfg.margin
-    attempts = []
+    attempts: list[dict[str, Any]] = []
+    best = None
     for attempt in range(cfg.max_attempts):
-        lat = {tgt.name: replace_limit(budget, tgt, limits, scale)} if "latency_ms" in limits else {}
+        lat = {tgt.name: Limit(limits["latency_ms"] * to_pred * scale, "ms")} if "latency_ms" in limits else {}
         b = Budget(latency=lat, model_bytes=budget.model_bytes, macs=budget.macs, granularity=budget.granularity)
-        p = solve(dense, scores, b, {tgt.name: pred}, graph=graph, example=example, targets=[tgt],
-                  dense_costs={tgt.name: dense_ms}, precisions=list(cfg.precisions), model_name=model_name)
+        try:
+            p = solve(dense, scores, b, {tgt.name: pred}, graph=graph, example=example, targets=[tgt],
+                      dense_costs={tgt.name: pred_dense}, precisions=list(cfg.precisions or tgt.precisions),
+                      model_name=model_name)
+        except BudgetMissed as err:
+            if best is not None:
+                break
+            if not attempts:
+                raise
+            last = attempts[-1]
+            raise BudgetMissed(f"the measured latency misses the budget: best plan measured {last['measured_ms']:.3f} ms "
+                               f"(predicted {last['predicted_ms']:.3f} ms), budget is {limits['latency_ms']:.3f} ms, and "
+                               f"no tighter plan exists ({first_line(err)})") from None
         keep = {gid: list(map(int, idx)) for gid, idx in p.keep.items()}
-        cost, _ = _candidate_cost(dense, keep, example, tgt, cfg)
-        attempts.append({"scale": scale, "predicted_ms": p.targets[tgt.name]["predicted"], "measured_ms": cost["latency_ms"],
-                         "solver_s": p.wall_s})
-        ui.log(f"  plan {attempt + 1}: predicted {attempts[-1]['predicted_ms']:.3f} ms, measured {cost['latency_ms']:.3f} ms"
-               f" (limit {limits.get('latency_ms', float('nan')):.3f} ms)")
-        if _fits(cost, limits, 1.0):
-            doc = p.to_dict()
-            doc.update({"planner": "milp", "keep": keep, "measured": cost, "limits": limits, "attempts": attempts,
-                        "profile": str(path)})
-            return doc
-        scale *= limits["latency_ms"] / max(cost["latency_ms"], 1e-9) * 0.98
-    raise BudgetMissed(f"no plan met the measured latency budget after {cfg.max_attempts} attempts "
-                       f"(last measured {attempts[-1]['measured_ms']:.3f} ms, budget {limits['latency_ms']:.3f} ms)")
+        cost, _ = _candidate_cost(dense, keep, example, tgt, cfg, dict(p.precisions), calib, dense_ms)
+        n8 = sum(v == "int8" for v in p.precisions.values())
+        attempts.append({"scale": scale, "predicted_ms": p.targets[tgt.name]["predicted"] / to_pred, "measured_ms": cost["latency_ms"],
+                         "solver_s": p.wall_s, "int8_layers": n8, "label": f"plan {attempt + 1}"})
+        ui.log(f"  plan {attempt + 1}: {n8} int8 layers, predicted {attempts[-1]['predicted_ms']:.3f} ms, "
+               f"measured {cost['latency_ms']:.3f} ms (limit {limits.get('latency_ms', float('nan')):.3f} ms)")
+        if "latency_ms" not in limits:
+            best = (p, keep, cost)
+            break
+        if _fits(cost, limits, 1.0) and (best is None or p.objective > best[0].objective):
+            best = (p, keep, cost)
+        # aim the next plan at the margin: tighter when measurement missed, looser when it left
+        # more than 10% of the budget unused (the predictor errs both ways; slack costs accuracy)
+        ratio = cost["latency_ms"] / limits["latency_ms"]
+        if cfg.margin * 0.9 <= ratio <= 1.0 and best is not None:
+            break
+        scale *= cfg.margin / max(ratio, 1e-9)
+    if best is None:
+        raise BudgetMissed(f"no plan met the measured latency budget after {len(attempts)} attempts "
+                           f"(last measured {attempts[-1]['measured_ms']:.3f} ms, budget {limits['latency_ms']:.3f} ms)")
+    p, keep, cost = best
+    doc = p.to_dict()
+    doc.update({"planner": "milp", "keep": keep, "measured": cost, "limits": limits, "attempts": attempts,
+                "profile": str(path)})
+    return doc
 
 
-def replace_limit(budget: Budget, tgt: Target, limits: dict[str, float], scale: float):
-    """An absolute latency limit (ms) scaled by ``scale``."""
-    from edgeprune.config import Limit
-
-    return Limit(limits["latency_ms"] * scale, "ms")
-
-
-def _measure_pair(dense: nn.Module, small: nn.Module, example: torch.Tensor, tgt: Target, cfg: CompressConfig) -> dict[str, Timing]:
+def _measure_pair(dense: nn.Module, engine: Any, example: torch.Tensor, tgt: Target, cfg: CompressConfig) -> dict[str, Timing]:
+    """Dense fp32 model and the compressed engine, timed interleaved (median of medians)."""
     import tempfile
 
     from edgeprune.compile.onnx_export import export_onnx
-    from edgeprune.profile.backends import get_backend
     from edgeprune.profile.timing import interleaved
 
-    backend = get_backend(tgt.backend)
+    comp_path = engine.files.get("onnx_int8", engine.files.get("onnx"))
+    disabled = list(engine.manifest.get("disabled_optimizers", []))
     with tempfile.TemporaryDirectory() as d:
         pd = export_onnx(dense, example, Path(d) / "dense.onnx")
-        pc = export_onnx(small, example, Path(d) / "small.onnx")
         if tgt.backend == "ort":
             from edgeprune.profile.ort_backend import make_session, random_feeds
 
-            sd, sc = make_session(pd, tgt), make_session(pc, tgt)
+            sd, sc = make_session(pd, tgt), make_session(comp_path, tgt, disabled_optimizers=disabled)
             fd, fc = random_feeds(sd), random_feeds(sc)
             return interleaved({"dense": lambda: sd.run(None, fd), "compressed": lambda: sc.run(None, fc)},
                                cfg.protocol, cfg.final_repeats)
-        return {"dense": backend.time_onnx(pd, tgt, cfg.protocol), "compressed": backend.time_onnx(pc, tgt, cfg.protocol)}
+        return {"dense": time_engine(pd, tgt, cfg.protocol), "compressed": time_engine(comp_path, tgt, cfg.protocol, disabled)}
 
 
-def _figures(model: nn.Module, ds: Dataset | None, example: torch.Tensor, t: Timing, cfg: CompressConfig) -> ModelFigures:
-    top1 = evaluate(model, ds.test, cfg.eval_limit) if ds is not None else float("nan")
-    return ModelFigures(top1, count_params(model), count_macs(model, example), model_bytes(model), t.median, t.p10, t.p90)
+def _figures(model: nn.Module, ds: Dataset | None, example: torch.Tensor, t: Timing, cfg: CompressConfig,
+             engine: Any = None, bits: dict[str, int] | None = None) -> ModelFigures:
+    if ds is None:
+        top1 = float("nan")
+    elif engine is not None:  # int8: the engine is what ships, so its accuracy is the one reported
+        top1 = _engine_top1(engine, ds.test, cfg.eval_limit)
+    else:
+        top1 = evaluate(model, ds.test, cfg.eval_limit)
+    return ModelFigures(top1, count_params(model), count_macs(model, example), model_bytes(model, bits), t.median, t.p10, t.p90)
+
+
+def _engine_top1(engine: Any, data: Any, limit: int | None) -> float:
+    correct = n = 0
+    for x, y in data.batches(250, limit):
+        correct += int((engine.run(x.numpy()).argmax(1) == y.numpy()).sum())
+        n += len(y)
+    return 100.0 * correct / max(n, 1)
 
 
 def _check_budget(budget: Budget, tgt: Target, dense_ms: float, comp_ms: float, d: ModelFigures, c: ModelFigures) -> tuple[bool, list[str]]:

@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import argparse
 
-from edgeprune.commands.compress import add_compress_options, config_from_args, show
+from edgeprune.commands.compress import add_compress_options
+from edgeprune.commands.compress import run as run_compress
 from edgeprune.ui import UI
 
-DEMO_BUDGET = "latency=0.6x"
+# ResNet-20 is small: per-operator overhead keeps even the thinnest plan near 0.5x of the dense
+# latency on ORT CPU, so 0.65x (a 1.54x speed-up) leaves the planner room to keep accuracy
+DEMO_BUDGET = "latency=0.65x"
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -24,9 +27,6 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace, ui: UI) -> int:
     """Run the demo."""
-    from edgeprune.pipeline import compress
-
-    result = compress("resnet20-cifar10", "cifar10-demo", args.target, args.budget, out=args.out or "build/demo",
-                      config=config_from_args(args), ui=ui)
-    show(result, ui)
-    return 0
+    args.model, args.data, args.input_shape = "resnet20-cifar10", "cifar10-demo", None
+    args.out = args.out or "build/demo"
+    return run_compress(args, ui)

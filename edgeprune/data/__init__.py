@@ -123,6 +123,15 @@ def _cache_dir() -> Path:
 
 
 def _load_jpeg_npz(path: Path, name: str) -> Dataset:
+    """A JPEG npz, its test split in a fixed shuffled order (the shared CIFAR-10 file is sorted by
+    class, so "the first N test images" would otherwise be one or two classes)."""
+    ds = _decode_jpeg_npz(path, name)
+    perm = np.random.default_rng(0).permutation(len(ds.test))
+    ds.test = ds.test.subset(perm)
+    return ds
+
+
+def _decode_jpeg_npz(path: Path, name: str) -> Dataset:
     st = path.stat()
     key = hashlib.sha1(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
     cache = _cache_dir() / f"decoded-{key}.npz"

@@ -3,6 +3,6 @@ from edgeprune.recover.finetune import RecoverConfig, RecoverResult, recover
 
 __all__ = ["RecoverConfig", "RecoverResult", "recover"]
 
-from edgeprune._callable import make_callable  # noqa: E402
+from edgeprune._callable import make_callable
 
 make_callable(__name__, "recover")

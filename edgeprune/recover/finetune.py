@@ -1,9 +1,19 @@
-"""Fine-tuning with SGD + cosine schedule, augmentation, optional KD from the dense model."""
+"""Fine-tuning with SGD (Nesterov) + cosine schedule, augmentation, optional KD from the dense model.
+
+Runs in one process, or under ``torchrun --nproc_per_node=N`` with
+DistributedDataParallel (gloo on CPU): each rank takes its slice of every
+global batch, gradients are averaged, and only rank 0 writes checkpoints and
+shows progress. See docs/recover.md for the recipe and the measurements
+behind its defaults.
+"""
 from __future__ import annotations
 
+import copy
+import hashlib
 import math
+import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,18 +23,29 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgeprune.data import Dataset, ImageSet
-from edgeprune.metrics import evaluate
-from edgeprune.recover.augment import random_crop_flip
+from edgeprune.errors import BadInput
+from edgeprune.recover.augment import BatchLoader, Normaliser
 from edgeprune.ui import QUIET, UI
+
+CHECKPOINT = "finetune.ckpt"
 
 
 @dataclass(frozen=True)
 class RecoverConfig:
     """How to fine-tune a pruned model.
 
-    ``kd_alpha`` weights the distillation term (soft targets at ``temperature``)
-    against the label loss when a teacher is given; ``max_images`` caps the
-    images seen per epoch (None = the whole train split).
+    ``batch_size`` is the global batch: with N processes each takes 1/N of it,
+    so the schedule and learning rate do not depend on N. ``kd_alpha`` weights
+    the distillation term (soft targets at ``temperature``, scaled by T^2)
+    against the label loss when a teacher is given. ``bn_recalibrate``
+    re-estimates the BN running statistics on ``bn_batches`` train batches
+    *before* fine-tuning (after pruning they are stale; measured to matter a
+    lot for short fine-tunes, docs/recover.md). ``max_images`` caps the images
+    seen per epoch (None = the whole train split). ``val_fraction`` holds out
+    part of the train split for early stop (``patience`` epochs without a
+    better validation top-1), and ``restore_best`` returns the best epoch's
+    weights. ``checkpoint_dir`` gets a checkpoint each epoch; a later call
+    with the same model, data and config resumes from it (``resume``).
     """
 
     epochs: float = 1.0
@@ -35,13 +56,21 @@ class RecoverConfig:
     kd_alpha: float = 0.7
     temperature: float = 4.0
     augment: bool = True
-    bn_recalibrate: bool = False
+    bn_recalibrate: bool = True
+    bn_batches: int = 20
     val_fraction: float = 0.0
     patience: int | None = None
+    restore_best: bool = True
     max_images: int | None = None
     seed: int = 0
     checkpoint_dir: str | None = None
+    resume: bool = True
     bn_l1: float = 0.0  # network-slimming L1 penalty on BN scales
+    distributed: str = "auto"  # auto: DDP when torchrun's WORLD_SIZE > 1 or a process group exists; off: never
+    backend: str = "gloo"
+    prefetch: int = 3
+    threads: int | None = None  # torch intra-op threads while fine-tuning (None: leave as is); restored after
+
 
 
 @dataclass
@@ -52,136 +81,335 @@ class RecoverResult:
     epochs_run: float
     images_per_s: float
     history: list[dict[str, float]] = field(default_factory=list)
+    data_wait_fraction: float = 0.0  # share of the training wall time spent waiting for batches
+    stopped_early: bool = False
+    resumed_from_step: int = 0
+    world_size: int = 1
 
 
 def _train_split(data: Dataset | ImageSet) -> ImageSet:
     return data.train if isinstance(data, Dataset) else data
 
 
+# --------------------------------------------------------------------------- distributed
+
+
+class _Dist:
+    """Rank, world size and the few collectives fine-tuning needs (no-ops in one process)."""
+
+    def __init__(self, cfg: RecoverConfig) -> None:
+        import torch.distributed as dist
+
+        self.dist = dist
+        self.owned = False
+        self.rank, self.world = 0, 1
+        if cfg.distributed not in ("auto", "off"):
+            raise BadInput(f"distributed must be 'auto' or 'off', not {cfg.distributed!r}")
+        if cfg.distributed == "off" or not dist.is_available():
+            return
+        if not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            dist.init_process_group(backend=cfg.backend)  # env:// from torchrun
+            self.owned = True
+        if dist.is_initialized():
+            self.rank, self.world = dist.get_rank(), dist.get_world_size()
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    def mean(self, value: torch.Tensor) -> torch.Tensor:
+        if not self.active:
+            return value
+        v = value.detach().clone()
+        self.dist.all_reduce(v)
+        return v / self.world
+
+    def sum(self, value: torch.Tensor) -> torch.Tensor:
+        if not self.active:
+            return value
+        v = value.clone()
+        self.dist.all_reduce(v)
+        return v
+
+    def sync_bn(self, model: nn.Module) -> None:
+        """Average the BN running statistics over ranks (each rank updated them on its own shard)."""
+        if not self.active:
+            return
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats and m.running_mean is not None:
+                for buf in (m.running_mean, m.running_var):
+                    v = buf.detach().clone()
+                    self.dist.all_reduce(v)
+                    buf.copy_(v / self.world)
+
+    def barrier(self) -> None:
+        if self.active:
+            self.dist.barrier()
+
+    def close(self) -> None:
+        if self.owned and self.dist.is_initialized():
+            self.dist.destroy_process_group()
+
+
+# --------------------------------------------------------------------------- the loop
+
+
 def recover(model: nn.Module, data: Dataset | ImageSet, teacher: nn.Module | None = None,
             config: RecoverConfig | None = None, ui: UI = QUIET, **overrides: Any) -> RecoverResult:
-    """Fine-tune ``model`` in place on ``data`` (its train split), distilling from ``teacher`` if given."""
+    """Fine-tune ``model`` in place on ``data`` (its train split), distilling from ``teacher`` if given.
+
+    ``overrides`` replace fields of ``config`` (``recover(m, d, epochs=3, lr=0.01)``).
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) the data is sharded over the ranks
+    and gradients are averaged with DistributedDataParallel; every rank ends
+    with the same weights.
+    """
     cfg = config or RecoverConfig()
     if overrides:
-        from dataclasses import replace
-
+        unknown = set(overrides) - set(RecoverConfig.__dataclass_fields__)
+        if unknown:
+            raise BadInput(f"unknown recover option(s): {', '.join(sorted(unknown))}")
         cfg = replace(cfg, **overrides)
+    if cfg.epochs < 0 or cfg.batch_size < 1 or cfg.lr <= 0 or not 0 <= cfg.kd_alpha <= 1 or cfg.temperature <= 0:
+        raise BadInput(f"bad recover config: {cfg}")
     train = _train_split(data)
+    if len(train) == 0:
+        raise BadInput("no training images")
+    dist = _Dist(cfg)
+    threads = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        return _recover(model, train, teacher, cfg, ui if dist.rank == 0 else QUIET, dist)
+    finally:
+        torch.set_num_threads(threads)
+        dist.close()
+
+
+def _recover(model: nn.Module, train: ImageSet, teacher: nn.Module | None, cfg: RecoverConfig, ui: UI, dist: _Dist) -> RecoverResult:
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
-    n_total = len(train)
     val: ImageSet | None = None
     if cfg.val_fraction > 0:
-        perm = rng.permutation(n_total)
-        n_val = max(1, int(n_total * cfg.val_fraction))
+        perm = rng.permutation(len(train))
+        n_val = max(1, int(len(train) * cfg.val_fraction))
         val, train = train.subset(np.sort(perm[:n_val])), train.subset(np.sort(perm[n_val:]))
-        n_total = len(train)
+    n_total = len(train)
     per_epoch = min(n_total, cfg.max_images or n_total)
-    steps_per_epoch = max(1, per_epoch // cfg.batch_size)
-    total_steps = max(1, int(round(cfg.epochs * steps_per_epoch)))
+    batch = min(cfg.batch_size, per_epoch)
+    if batch < dist.world:
+        raise BadInput(f"batch size {batch} is smaller than the number of processes ({dist.world})")
+    loader = BatchLoader(train.images, train.labels, train.mean, train.std, batch, per_epoch, rng,
+                         augment=cfg.augment, rank=dist.rank, world=dist.world, prefetch=cfg.prefetch)
+    steps_per_epoch = loader.steps
+    total_steps = max(1, round(cfg.epochs * steps_per_epoch)) if cfg.epochs > 0 else 0
+
+    net: nn.Module = model
+    if dist.active:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        net = DDP(model)  # broadcasts rank 0's weights and buffers: every rank starts equal
+    fingerprint = _fingerprint(model, cfg, n_total)
+    if cfg.bn_recalibrate and total_steps > 0:
+        recalibrate_bn(model, train, batch_size=min(256, n_total), batches=cfg.bn_batches, seed=cfg.seed)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps)))
-    start_step, history = _resume(cfg, model, opt, sched)
+    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0)
+    ts = max(total_steps, 1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, ts) / ts)))
+    state = _resume(cfg, fingerprint, model, opt, sched, loader, ui)
+    step = start_step = state.get("step", 0)
+    history: list[dict[str, float]] = state.get("history", [])
+    best, best_state, bad_epochs = state.get("best", -1.0), None, state.get("bad_epochs", 0)
     if teacher is not None:
         teacher.eval()
-    best, bad_epochs, seen, t0 = -1.0, 0, 0, time.perf_counter()
-    step = start_step
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+    use_kd = teacher is not None and cfg.kd_alpha > 0
+    stopped = False
+    seen, wait_s, t0 = 0, 0.0, time.perf_counter()
+    epoch_loss, epoch_n, epoch_t0 = 0.0, 0, time.perf_counter()
+    ui.log(f"fine-tuning {total_steps} steps ({cfg.epochs:g} epoch(s) of {per_epoch} images, batch {batch}"
+           f"{f', {dist.world} processes' if dist.active else ''}{', KD' if use_kd else ''}, lr {cfg.lr:g})"
+           + (f", resumed at step {start_step}" if start_step else ""))
     with ui.progress("fine-tune", total=total_steps) as bar:
         bar.advance(start_step)
-        while step < total_steps:
-            perm = rng.permutation(n_total)[:per_epoch]
-            for i in range(0, steps_per_epoch * cfg.batch_size, cfg.batch_size):
-                if step >= total_steps:
+        while step < total_steps and not stopped:
+            skip = step % steps_per_epoch
+            it = loader.epoch(skip=skip)
+            while step < total_steps:
+                tw = time.perf_counter()
+                try:
+                    x, y = next(it)
+                except StopIteration:
                     break
-                idx = np.sort(perm[i : i + cfg.batch_size])
-                imgs = train.images[idx]
-                if cfg.augment:
-                    imgs = random_crop_flip(imgs, rng)
-                x = train.normalise(imgs)
-                y = torch.as_tensor(train.labels[idx], dtype=torch.long)
-                model.train()
-                logits = model(x)
+                wait_s += time.perf_counter() - tw
+                net.train()
+                logits = net(x)
                 loss = F.cross_entropy(logits, y)
-                if teacher is not None and cfg.kd_alpha > 0:
+                if use_kd:
                     with torch.no_grad():
                         t_logits = teacher(x)
                     T = cfg.temperature
                     kd = F.kl_div(F.log_softmax(logits / T, 1), F.softmax(t_logits / T, 1), reduction="batchmean") * T * T
                     loss = (1 - cfg.kd_alpha) * loss + cfg.kd_alpha * kd
                 if cfg.bn_l1 > 0:
-                    loss = loss + cfg.bn_l1 * sum(m.weight.abs().sum() for m in model.modules() if isinstance(m, nn.BatchNorm2d))
-                if not torch.isfinite(loss):
-                    from edgeprune.errors import EdgepruneError
-
-                    raise EdgepruneError(f"fine-tuning diverged at step {step} (loss {loss.item()}); lower the learning rate")
+                    loss = loss + cfg.bn_l1 * sum(m.weight.abs().sum() for m in model.modules()
+                                                  if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                g_loss = float(dist.mean(loss.detach()))  # the same value on every rank: they stop together
+                if not math.isfinite(g_loss):
+                    from edgeprune.errors import EdgepruneError
+
+                    raise EdgepruneError(f"fine-tuning diverged at step {step} (loss {g_loss}); lower the learning rate")
                 opt.step()
                 sched.step()
                 step += 1
-                seen += len(idx)
+                seen += batch
+                epoch_loss += g_loss
+                epoch_n += 1
                 rate = seen / max(time.perf_counter() - t0, 1e-9)
-                bar.advance(1, info=f"loss {loss.item():.3f} {rate:.0f} img/s")
+                bar.advance(1, info=f"ep {step / steps_per_epoch:.2f} loss {g_loss:.3f} {rate:.0f} img/s")
                 if step % steps_per_epoch == 0 or step == total_steps:
-                    entry = {"step": step, "epoch": step / steps_per_epoch, "loss": float(loss.item())}
+                    dist.sync_bn(model)
+                    now = time.perf_counter()
+                    entry = {"step": step, "epoch": step / steps_per_epoch, "loss": epoch_loss / max(epoch_n, 1),
+                             "lr": float(sched.get_last_lr()[0]), "images_per_s": epoch_n * batch / max(now - epoch_t0, 1e-9),
+                             "seconds": now - epoch_t0}
                     if val is not None:
-                        entry["val_top1"] = evaluate(model, val)
-                    history.append(entry)
-                    _checkpoint(cfg, model, opt, sched, step, history)
-                    if val is not None and cfg.patience is not None:
+                        entry["val_top1"] = _evaluate(model, val, dist)
                         if entry["val_top1"] > best:
                             best, bad_epochs = entry["val_top1"], 0
+                            if cfg.restore_best:
+                                best_state = copy.deepcopy(model.state_dict())
                         else:
                             bad_epochs += 1
-                            if bad_epochs > cfg.patience:
-                                ui.log(f"early stop at epoch {entry['epoch']:.1f} (val top-1 {entry['val_top1']:.2f})")
-                                total_steps = step
-                                break
+                    history.append(entry)
+                    ui.log(f"  epoch {entry['epoch']:.2f}: loss {entry['loss']:.3f}"
+                           + (f", val top-1 {entry['val_top1']:.2f}%" if val is not None else "")
+                           + f", {entry['images_per_s']:.0f} img/s")
+                    epoch_loss, epoch_n, epoch_t0 = 0.0, 0, time.perf_counter()
+                    _checkpoint(cfg, dist, fingerprint, model, opt, sched, loader, step, history, best, bad_epochs)
+                    if val is not None and cfg.patience is not None and bad_epochs > cfg.patience:
+                        ui.log(f"early stop at epoch {entry['epoch']:.2f}: no better validation top-1 for "
+                               f"{bad_epochs} epoch(s) (best {best:.2f}%)")
+                        stopped = True
+                        break
+            it.close()
+    if best_state is not None and val is not None and history and history[-1].get("val_top1", best) < best:
+        model.load_state_dict(best_state)
+        ui.log(f"restored the best epoch's weights (val top-1 {best:.2f}%)")
     model.eval()
-    if cfg.bn_recalibrate:
-        recalibrate_bn(model, train, cfg.batch_size)
     elapsed = max(time.perf_counter() - t0, 1e-9)
-    return RecoverResult(model, step / steps_per_epoch, seen / elapsed, history)
+    return RecoverResult(model, step / steps_per_epoch, seen / elapsed, history,
+                         data_wait_fraction=wait_s / elapsed if seen else 0.0, stopped_early=stopped,
+                         resumed_from_step=start_step, world_size=dist.world)
 
 
 @torch.no_grad()
-def recalibrate_bn(model: nn.Module, data: ImageSet, batch_size: int = 256, batches: int = 20) -> None:
-    """Re-estimate BN running statistics on ``data`` (cumulative average) without touching weights."""
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+def _evaluate(model: nn.Module, data: ImageSet, dist: _Dist, batch_size: int = 500) -> float:
+    """Top-1 (%) on ``data``, each rank scoring its share, summed over ranks."""
+    model.eval()
+    norm = Normaliser(data.mean, data.std)
+    idx = np.arange(len(data))[dist.rank :: dist.world]
+    correct = 0
+    for i in range(0, len(idx), batch_size):
+        j = idx[i : i + batch_size]
+        correct += int((model(norm(data.images[j])).argmax(1) == torch.as_tensor(data.labels[j])).sum())
+    tot = dist.sum(torch.tensor([correct, len(idx)], dtype=torch.float64))
+    return float(100.0 * tot[0] / max(float(tot[1]), 1.0))
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, data: ImageSet, batch_size: int = 256, batches: int = 20, seed: int = 0) -> None:
+    """Re-estimate BN running statistics (cumulative average) on random train images, weights untouched.
+
+    After channels are removed the downstream BN statistics no longer match the
+    activations; re-estimating them is a cheap first step before fine-tuning.
+    Every rank draws the same images, so distributed runs stay equal.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
     if not bns:
         return
+    was_training = model.training
+    momenta = [m.momentum for m in bns]
     for m in bns:
         m.reset_running_stats()
         m.momentum = None
+    norm = Normaliser(data.mean, data.std)
+    rng = np.random.default_rng(seed + 1)
+    n = min(len(data), batch_size * batches)
+    pick = np.sort(rng.permutation(len(data))[:n])
     model.train()
-    for i, (x, _) in enumerate(data.batches(batch_size)):
-        if i >= batches:
-            break
-        model(x)
-    model.eval()
+    try:
+        for i in range(0, n, batch_size):
+            model(norm(data.images[pick[i : i + batch_size]]))
+    finally:
+        for m, mom in zip(bns, momenta):
+            m.momentum = mom
+        model.train(was_training)
 
 
-def _checkpoint(cfg: RecoverConfig, model: nn.Module, opt: Any, sched: Any, step: int, history: list) -> None:
+# --------------------------------------------------------------------------- checkpoints
+
+
+def _fingerprint(model: nn.Module, cfg: RecoverConfig, n_train: int) -> str:
+    """What a checkpoint must match to be resumed: the starting weights, the data size and the recipe."""
+    h = hashlib.sha1()
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        t = v.detach().cpu().contiguous()
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    keep = {k: v for k, v in asdict(cfg).items() if k not in ("checkpoint_dir", "resume", "distributed", "backend", "prefetch", "patience", "threads")}
+    h.update(repr(sorted(keep.items())).encode())
+    h.update(str(n_train).encode())
+    return h.hexdigest()
+
+
+def _checkpoint(cfg: RecoverConfig, dist: _Dist, fingerprint: str, model: nn.Module, opt: Any, sched: Any,
+                loader: BatchLoader, step: int, history: list, best: float, bad_epochs: int) -> None:
     if not cfg.checkpoint_dir:
         return
-    from edgeprune.fileio import atomic_path
+    if dist.rank == 0:
+        from edgeprune.fileio import atomic_path
 
-    path = Path(cfg.checkpoint_dir) / "finetune.ckpt"
-    with atomic_path(path) as tmp:
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                    "step": step, "history": history}, tmp)
+        path = Path(cfg.checkpoint_dir) / CHECKPOINT
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            torch.save({"fingerprint": fingerprint, "model": model.state_dict(), "opt": opt.state_dict(),
+                        "sched": sched.state_dict(), "rng": _rng_to_tensors(loader.rng_state()), "step": step,
+                        "history": history, "best": best, "bad_epochs": bad_epochs}, tmp)
+    dist.barrier()
 
 
-def _resume(cfg: RecoverConfig, model: nn.Module, opt: Any, sched: Any) -> tuple[int, list]:
-    if not cfg.checkpoint_dir:
-        return 0, []
-    path = Path(cfg.checkpoint_dir) / "finetune.ckpt"
+def _rng_to_tensors(state: dict) -> dict:
+    # numpy PCG64 state holds 128-bit ints: store them as strings (weights_only-safe)
+    return {"bit_generator": state["bit_generator"], "state": {k: str(v) for k, v in state["state"].items()},
+            "has_uint32": int(state["has_uint32"]), "uinteger": int(state["uinteger"])}
+
+
+def _rng_from_tensors(d: dict) -> dict:
+    return {"bit_generator": d["bit_generator"], "state": {k: int(v) for k, v in d["state"].items()},
+            "has_uint32": int(d["has_uint32"]), "uinteger": int(d["uinteger"])}
+
+
+def _resume(cfg: RecoverConfig, fingerprint: str, model: nn.Module, opt: Any, sched: Any, loader: BatchLoader, ui: UI) -> dict:
+    if not cfg.checkpoint_dir or not cfg.resume:
+        return {}
+    path = Path(cfg.checkpoint_dir) / CHECKPOINT
     if not path.exists():
-        return 0, []
-    # our own checkpoint of tensors and numbers: weights_only is enough and runs no code
-    ck = torch.load(path, map_location="cpu", weights_only=True)
+        return {}
+    try:
+        # our own checkpoint of tensors, numbers and strings: weights_only is enough and runs no code
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file: start afresh, said in the log
+        ui.log(f"[yellow]ignoring unreadable checkpoint {path}: {str(err).splitlines()[0] if str(err) else type(err).__name__}[/yellow]")
+        return {}
+    if ck.get("fingerprint") != fingerprint:
+        ui.log(f"[yellow]checkpoint {path} is from another model, data or recipe: starting afresh[/yellow]")
+        return {}
     model.load_state_dict(ck["model"])
     opt.load_state_dict(ck["opt"])
     sched.load_state_dict(ck["sched"])
-    return int(ck["step"]), list(ck["history"])
+    loader.set_rng_state(_rng_from_tensors(ck["rng"]))
+    return {"step": int(ck["step"]), "history": list(ck["history"]), "best": float(ck["best"]), "bad_epochs": int(ck["bad_epochs"])}

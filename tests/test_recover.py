@@ -1,0 +1,145 @@
+"""Recovery: fine-tuning improves a tiny model, resumes from a checkpoint, distils, stops early."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from edgeprune.data import load_data
+from edgeprune.errors import BadInput
+from edgeprune.metrics import evaluate
+from edgeprune.recover import RecoverConfig, recover
+from edgeprune.recover import finetune as ft
+from edgeprune.recover.augment import BatchLoader, Normaliser, random_crop_flip
+from tests.tiny import tiny_net, tiny_npz
+
+# one intra-op thread: on a loaded 2-core machine two threads ran 10x slower (docs/recover.md)
+FAST = RecoverConfig(epochs=3, lr=0.05, batch_size=32, threads=1, bn_batches=2)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return load_data(tiny_npz(tmp_path_factory.mktemp("tiny") / "tiny.npz", n=300))
+
+
+@pytest.fixture(scope="module")
+def trained(data):
+    m = tiny_net()
+    before = evaluate(m, data.test)
+    r = recover(m, data, config=FAST)
+    return m, before, r
+
+
+def test_finetune_improves_accuracy(data, trained):
+    m, before, r = trained
+    after = evaluate(m, data.test)
+    assert after >= before + 20, (before, after)
+    assert r.epochs_run == pytest.approx(3.0)
+    assert len(r.history) == 3 and all(np.isfinite(h["loss"]) for h in r.history)
+    assert r.history[-1]["loss"] < r.history[0]["loss"]
+    assert r.images_per_s > 0 and 0 <= r.data_wait_fraction < 1
+    assert not m.training
+
+
+def test_resume_continues_from_checkpoint(data, tmp_path, monkeypatch):
+    cfg = FAST.__class__(**{**vars(FAST), "epochs": 2, "checkpoint_dir": str(tmp_path / "ck")})
+    ref = tiny_net()
+    recover(ref, data, config=FAST.__class__(**{**vars(cfg), "checkpoint_dir": None}))
+
+    real = ft._checkpoint
+
+    def crash_after_first(*a, **k):
+        real(*a, **k)
+        raise KeyboardInterrupt("simulated crash after epoch 1")
+
+    monkeypatch.setattr(ft, "_checkpoint", crash_after_first)
+    with pytest.raises(KeyboardInterrupt):
+        recover(tiny_net(), data, config=cfg)
+    monkeypatch.setattr(ft, "_checkpoint", real)
+    assert (tmp_path / "ck" / ft.CHECKPOINT).exists()
+
+    resumed = tiny_net()
+    r = recover(resumed, data, config=cfg)
+    steps_per_epoch = len(data.train) // cfg.batch_size
+    assert r.resumed_from_step == steps_per_epoch
+    assert [h["step"] for h in r.history] == [steps_per_epoch, 2 * steps_per_epoch]
+    for (k, a), b in zip(ref.state_dict().items(), resumed.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6), k
+
+    # a checkpoint of another starting model is not resumed
+    other = tiny_net()
+    with torch.no_grad():
+        other.fc.weight.add_(0.01)
+    r2 = recover(other, data, config=FAST.__class__(**{**vars(cfg), "epochs": 1}))
+    assert r2.resumed_from_step == 0
+
+
+def test_kd_moves_student_towards_teacher(data, trained):
+    teacher = trained[0]
+    student = tiny_net()
+
+    def agreement(m):
+        with torch.no_grad():
+            x = Normaliser(data.test.mean, data.test.std)(data.test.images)
+            return float((m.eval()(x).argmax(1) == teacher(x).argmax(1)).float().mean())
+
+    before = agreement(student)
+    r = recover(student, data, teacher=teacher, config=FAST, kd_alpha=1.0, temperature=2.0)
+    assert all(np.isfinite(h["loss"]) for h in r.history)
+    assert agreement(student) > before + 0.2
+    assert all(not p.requires_grad for p in teacher.parameters())
+
+
+def test_early_stop_triggers(data):
+    m = tiny_net()
+    for mod in m.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.momentum = 0.0  # frozen statistics: the model cannot get better
+    r = recover(m, data, config=FAST, epochs=10, lr=1e-9, momentum=0.0, weight_decay=0.0, bn_recalibrate=False,
+                val_fraction=0.2, patience=1)
+    assert r.stopped_early
+    assert r.epochs_run == pytest.approx(3.0)  # epoch 1 best, 2 and 3 not better, patience 1
+    assert all("val_top1" in h for h in r.history)
+
+
+def test_recalibrate_bn_resets_and_restores(data):
+    m = tiny_net()
+    with torch.no_grad():
+        m.bn2.running_mean.fill_(5.0)
+    ft.recalibrate_bn(m, data.train, batch_size=64, batches=2)
+    assert float(m.bn2.running_mean.abs().max()) < 5.0
+    assert m.bn2.momentum == 0.1 and not m.training
+
+
+def test_loader_shards_and_normalises(data):
+    imgs, labels = data.train.images, data.train.labels
+    x_ref = data.train.normalise(imgs[:7])
+    assert torch.allclose(Normaliser(data.train.mean, data.train.std)(imgs[:7]), x_ref, atol=1e-5)
+    seen = []
+    for rank in range(3):
+        ld = BatchLoader(imgs, labels, data.train.mean, data.train.std, 30, 200, np.random.default_rng(4),
+                         augment=False, rank=rank, world=3, prefetch=rank)  # prefetch 0, 1, 2
+        batches = list(ld.epoch())
+        assert len(batches) == 200 // 30 and all(len(b[1]) == 10 for b in batches)
+        seen.append(torch.cat([b[1] for b in batches]))
+    assert sum(len(s) for s in seen) == 30 * (200 // 30)
+    out = random_crop_flip(imgs[:16], np.random.default_rng(0))
+    assert out.shape == imgs[:16].shape and out.dtype == np.uint8
+
+
+def test_bad_options(data):
+    with pytest.raises(BadInput):
+        recover(tiny_net(), data, config=FAST, no_such_option=1)
+    with pytest.raises(BadInput):
+        recover(tiny_net(), data, config=FAST, lr=-1.0)
+    with pytest.raises(BadInput):
+        recover(tiny_net(), data, config=FAST, distributed="maybe")
+
+
+def test_diverging_run_fails_clearly(data):
+    from edgeprune.errors import EdgepruneError
+
+    with pytest.raises(EdgepruneError, match="diverged"):
+        recover(copy.deepcopy(tiny_net()), data, config=FAST, lr=1e12, epochs=2)
