@@ -55,3 +55,16 @@ def test_bad_inputs(tmp_path) -> None:
     assert "malformed target file" in _one_line_error(run_cli("compress", "--target", str(bad)))
     assert "error" in _one_line_error(run_cli("compress", "--epochs", "many"))
     assert "dataset not found" in _one_line_error(run_cli("compress", "--data", str(tmp_path / "none.npz")))
+
+
+def test_fpga_build_of_the_demo_model(tmp_path) -> None:
+    """CI's "FPGA build": the demo model compiled for the simulated VTA on a Pynq, bit-exact, with a report."""
+    out = tmp_path / "fpga"
+    r = run_cli("compile", "--target", "vta-pynq", "--model", "resnet20-cifar10", "--out", str(out),
+                "--verify-images", "20", "--json", timeout=600)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["vta"]["verification"]["bit_exact"] and res["vta"]["fits"] and res["vta"]["cycles"] > 0
+    for name in ("program.bin", "program.lst", "weights.bin", "report.json"):
+        assert (out / "vta" / name).stat().st_size > 0
+    assert "not an RTL simulation" in (out / "vta" / "report.json").read_text()
