@@ -55,26 +55,42 @@ class Timing:
         return cls(float(np.median(arr)), float(np.percentile(arr, 10)), float(np.percentile(arr, 90)), len(arr), unit)
 
 
+def collect(round_of: Callable[[int], list[float]], protocol: TimingProtocol) -> list[float]:
+    """The protocol's stopping rule around ``round_of(n)``, which returns ``n`` new samples (ms).
+
+    Rounds continue until the median of all samples moved less than ``rel_tol``
+    over the last round (after ``min_runs``), or ``max_runs`` / ``max_seconds``.
+    Every backend uses this one rule, whatever its sampler.
+    """
+    samples: list[float] = []
+    start = time.perf_counter()
+    last = None
+    while len(samples) < protocol.max_runs:
+        samples += round_of(min(protocol.round_size, protocol.max_runs - len(samples)))
+        med = statistics.median(samples)
+        if len(samples) >= protocol.min_runs:
+            if last is not None and abs(med - last) <= protocol.rel_tol * last:
+                break
+            if time.perf_counter() - start > protocol.max_seconds:
+                break
+        last = med
+    return samples
+
+
 def measure(run: Callable[[], object], protocol: TimingProtocol = TimingProtocol()) -> Timing:
     """Time ``run()`` (wall clock, ms) with ``protocol``."""
     for _ in range(protocol.warmup):
         run()
-    samples: list[float] = []
-    start = time.perf_counter()
-    last_median = None
-    while len(samples) < protocol.max_runs:
-        for _ in range(protocol.round_size):
+
+    def round_of(n: int) -> list[float]:
+        out = []
+        for _ in range(n):
             t0 = time.perf_counter_ns()
             run()
-            samples.append((time.perf_counter_ns() - t0) / 1e6)
-        med = statistics.median(samples)
-        if len(samples) >= protocol.min_runs:
-            if last_median is not None and abs(med - last_median) <= protocol.rel_tol * last_median:
-                break
-            if time.perf_counter() - start > protocol.max_seconds:
-                break
-        last_median = med
-    return Timing.from_samples(samples)
+            out.append((time.perf_counter_ns() - t0) / 1e6)
+        return out
+
+    return Timing.from_samples(collect(round_of, protocol))
 
 
 def interleaved(runs: dict[str, Callable[[], object]], protocol: TimingProtocol, repeats: int = 3) -> dict[str, Timing]:

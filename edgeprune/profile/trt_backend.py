@@ -26,7 +26,6 @@ What is measured, and how (see docs/trt.md):
 from __future__ import annotations
 
 import collections
-import statistics
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -514,20 +513,9 @@ def _make_profiler(trt: Any) -> Any:
 
 def _protocol_loop(sample: Callable[[], float], protocol: TimingProtocol) -> list[float]:
     """The shared protocol (rounds until the median settles) around a sampler that returns ms."""
-    samples: list[float] = []
-    start = time.perf_counter()
-    last = None
-    while len(samples) < protocol.max_runs:
-        for _ in range(protocol.round_size):
-            samples.append(sample())
-        med = statistics.median(samples)
-        if len(samples) >= protocol.min_runs:
-            if last is not None and abs(med - last) <= protocol.rel_tol * last:
-                break
-            if time.perf_counter() - start > protocol.max_seconds:
-                break
-        last = med
-    return samples
+    from edgeprune.profile.timing import collect
+
+    return collect(lambda n: [sample() for _ in range(n)], protocol)
 
 
 # --------------------------------------------------------------------------- per-layer results

@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -304,20 +303,13 @@ class LoadedModule:
         args = [self.tensor(x) for x in xs]
         if protocol.warmup:
             self.vm.time_evaluator("main", self.dev, number=1, repeat=protocol.warmup)(*args)
-        samples: list[float] = []
-        last = None
-        start = time.perf_counter()
-        while len(samples) < protocol.max_runs:
-            n = min(protocol.round_size, protocol.max_runs - len(samples))
+        from edgeprune.profile.timing import collect
+
+        def round_of(n: int) -> list[float]:
             res = self.vm.time_evaluator("main", self.dev, number=1, repeat=n, min_repeat_ms=0)(*args)
-            samples += [float(r) * 1e3 for r in res.results]
-            med = float(np.median(samples))
-            if len(samples) >= protocol.min_runs:
-                if last is not None and abs(med - last) <= protocol.rel_tol * last:
-                    break
-                if time.perf_counter() - start > protocol.max_seconds:
-                    break
-            last = med
+            return [float(r) * 1e3 for r in res.results]
+
+        samples = collect(round_of, protocol)
         return Timing.from_samples(samples)
 
 
