@@ -99,6 +99,10 @@ def load_model(spec: str | nn.Module, pretrained: bool = True) -> nn.Module:
         return MODELS.get(spec)(pretrained)
     if ":" in spec and not os.path.exists(spec):
         mod_name, _, fn_name = spec.partition(":")
+        import sys
+
+        if os.getcwd() not in sys.path:  # like `python -m`: a factory in the user's project folder is found
+            sys.path.insert(0, os.getcwd())
         try:
             fn = getattr(importlib.import_module(mod_name), fn_name)
         except (ImportError, AttributeError) as err:
