@@ -142,3 +142,16 @@ def test_nan_scores_are_reported(tmp_path) -> None:
     y = torch.zeros(8, dtype=torch.long)
     with pytest.raises(EdgepruneError, match="non-finite|NaN"):
         importance(m, [(x, y)], "taylor")
+
+
+def test_data_dependent_control_flow_is_pruned_as_python() -> None:
+    """Groups come from an autograd trace of one run, and the pruned model keeps its Python control
+    flow, so a data-dependent branch neither breaks grouping nor gets frozen into the pruned model."""
+    m = DataDependent().eval()
+    x = torch.randn(1, 3, 8, 8)
+    g = channel_groups(m, x)
+    small = prune(m, {"conv": [0, 1, 2, 3]}, x)
+    assert small.conv.out_channels == 4 and small.fc.in_features == 4
+    for sign in (1.0, -1.0):  # both branches still run
+        assert small(sign * torch.ones(1, 3, 8, 8) * 5).shape == (1, 2)
+    assert [grp.id for grp in g.prunable] == ["conv"]
