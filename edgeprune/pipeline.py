@@ -112,19 +112,6 @@ def _estimate_seconds(cfg: CompressConfig, ds: Dataset | None) -> float:
     return 15 + per_measure * (1 + searches) + train + final + 15
 
 
-def measure_model(model: nn.Module, example: torch.Tensor, target: Target, protocol: TimingProtocol) -> Timing:
-    """Whole-model latency of ``model`` on ``target`` (export to ONNX, time on the target's backend)."""
-    import tempfile
-
-    from edgeprune.compile.onnx_export import export_onnx
-    from edgeprune.profile.backends import get_backend
-
-    backend = get_backend(target.backend)
-    with tempfile.TemporaryDirectory() as d:
-        path = export_onnx(model, example, Path(d) / "m.onnx")
-        return backend.time_onnx(path, target, protocol)
-
-
 def engine_onnx(model: nn.Module, example: torch.Tensor, target: Target, precisions: dict[str, str] | None,
                 calib: Any, directory: Path, name: str = "model") -> tuple[Path, list[str]]:
     """Export ``model``; when some layers are int8, quantise to QDQ keeping the others fp32.
@@ -156,6 +143,14 @@ def time_engine(path: Path, target: Target, protocol: TimingProtocol, disabled: 
     from edgeprune.profile.backends import get_backend
 
     return get_backend(target.backend).time_onnx(path, target, protocol)
+
+
+def _measure_dense(model: nn.Module, example: torch.Tensor, target: Target, protocol: TimingProtocol) -> Timing:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        path, _ = engine_onnx(model, example, target, None, None, Path(d))
+        return time_engine(path, target, protocol)
 
 
 def _keep_from_counts(graph: ChannelGraph, scores: dict[str, torch.Tensor], counts: dict[str, int]) -> dict[str, list[int]]:
@@ -234,7 +229,7 @@ def compress(model: str | nn.Module = "resnet20-cifar10", data: str | Dataset | 
 
     # 1. dense latency (measured) and figures
     ui.log("measuring the dense model ...")
-    dense_t = stages.json("dense", lambda: measure_model(dense, example, tgt, cfg.protocol).to_dict())
+    dense_t = stages.json("dense", lambda: _measure_dense(dense, example, tgt, cfg.protocol).to_dict())
     dense_ms = dense_t["median"]
     ui.log(f"  dense median latency {dense_ms:.3f} ms")
 
