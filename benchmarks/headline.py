@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     from edgeprune.importance import importance
     from edgeprune.metrics import evaluate
     from edgeprune.models import load_model
-    from edgeprune.pipeline import machine_info, versions
+    from edgeprune.environment import machine_info, versions
     from edgeprune.profile import ModelProtocol, measure_configs
     from edgeprune.recover import RecoverConfig, recover
     from edgeprune.ui import UI

@@ -6,7 +6,6 @@ checkpoints into ``<out>/state/`` so ``resume=True`` continues after a crash.
 """
 from __future__ import annotations
 
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -18,6 +17,7 @@ from torch import nn
 
 from edgeprune.config import Budget, Limit, Target, get_target
 from edgeprune.data import Dataset, check_labels, load_data
+from edgeprune.environment import machine_info, versions
 from edgeprune.errors import BadInput, BudgetMissed, first_line
 from edgeprune.fileio import atomic_path, read_json, write_json
 from edgeprune.graph import ChannelGraph, channel_groups, prune
@@ -604,37 +604,3 @@ def _check_budget(budget: Budget, tgt: Target, dense_ms: float, comp_ms: float, 
     if budget.model_bytes is not None:
         check("model bytes", c.bytes, budget.model_bytes.resolve(d.bytes), "B")
     return ok, lines
-
-
-def machine_info() -> dict[str, Any]:
-    """CPU model, cores and OS of this machine (for reports and benchmark JSON)."""
-    import os
-
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    flags = ""
-    try:
-        txt = Path("/proc/cpuinfo").read_text()
-        flags = " ".join(f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni") if f" {f}" in txt)
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "isa": flags, "os": platform.platform(), "python": platform.python_version()}
-
-
-def versions() -> dict[str, str]:
-    """Versions of the packages that shape the figures."""
-    import importlib.metadata as md
-
-    out = {}
-    for pkg in ("edgeprune", "torch", "onnx", "onnxruntime", "numpy", "scipy", "torch-pruning", "apache-tvm", "tensorrt"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    return out

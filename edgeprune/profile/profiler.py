@@ -150,25 +150,16 @@ def layer_points(graph: ChannelGraph, grid: Mapping[str, Mapping[str, Sequence[i
 
 
 def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from edgeprune.environment import cpu_model
+
+    return cpu_model()
 
 
 def _versions() -> dict[str, str]:
-    import importlib.metadata as md
+    from edgeprune.environment import versions
 
-    out = {"python": platform.python_version()}
-    for pkg in ("edgeprune", "onnxruntime", "onnx", "torch", "numpy", "torch-pruning"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    return out
+    return {"python": platform.python_version(),
+            **versions(("edgeprune", "onnxruntime", "onnx", "torch", "numpy", "torch-pruning"))}
 
 
 def _loadavg() -> list[float] | None:
