@@ -74,7 +74,7 @@ def main() -> None:
     model = load_model("resnet56-cifar10")
     x_test = test.example(len(test))
     y_test = test.labels
-    calib = data.train.example(args.calib)
+    calib = data.train.sample(args.calib)
 
     with tempfile.TemporaryDirectory(prefix="edgeprune-quant-") as tmp:
         tmp = Path(tmp)

@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
         "pruned-unaligned": _prune(dense, example, args.fraction * 0.97, 1),
     }
     xs = data.test.example(min(args.images, len(data.test)))
-    calib = data.train.example(args.calib).numpy()
+    calib = data.train.sample(args.calib).numpy()
     with torch.no_grad():
         ref = {name: m(xs).numpy() for name, m in models.items()}
     sessions: dict[str, TrtSession] = {}

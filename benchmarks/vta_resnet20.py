@@ -35,7 +35,7 @@ def main() -> None:
     data = load_data("cifar10-demo")
     model = load_model("resnet20-cifar10")
     t0 = time.perf_counter()
-    qnet = quantize_model(model, data.train.example(args.calib))
+    qnet = quantize_model(model, data.train.sample(args.calib))
     t_quant = time.perf_counter() - t0
     result: dict = {"what": DISCLAIMER, "model": "resnet20-cifar10", "quantisation": "int8, power-of-two scales, "
                     "per-channel weights", "calibration_images": args.calib}

@@ -39,6 +39,23 @@ def test_embedded_data_and_accuracy() -> None:
 def test_full_data_from_shared() -> None:
     d = load_data("cifar10-full")
     assert len(d.train) == 50000 and len(d.test) == 10000
+    # the shared train split is stored class by class: calibration must not take its first images
+    assert len(set(d.train.labels[:256].tolist())) == 1
+    x = d.train.sample(256, seed=0)
+    assert x.shape == (256, 3, 32, 32)
+    assert torch.equal(x, d.train.sample(256, seed=0)) and not torch.equal(x, d.train.sample(256, seed=1))
+    idx = np.sort(np.random.default_rng(0).permutation(50000)[:256])
+    assert len(set(d.train.labels[idx].tolist())) == 10
+
+
+def test_evaluate_takes_a_compiled_engine(tmp_path) -> None:
+    from edgeprune.compile import compile as emit
+
+    d = load_data("cifar10-demo")
+    m = load_model("resnet20-cifar10").eval()
+    eng = emit(m, "cpu-ort", tmp_path, d.test.example())
+    # the engine is batch-1: evaluate feeds it batches, Engine.run splits them
+    assert evaluate(eng, d.test, limit=60, batch_size=25) == pytest.approx(evaluate(m, d.test, limit=60))
 
 
 def test_npz_and_folder_data(tmp_path) -> None:

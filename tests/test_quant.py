@@ -177,7 +177,7 @@ def test_fake_quant_model_matches_int8_engine(target, tmp_path):
 
     data = load_data("cifar10-demo")
     model = load_model("resnet20-cifar10")
-    calib = data.train.example(64)
+    calib = data.train.sample(64)
     p = export_onnx(model, calib[:1], tmp_path / "r20.onnx")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", QuantWarning)

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace, ui: UI) -> int:
     example = _example_from(data, parse_input_shape(args.input_shape))
     out = Path(args.out or f"build/compile-{target.name}")
     options: dict = {}
-    calib = data.train.example(256) if data is not None else example
+    calib = data.train.sample(256) if data is not None else example
     if target.backend == "vta":
         options["calib"] = calib[:64]
     if args.int8:

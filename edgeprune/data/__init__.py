@@ -59,6 +59,15 @@ class ImageSet:
         """The first ``batch`` images as a normalised tensor (an example input for tracing)."""
         return self.normalise(self.images[:batch])
 
+    def sample(self, n: int, seed: int = 0) -> torch.Tensor:
+        """``n`` images drawn at random (seeded) as a normalised tensor: for calibration.
+
+        Not the first ``n``: a split stored class by class (the shared CIFAR-10 JPEG
+        train split is) would calibrate int8 ranges on a single class.
+        """
+        idx = np.sort(np.random.default_rng(seed).permutation(len(self))[:n])
+        return self.normalise(self.images[idx])
+
 
 @dataclass
 class Dataset:
