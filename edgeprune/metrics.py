@@ -53,11 +53,21 @@ def count_macs(model: nn.Module, example: Any) -> int:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: ImageSet, limit: int | None = None, batch_size: int = 500) -> float:
-    """Top-1 accuracy in percent on ``data`` (first ``limit`` images)."""
-    model.eval()
+def evaluate(model: nn.Module | Any, data: ImageSet, limit: int | None = None, batch_size: int = 500) -> float:
+    """Top-1 accuracy in percent on ``data`` (first ``limit`` images).
+
+    ``model`` is a PyTorch module or a compiled engine (anything with ``run(x) -> logits``,
+    such as :class:`edgeprune.compile.Engine`): an int8 engine's accuracy is the one that ships.
+    """
+    if isinstance(model, nn.Module):
+        model.eval()
+        run = model
+    else:
+        def run(x: torch.Tensor) -> torch.Tensor:
+            return torch.as_tensor(model.run(x.numpy()))
     correct = n = 0
-    for x, y in data.batches(batch_size, limit):
-        correct += int((model(x).argmax(1) == y).sum())
-        n += len(y)
+    with torch.no_grad():
+        for x, y in data.batches(batch_size, limit):
+            correct += int((run(x).argmax(1) == y).sum())
+            n += len(y)
     return 100.0 * correct / max(n, 1)

@@ -6,8 +6,9 @@ checkpoints into ``<out>/state/`` so ``resume=True`` continues after a crash.
 """
 from __future__ import annotations
 
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,8 +147,6 @@ def time_engine(path: Path, target: Target, protocol: TimingProtocol, disabled: 
 
 
 def _measure_dense(model: nn.Module, example: torch.Tensor, target: Target, protocol: TimingProtocol) -> Timing:
-    import tempfile
-
     with tempfile.TemporaryDirectory() as d:
         path, _ = engine_onnx(model, example, target, None, None, Path(d))
         return time_engine(path, target, protocol)
@@ -250,7 +249,7 @@ def compress(model: str | nn.Module = "resnet20-cifar10", data: str | Dataset | 
 
     # 3. plan against measured latency, re-planning when a measurement misses
     limits = _absolute_limits(budget, tgt, dense_ms, dense, example)
-    calib = ds.train.example(256).numpy() if ds is not None else None
+    calib = ds.train.sample(256, cfg.seed).numpy() if ds is not None else None
     plan_doc = stages.json("plan", lambda: _plan(dense, graph, scores, budget, limits, tgt, example, cfg, ui, model_name,
                                                  dense_ms, calib))
     precisions = {k: v for k, v in (plan_doc.get("precisions") or {}).items()}
@@ -285,7 +284,7 @@ def compress(model: str | nn.Module = "resnet20-cifar10", data: str | Dataset | 
                "(post-training, calibrated on 256 training images) ...")
     engine = emit(small, tgt, out_dir, example, **options)
     # int8 post-training quantisation legitimately flips a few borderline predictions
-    vrep = verify(engine, small, ds.test if ds is not None else _random_set(example), limit=500,
+    vrep = verify(engine, small, ds.test if ds is not None else _RandomImages(example), limit=500,
                   min_agreement=95.0 if int8 else 99.0)
     with atomic_path(out_dir / "model.pt") as tmp:
         torch.save(small, tmp)
@@ -355,20 +354,19 @@ def _candidates(plan_doc: dict[str, Any], dense_ms: float, comp_ms: float, dense
     return out
 
 
-def _random_set(example: torch.Tensor):
-    from edgeprune.data import ImageSet
+class _RandomImages:
+    """Seeded random inputs with dummy labels: what ``verify`` compares engines on when no data is given."""
 
-    class _Rand(ImageSet):
-        def batches(self, batch_size: int = 256, limit: int | None = None):
-            g = torch.Generator().manual_seed(0)
-            n = limit or 100
-            for i in range(0, n, batch_size):
-                x = torch.randn(min(batch_size, n - i), *example.shape[1:], generator=g)
-                yield x, torch.zeros(len(x), dtype=torch.long)
+    def __init__(self, example: torch.Tensor) -> None:
+        self.shape = tuple(example.shape[1:])
 
-    import numpy as np
-
-    return _Rand(np.zeros((0, 1, 1, 1), np.uint8), np.zeros(0, np.int64))
+    def batches(self, batch_size: int = 256, limit: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``limit`` (default 100) random inputs in batches, the same on every call."""
+        g = torch.Generator().manual_seed(0)
+        n = limit or 100
+        for i in range(0, n, batch_size):
+            x = torch.randn(min(batch_size, n - i), *self.shape, generator=g)
+            yield x, torch.zeros(len(x), dtype=torch.long)
 
 
 def _absolute_limits(budget: Budget, tgt: Target, dense_ms: float, dense: nn.Module, example: torch.Tensor) -> dict[str, float]:
@@ -411,23 +409,22 @@ def _milp_available() -> bool:
 
 def _candidate_cost(dense: nn.Module, keep: dict[str, list[int]], example: torch.Tensor, tgt: Target, cfg: CompressConfig,
                     precisions: dict[str, str] | None = None, calib: Any = None,
-                    dense_ms: float | None = None) -> tuple[dict[str, float], nn.Module]:
+                    reference: tuple[Path, float] | None = None) -> tuple[dict[str, float], nn.Module]:
     """Measured latency, MACs and bytes of one candidate.
 
-    With ``dense_ms`` (the run's first dense measurement), the candidate is timed
-    interleaved with the dense model and rescaled to that reference, so a burst of
-    load on a shared machine moves both and cancels out.
+    With ``reference`` (the dense model's engine file and the run's first dense
+    measurement), the candidate is timed interleaved with the dense model and
+    rescaled to that reference, so a burst of load on a shared machine moves both
+    and cancels out.
     """
-    import tempfile
-
     small = prune(dense, keep, example)
     with tempfile.TemporaryDirectory() as d:
         path, disabled = engine_onnx(small, example, tgt, precisions, calib, Path(d))
-        if dense_ms is not None and tgt.backend == "ort":
+        if reference is not None and tgt.backend == "ort":
             from edgeprune.profile.ort_backend import make_session, random_feeds
             from edgeprune.profile.timing import interleaved
 
-            dense_path, _ = engine_onnx(dense, example, tgt, None, None, Path(d), name="dense")
+            dense_path, dense_ms = reference
             sd, sc = make_session(dense_path, tgt), make_session(path, tgt, disabled_optimizers=disabled)
             fd, fc = random_feeds(sd), random_feeds(sc)
             t = interleaved({"dense": lambda: sd.run(None, fd), "cand": lambda: sc.run(None, fc)}, cfg.protocol, 2)
@@ -502,40 +499,42 @@ def _plan_milp(dense: nn.Module, graph: ChannelGraph, scores: dict[str, torch.Te
     scale = cfg.margin
     attempts: list[dict[str, Any]] = []
     best = None
-    for attempt in range(cfg.max_attempts):
-        lat = {tgt.name: Limit(limits["latency_ms"] * to_pred * scale, "ms")} if "latency_ms" in limits else {}
-        b = Budget(latency=lat, model_bytes=budget.model_bytes, macs=budget.macs, granularity=budget.granularity)
-        try:
-            p = solve(dense, scores, b, {tgt.name: pred}, graph=graph, example=example, targets=[tgt],
-                      dense_costs={tgt.name: pred_dense}, precisions=list(cfg.precisions or tgt.precisions),
-                      model_name=model_name)
-        except BudgetMissed as err:
-            if best is not None:
+    with tempfile.TemporaryDirectory(prefix="edgeprune-plan-") as work:
+        dense_path, _ = engine_onnx(dense, example, tgt, None, None, Path(work), name="dense")  # once, for every attempt
+        for attempt in range(cfg.max_attempts):
+            lat = {tgt.name: Limit(limits["latency_ms"] * to_pred * scale, "ms")} if "latency_ms" in limits else {}
+            b = Budget(latency=lat, model_bytes=budget.model_bytes, macs=budget.macs, granularity=budget.granularity)
+            try:
+                p = solve(dense, scores, b, {tgt.name: pred}, graph=graph, example=example, targets=[tgt],
+                          dense_costs={tgt.name: pred_dense}, precisions=list(cfg.precisions or tgt.precisions),
+                          model_name=model_name)
+            except BudgetMissed as err:
+                if best is not None:
+                    break
+                if not attempts:
+                    raise
+                last = attempts[-1]
+                raise BudgetMissed(f"the measured latency misses the budget: best plan measured {last['measured_ms']:.3f} ms "
+                                   f"(predicted {last['predicted_ms']:.3f} ms), budget is {limits['latency_ms']:.3f} ms, and "
+                                   f"no tighter plan exists ({first_line(err)})") from None
+            keep = {gid: list(map(int, idx)) for gid, idx in p.keep.items()}
+            cost, _ = _candidate_cost(dense, keep, example, tgt, cfg, dict(p.precisions), calib, (dense_path, dense_ms))
+            n8 = sum(v == "int8" for v in p.precisions.values())
+            attempts.append({"scale": scale, "predicted_ms": p.targets[tgt.name]["predicted"] / to_pred, "measured_ms": cost["latency_ms"],
+                             "solver_s": p.wall_s, "int8_layers": n8, "label": f"plan {attempt + 1}"})
+            ui.log(f"  plan {attempt + 1}: {n8} int8 layers, predicted {attempts[-1]['predicted_ms']:.3f} ms, "
+                   f"measured {cost['latency_ms']:.3f} ms (limit {limits.get('latency_ms', float('nan')):.3f} ms)")
+            if "latency_ms" not in limits:
+                best = (p, keep, cost)
                 break
-            if not attempts:
-                raise
-            last = attempts[-1]
-            raise BudgetMissed(f"the measured latency misses the budget: best plan measured {last['measured_ms']:.3f} ms "
-                               f"(predicted {last['predicted_ms']:.3f} ms), budget is {limits['latency_ms']:.3f} ms, and "
-                               f"no tighter plan exists ({first_line(err)})") from None
-        keep = {gid: list(map(int, idx)) for gid, idx in p.keep.items()}
-        cost, _ = _candidate_cost(dense, keep, example, tgt, cfg, dict(p.precisions), calib, dense_ms)
-        n8 = sum(v == "int8" for v in p.precisions.values())
-        attempts.append({"scale": scale, "predicted_ms": p.targets[tgt.name]["predicted"] / to_pred, "measured_ms": cost["latency_ms"],
-                         "solver_s": p.wall_s, "int8_layers": n8, "label": f"plan {attempt + 1}"})
-        ui.log(f"  plan {attempt + 1}: {n8} int8 layers, predicted {attempts[-1]['predicted_ms']:.3f} ms, "
-               f"measured {cost['latency_ms']:.3f} ms (limit {limits.get('latency_ms', float('nan')):.3f} ms)")
-        if "latency_ms" not in limits:
-            best = (p, keep, cost)
-            break
-        if _fits(cost, limits, 1.0) and (best is None or p.objective > best[0].objective):
-            best = (p, keep, cost)
-        # aim the next plan at the margin: tighter when measurement missed, looser when it left
-        # more than 10% of the budget unused (the predictor errs both ways; slack costs accuracy)
-        ratio = cost["latency_ms"] / limits["latency_ms"]
-        if cfg.margin * 0.9 <= ratio <= 1.0 and best is not None:
-            break
-        scale *= cfg.margin / max(ratio, 1e-9)
+            if _fits(cost, limits, 1.0) and (best is None or p.objective > best[0].objective):
+                best = (p, keep, cost)
+            # aim the next plan at the margin: tighter when measurement missed, looser when it left
+            # more than 10% of the budget unused (the predictor errs both ways; slack costs accuracy)
+            ratio = cost["latency_ms"] / limits["latency_ms"]
+            if cfg.margin * 0.9 <= ratio <= 1.0 and best is not None:
+                break
+            scale *= cfg.margin / max(ratio, 1e-9)
     if best is None:
         raise BudgetMissed(f"no plan met the measured latency budget after {len(attempts)} attempts "
                            f"(last measured {attempts[-1]['measured_ms']:.3f} ms, budget {limits['latency_ms']:.3f} ms)")
@@ -548,8 +547,6 @@ def _plan_milp(dense: nn.Module, graph: ChannelGraph, scores: dict[str, torch.Te
 
 def _measure_pair(dense: nn.Module, engine: Any, example: torch.Tensor, tgt: Target, cfg: CompressConfig) -> dict[str, Timing]:
     """Dense fp32 model and the compressed engine, timed interleaved (median of medians)."""
-    import tempfile
-
     from edgeprune.compile.onnx_export import export_onnx
     from edgeprune.profile.timing import interleaved
 
@@ -572,18 +569,10 @@ def _figures(model: nn.Module, ds: Dataset | None, example: torch.Tensor, t: Tim
     if ds is None:
         top1 = float("nan")
     elif engine is not None:  # int8: the engine is what ships, so its accuracy is the one reported
-        top1 = _engine_top1(engine, ds.test, cfg.eval_limit)
+        top1 = evaluate(engine, ds.test, cfg.eval_limit, batch_size=250)
     else:
         top1 = evaluate(model, ds.test, cfg.eval_limit)
     return ModelFigures(top1, count_params(model), count_macs(model, example), model_bytes(model, bits), t.median, t.p10, t.p90)
-
-
-def _engine_top1(engine: Any, data: Any, limit: int | None) -> float:
-    correct = n = 0
-    for x, y in data.batches(250, limit):
-        correct += int((engine.run(x.numpy()).argmax(1) == y.numpy()).sum())
-        n += len(y)
-    return 100.0 * correct / max(n, 1)
 
 
 def _check_budget(budget: Budget, tgt: Target, dense_ms: float, comp_ms: float, d: ModelFigures, c: ModelFigures) -> tuple[bool, list[str]]:

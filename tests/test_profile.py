@@ -212,3 +212,20 @@ def test_refit_rescores_the_stored_audit(small_profile):
     assert prof.data["calibration"]["coef"] == pytest.approx(small_profile.data["calibration"]["coef"])
     assert [r["measured"] for r in prof.audit["configs"]] == [r["measured"] for r in small_profile.audit["configs"]]
     assert prof.audit["measured_with_calibration"] is True
+
+
+def test_measure_engines_times_fp32_and_int8_engines_interleaved(tmp_path):
+    from edgeprune.compile import compile as emit
+    from edgeprune.config import get_target
+    from edgeprune.profile import measure_engines
+
+    tgt = get_target("cpu-ort")
+    m = Small().eval()
+    fp32 = emit(m, tgt, tmp_path / "fp32", EXAMPLE)
+    calib = torch.randn(128, 3, 12, 12).numpy()
+    int8 = emit(m, tgt, tmp_path / "int8", EXAMPLE, quantize={"calib": calib})
+    engines = {"fp32": fp32.files["onnx"],
+               "int8": (int8.files["onnx_int8"], int8.manifest["disabled_optimizers"])}
+    t, per_pass = measure_engines(engines, tgt, ModelProtocol.quick())
+    assert set(t) == {"fp32", "int8"} and all(v.median > 0 for v in t.values())
+    assert all(len(v) == ModelProtocol.quick().passes for v in per_pass.values())

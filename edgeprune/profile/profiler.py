@@ -276,8 +276,6 @@ def measure_configs(
     from edgeprune.ui import QUIET
 
     ui = ui or QUIET
-    protocol = protocol or ModelProtocol()
-    backend = _backend_for(target)
     with tempfile.TemporaryDirectory(prefix="edgeprune-models-") as d:
         paths = {}
         with ui.progress("exporting models", total=len(configs)) as bar:
@@ -285,22 +283,45 @@ def measure_configs(
                 m = cfg if hasattr(cfg, "forward") else (_pruned(model, example, cfg) if cfg else model)
                 paths[name] = export_onnx(m, example, Path(d) / f"m{i}.onnx")
                 bar.advance()
-        try:
-            runners = {n: backend.make_runner(p, target) for n, p in paths.items()}
-        except NotImplementedError:
-            runners = None
-        if runners is None:  # no in-process runner: one model after another with the backend's own protocol
-            per = {n: [] for n in paths}
-            out = {}
-            for _ in range(max(1, protocol.passes)):
-                for n, p in paths.items():
-                    t = backend.time_onnx(p, target, LAYER_PROTOCOL)
-                    per[n].append(t.median)
-                    out[n] = t
-            return {n: Timing(float(sorted(v)[len(v) // 2]), out[n].p10, out[n].p90, out[n].count, out[n].unit) for n, v in per.items()}, per
-        steps = max(1, protocol.passes) * protocol.rounds * len(runners)
-        with ui.progress(desc, total=steps) as bar, boosted_priority(protocol.nice):
-            return interleaved_rounds(runners, protocol, on_step=bar.advance)
+        return measure_engines(paths, target, protocol, ui, desc)
+
+
+def measure_engines(
+    engines: Mapping[str, Path | tuple[Path, Sequence[str]]],
+    target: Target,
+    protocol: ModelProtocol | None = None,
+    ui: UI | None = None,
+    desc: str = "whole models",
+) -> tuple[dict[str, Timing], dict[str, list[float]]]:
+    """Measure several engine files interleaved with :class:`ModelProtocol`.
+
+    ``engines`` maps a name to an ONNX file, or to ``(file, optimisers to disable)``
+    for an int8 QDQ engine whose session must keep its QDQ pairs (see
+    ``edgeprune.quant.ort_int8``). Returns the timings and each one's per-pass values.
+    """
+    from edgeprune.ui import QUIET
+
+    ui = ui or QUIET
+    protocol = protocol or ModelProtocol()
+    backend = _backend_for(target)
+    files = {n: (e, []) if isinstance(e, (str, Path)) else (Path(e[0]), list(e[1])) for n, e in engines.items()}
+    try:
+        runners = {n: backend.make_runner(p, target, disabled_optimizers=dis) if dis else backend.make_runner(p, target)
+                   for n, (p, dis) in files.items()}
+    except NotImplementedError:
+        runners = None
+    if runners is None:  # no in-process runner: one model after another with the backend's own protocol
+        per: dict[str, list[float]] = {n: [] for n in files}
+        out = {}
+        for _ in range(max(1, protocol.passes)):
+            for n, (p, _dis) in files.items():
+                t = backend.time_onnx(p, target, LAYER_PROTOCOL)
+                per[n].append(t.median)
+                out[n] = t
+        return {n: Timing(float(sorted(v)[len(v) // 2]), out[n].p10, out[n].p90, out[n].count, out[n].unit) for n, v in per.items()}, per
+    steps = max(1, protocol.passes) * protocol.rounds * len(runners)
+    with ui.progress(desc, total=steps) as bar, boosted_priority(protocol.nice):
+        return interleaved_rounds(runners, protocol, on_step=bar.advance)
 
 
 def measure_model(model: Any, example: Any, target: Target | str, protocol: ModelProtocol | TimingProtocol | None = None) -> Timing:
