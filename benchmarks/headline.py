@@ -12,19 +12,23 @@ Protocol (all in one run on one machine):
      target, at several latency limits (ratio x 1.0, 0.96, ...);
    - edgeprune MACs-budget plan: the same planner and scores with a MACs limit only, no
      latency table, granularity 1 (what a hardware-unaware plan does), several MACs limits;
+   - edgeprune mixed precision (row ``ep-int8``): the same planner choosing per layer between fp32
+     and int8 from the profile's int8 tables; the engine is the int8 QDQ engine ``compile`` ships;
    - Torch-Pruning (its documented API): ``tp.pruner.MagnitudePruner`` with uniform
      ``pruning_ratio``, ``tp.importance.GroupMagnitudeImportance(p=1)`` (group L1) or
      ``GroupTaylorImportance`` (gradients from the same score batches), ``round_to`` the
      target's channel multiple (8: its documented knob for hardware-friendly widths; fair),
      the classifier ignored, and a custom pruner for the option-A ``SelectShortcut``
-     registered through ``customized_pruners``; a grid of pruning ratios.
-4. Every candidate and the dense model are measured interleaved on cpu-ort (batch 1, the
+     registered through ``customized_pruners``; a grid of pruning ratios; and (row ``tp-l1-int8``)
+     the L1 models with every layer int8-quantised by the same ORT QDQ path, so that int8
+     alone is not credited to edgeprune.
+4. Every candidate's engine (fp32 ONNX or int8 QDQ) and the dense model are measured interleaved on cpu-ort (batch 1, the
    target's thread count, ``edgeprune.profile.measure_configs``: median over passes of the
    median of per-round p10s); per method the least-pruned candidate with measured latency
    <= ratio x dense is selected (re-measured together, stepping down while one misses).
 5. Every selected model is fine-tuned E epochs with the same recipe and KD from the
-   fine-tuned dense model (``edgeprune.recover``), evaluated on the test set, and all
-   final models are measured once more, interleaved with the dense model: the reported
+   fine-tuned dense model (``edgeprune.recover``; int8 rows then post-training quantised),
+   evaluated on the test set (int8 rows: their int8 engine), and all final engines are measured once more, interleaved with the dense model: the reported
    latencies.
 
 Writes benchmarks/results/headline-{model}-cpu-ort.json (the shape the issue fixes),
@@ -37,21 +41,24 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
-import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from common import dense_reference  # benchmarks/common.py
 
 # limits for edgeprune plans, x the budget ratio: above 1 too, since the predictor is checked by measurement
 EP_SCALES = (1.15, 1.1, 1.06, 1.03, 1.0, 0.98, 0.96, 0.94, 0.92, 0.9, 0.87, 0.84, 0.8, 0.75, 0.7)
@@ -111,14 +118,24 @@ def check_tp_equivalence(dense: nn.Module, pruned: nn.Module, example: torch.Ten
         return float(pruned(example).abs().max())
 
 
+def build_engine(model: nn.Module, tgt: Any, directory: Path, example: torch.Tensor, exclude: list[str] | None,
+                 calib: torch.Tensor) -> Any:
+    """The engine ``edgeprune compile`` ships: fp32 ONNX, or int8 QDQ with the ``exclude`` layers kept fp32."""
+    from edgeprune.compile import compile as emit
+
+    opts = {} if exclude is None else {"quantize": {"calib": calib.numpy(), "exclude": list(exclude)}}
+    return emit(model, tgt, directory, example, **opts)
+
+
+def engine_file(engine: Any) -> tuple[Path, list[str]]:
+    """The file an engine runs and the ORT optimisers its session disables (what measure_engines takes)."""
+    return Path(engine.files.get("onnx_int8", engine.files["onnx"])), list(engine.manifest.get("disabled_optimizers", []))
+
+
 def figures(model: nn.Module, example: torch.Tensor) -> tuple[int, int]:
     from edgeprune.metrics import count_macs, count_params
 
     return count_params(model), count_macs(model, example)
-
-
-def recipe_key(d: dict) -> str:
-    return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 # --------------------------------------------------------------------------- main
@@ -142,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", default=None, help="latency profile (default profiles/TARGET--MODEL.json)")
     ap.add_argument("--eval-limit", type=int, default=None, help="test images for top-1 (default all 10k)")
     ap.add_argument("--score-batches", type=int, default=8)
-    ap.add_argument("--rows", default="ep,macs,tp-l1,tp-taylor", help="which rows (comma list of ep, macs, tp-l1, tp-taylor)")
+    ap.add_argument("--rows", default="ep-int8,ep,macs,tp-l1,tp-taylor,tp-l1-int8",
+                    help="which rows (comma list of ep-int8, ep, macs, tp-l1, tp-taylor, tp-l1-int8)")
     ap.add_argument("--quick", action="store_true", help="smoke version: tiny fine-tune, short timing, 500 test images")
     ap.add_argument("--out", default=None, help="results folder (default benchmarks/results; --quick: benchmarks/cache/quick)")
     ap.add_argument("--cache", default=str(ROOT / "benchmarks" / "cache"))
@@ -157,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     from edgeprune.metrics import evaluate
     from edgeprune.models import load_model
     from edgeprune.environment import machine_info, versions
-    from edgeprune.profile import ModelProtocol, measure_configs
+    from edgeprune.profile import ModelProtocol, measure_engines
     from edgeprune.recover import RecoverConfig, recover
     from edgeprune.ui import UI
 
@@ -213,17 +231,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # ---- 1. dense reference, fine-tuned with the same recipe (labels only), cached
     t0 = time.perf_counter()
-    key = recipe_key({"model": model_name, "data": ds.name, "n": n_train, "rc": {k: v for k, v in vars(base_rc).items() if k not in ("threads",)}})
-    dense_path = cache / f"dense-{args.model}-{key}.pt"
-    dense = copy.deepcopy(pretrained)
-    if dense_path.exists():
-        dense.load_state_dict(torch.load(dense_path, map_location="cpu", weights_only=True))
-        log(f"dense reference: loaded fine-tuned weights from {dense_path}")
-    else:
-        log(f"dense reference: fine-tuning {epochs} epoch(s) x {per_epoch} images (cached to {dense_path})")
-        recover(dense, ds, None, base_rc, ui=ui, checkpoint_dir=str(cache / f"ckpt-{args.model}-{key}" / "dense"))
-        torch.save(dense.state_dict(), dense_path)
-    dense.eval()
+    dense, key = dense_reference(pretrained, model_name, ds, base_rc, cache, ui, log)
     timings["dense_finetune_s"] = time.perf_counter() - t0
     # the shared JPEG test split is sorted by class: a "first N images" limit would score only classes 0..k,
     # so every limited evaluation uses a fixed random subset instead
@@ -244,19 +252,21 @@ def main(argv: list[str] | None = None) -> int:
     methods: dict[str, str] = {}
     seen: set = set()
 
-    def add(method: str, knob: float, m: nn.Module, extra: dict | None = None) -> None:
-        k = (method, widths_key(m))
+    def add(method: str, knob: float, m: nn.Module, extra: dict | None = None, exclude: list[str] | None = None) -> None:
+        """One candidate; ``exclude`` not None: an int8 engine keeping those layers fp32."""
+        k = (method, widths_key(m), None if exclude is None else tuple(sorted(exclude)))
         if k in seen:
             return
         seen.add(k)
-        candidates[f"{method}@{knob:g}"] = {"method": method, "knob": knob, "model": m.eval(), **(extra or {})}
+        candidates[f"{method}@{knob:g}"] = {"method": method, "knob": knob, "model": m.eval(), "exclude": exclude, **(extra or {})}
 
     scores, pred = None, None
-    if {"ep", "macs"} & set(rows_wanted):
+    calib = ds.train.sample(256, args.seed)  # int8 calibration: random train images (the split is stored by class)
+    if {"ep", "ep-int8", "macs"} & set(rows_wanted):
         log(f"edgeprune: scoring channels ({args.criterion}, {score_batches} batches)")
         scores = importance(pretrained, ds, args.criterion, graph=graph, batches=score_batches, seed=args.seed)
     prof_error = ""
-    if {"ep", "macs"} & set(rows_wanted):
+    if {"ep", "ep-int8", "macs"} & set(rows_wanted):
         try:
             from edgeprune.profile import default_profile_path, load_profile
 
@@ -278,6 +288,26 @@ def main(argv: list[str] | None = None) -> int:
                 notes.append(f"profile audit: median |error| {prof.audit.get('median_abs_error')}, within 5% {prof.audit.get('within_5pct')}")
         except Exception as err:  # noqa: BLE001 - recorded in the notes, the benchmark goes on
             prof_error = str(err).splitlines()[0] if str(err) else type(err).__name__
+    if "ep-int8" in rows_wanted and pred is not None:
+        from edgeprune.plan import plan as solve
+
+        methods["ep-int8"] = (f"edgeprune (latency-LUT plan, mixed fp32/int8 per layer, int8 post-training quantised, "
+                              f"{args.criterion}, granularity {tgt.channel_multiple}, KD)")
+        for s in EP_SCALES:
+            try:
+                p = solve(pretrained, scores, Budget.parse(f"latency={ratio * s:.4f}x"), {tgt.name: pred}, graph=graph,
+                          example=example, targets=[tgt], model_name=model_name, precisions=["fp32", "int8"])
+            except Exception as err:  # noqa: BLE001 - recorded in the notes, the benchmark goes on
+                notes.append(f"edgeprune mixed-precision plan at {ratio * s:.3f}x failed: {str(err).splitlines()[0]}")
+                break
+            prec = dict(p.precisions)
+            n8 = sum(v == "int8" for v in prec.values())
+            add("ep-int8", s, prune(pretrained, p.keep, example, graph=graph),
+                {"predicted_ratio": p.targets[tgt.name]["predicted"] / p.targets[tgt.name]["dense"],
+                 "int8_layers": f"{n8}/{len(prec)}"},
+                exclude=[n for n, v in prec.items() if v != "int8"] if n8 else None)
+    elif "ep-int8" in rows_wanted:
+        notes.append(f"no mixed-precision edgeprune row: the planner needs a target profile ({prof_error})")
     if "ep" in rows_wanted:
         from edgeprune.plan import plan as solve
 
@@ -325,14 +355,18 @@ def main(argv: list[str] | None = None) -> int:
         idx = rng.permutation(n_train)[: 64 * score_batches]
         grad_batches = [(ds.train.normalise(ds.train.images[np.sort(idx[i:i + 64])]),
                          torch.as_tensor(ds.train.labels[np.sort(idx[i:i + 64])], dtype=torch.long)) for i in range(0, len(idx), 64)]
-    for kind in ("l1", "taylor"):
-        if f"tp-{kind}" not in rows_wanted:
+    for kind, int8 in (("l1", False), ("taylor", False), ("l1", True)):
+        row = f"tp-{kind}" + ("-int8" if int8 else "")
+        if row not in rows_wanted:
             continue
-        methods[f"tp-{kind}"] = (f"torch-pruning uniform, group {'L1 magnitude' if kind == 'l1' else 'Taylor'} importance "
-                                 f"(MagnitudePruner, round_to {tgt.channel_multiple}, KD)")
-        for r in TP_RATIOS:
+        methods[row] = (f"torch-pruning uniform, group {'L1 magnitude' if kind == 'l1' else 'Taylor'} importance "
+                        f"(MagnitudePruner, round_to {tgt.channel_multiple}"
+                        + (", then every layer int8 post-training quantised by edgeprune's ORT QDQ path" if int8 else "")
+                        + ", KD)")
+        for r in TP_RATIOS if not int8 else (0.0, *TP_RATIOS):
             try:
-                add(f"tp-{kind}", r, tp_prune(pretrained, example, r, kind, grad_batches, tgt.channel_multiple))
+                m = pretrained if r == 0.0 else tp_prune(pretrained, example, r, kind, grad_batches, tgt.channel_multiple)
+                add(row, r, copy.deepcopy(m) if r == 0.0 else m, exclude=[] if int8 else None)
             except Exception as err:  # noqa: BLE001 - recorded in the notes, the benchmark goes on
                 notes.append(f"torch-pruning {kind} at ratio {r} failed: {str(err).splitlines()[0]}")
     timings["candidates_s"] = time.perf_counter() - t0
@@ -340,8 +374,13 @@ def main(argv: list[str] | None = None) -> int:
 
     # ---- 3. measure all candidates with the dense model, interleaved; select per method
     t0 = time.perf_counter()
-    configs = {"dense": pretrained, **{n: c["model"] for n, c in candidates.items()}}
-    tim, _ = measure_configs(pretrained, example, tgt, configs, mproto, ui=ui, desc="timing candidates")
+    work = Path(tempfile.mkdtemp(prefix="headline-engines-"))
+    files = {"dense": engine_file(build_engine(pretrained, tgt, work / "dense", example, None, calib))}
+    with ui.progress("building candidate engines", total=len(candidates)) as bar:
+        for i, (n, c) in enumerate(candidates.items()):
+            files[n] = engine_file(build_engine(c["model"], tgt, work / f"c{i}", example, c["exclude"], calib))
+            bar.advance()
+    tim, _ = measure_engines(files, tgt, mproto, ui=ui, desc="timing candidates")
     d_ms = tim["dense"].median
     for n, c in candidates.items():
         c["search_ms"] = tim[n].median
@@ -361,8 +400,8 @@ def main(argv: list[str] | None = None) -> int:
     chosen = {m: n for m, n in chosen.items() if n}
     confirm_log = []
     for attempt in range(3):
-        conf = {"dense": pretrained, **{n: candidates[n]["model"] for n in chosen.values()}}
-        tc, _ = measure_configs(pretrained, example, tgt, conf, mproto, ui=ui, desc=f"confirming selection ({attempt + 1})")
+        conf = {n: files[n] for n in ("dense", *chosen.values())}
+        tc, _ = measure_engines(conf, tgt, mproto, ui=ui, desc=f"confirming selection ({attempt + 1})")
         r = {m: tc[n].median / tc["dense"].median for m, n in chosen.items()}
         confirm_log.append({"attempt": attempt + 1, "dense_ms": tc["dense"].median, "ratios": {chosen[m]: v for m, v in r.items()}})
         log(f"  confirm {attempt + 1}: " + ", ".join(f"{chosen[m]} {v:.3f}" for m, v in r.items()))
@@ -378,11 +417,13 @@ def main(argv: list[str] | None = None) -> int:
                 chosen[m], moved = nxt[0], True
         if not moved:
             break
+    shutil.rmtree(work, ignore_errors=True)
     timings["search_s"] = time.perf_counter() - t0
 
     # ---- 4. fine-tune every selected model (same recipe, KD from the fine-tuned dense model)
     results: dict[str, dict[str, Any]] = {}
     resumed_rows: list[str] = []
+    engines_dir = Path(tempfile.mkdtemp(prefix="headline-final-"))
     for m, n in chosen.items():
         t0 = time.perf_counter()
         c = candidates[n]
@@ -394,18 +435,26 @@ def main(argv: list[str] | None = None) -> int:
             notes.append(f"{m}: fine-tuning resumed at step {rr.resumed_from_step} from a checkpoint of an earlier invocation "
                          "(same pruned starting weights and recipe, fingerprint-checked)")
             resumed_rows.append(f"{m} (from step {rr.resumed_from_step})")
-        top1 = evaluate(small, test_set)
-        log(f"  -> top-1 {top1:.2f}% ({rr.images_per_s:.0f} img/s, data wait {100 * rr.data_wait_fraction:.1f}%)")
+        small.eval()
+        engine = build_engine(small, tgt, engines_dir / m, example, c["exclude"], calib)
+        top1_fp32 = evaluate(small, test_set)
+        # an int8 row ships its int8 engine: that engine's accuracy is the one reported
+        top1 = evaluate(engine, test_set, batch_size=250) if c["exclude"] is not None else top1_fp32
+        log(f"  -> top-1 {top1:.2f}%{f' (int8 engine; fp32 PyTorch {top1_fp32:.2f}%)' if c['exclude'] is not None else ''} "
+            f"({rr.images_per_s:.0f} img/s, data wait {100 * rr.data_wait_fraction:.1f}%)")
         params, macs = figures(small, example)
-        results[m] = {"model": small, "top1": top1, "top1_before_finetune": before, "params": params, "macs": macs,
+        results[m] = {"model": small, "engine": engine_file(engine), "top1": top1, "top1_fp32_pytorch": top1_fp32,
+                      "int8_layers": c.get("int8_layers", "all" if c["exclude"] == [] else "0"), "top1_before_finetune": before, "params": params, "macs": macs,
                       "history": rr.history, "images_per_s": rr.images_per_s, "data_wait_fraction": rr.data_wait_fraction,
                       "finetune_s": time.perf_counter() - t0, "candidate": n, "knob": c["knob"],
                       "search_ratio": c["search_ratio"], "predicted_ratio": c.get("predicted_ratio")}
 
     # ---- 5. final measurement: every reported model with the dense reference, interleaved
     t0 = time.perf_counter()
-    final = {"dense": dense, **{m: r["model"] for m, r in results.items()}}
-    tf, per_pass = measure_configs(dense, example, tgt, final, final_proto, ui=ui, desc="final timing")
+    final = {"dense": engine_file(build_engine(dense, tgt, engines_dir / "dense", example, None, calib)),
+             **{m: r["engine"] for m, r in results.items()}}
+    tf, per_pass = measure_engines(final, tgt, final_proto, ui=ui, desc="final timing")
+    shutil.rmtree(engines_dir, ignore_errors=True)
     timings["final_timing_s"] = time.perf_counter() - t0
     dense_ms = tf["dense"].median
     d_params, d_macs = figures(dense, example)
@@ -437,6 +486,11 @@ def main(argv: list[str] | None = None) -> int:
         f"MagnitudePruner with uniform pruning_ratio, round_to {tgt.channel_multiple}, classifier ignored, custom SelectShortcut pruner "
         f"via customized_pruners; Taylor gradients from {score_batches} train batches of 64 (the batches edgeprune scores on). "
         f"edgeprune criterion {args.criterion} on the same batches. "
+        f"int8 rows: fine-tuned in fp32 like every row, then post-training quantised to ORT int8 QDQ (U8S8, per-channel "
+        f"weights, min-max ranges calibrated on 256 random train images), exactly as `edgeprune compress` ships them; their "
+        f"top-1 and latency are the int8 engine's. The mixed-precision edgeprune plan chooses per layer between fp32 and int8 "
+        f"from the profile's int8 tables; the torch-pruning + int8 row quantises every layer (what a user of both tools "
+        f"would do), so int8 alone is not credited to edgeprune. "
         + (f"Fine-tuning of {', '.join(resumed_rows)} resumed from fingerprint-checked checkpoints of an earlier invocation "
            "(identical pruned starting weights and recipe; deterministic on one thread); all latencies are from this invocation. "
            if resumed_rows else "")
@@ -451,9 +505,11 @@ def main(argv: list[str] | None = None) -> int:
         "dense": {"params": d_params, "macs": d_macs, "final_passes_ms": per_pass.get("dense")},
         "search": {"dense_ms": d_ms, "candidates": [{"name": n, "method": c["method"], "knob": c["knob"], "ms": c["search_ms"],
                                                      "ratio": c["search_ratio"], "predicted_ratio": c.get("predicted_ratio"),
-                                                     "macs": figures(c["model"], example)[1]} for n, c in candidates.items()],
+                                                     "macs": figures(c["model"], example)[1],
+                                                     "int8_layers": c.get("int8_layers", "0" if c["exclude"] is None else "all")}
+                                                    for n, c in candidates.items()],
                    "confirm": confirm_log, "protocol": mproto.to_dict()},
-        "rows": {methods[m]: {k: v for k, v in r.items() if k != "model"} | {"final_passes_ms": per_pass.get(m)}
+        "rows": {methods[m]: {k: (str(v) if k == "engine" else v) for k, v in r.items() if k != "model"} | {"final_passes_ms": per_pass.get(m)}
                  for m, r in results.items()},
         "recover_config": vars(base_rc), "machine": mach, "argv": sys.argv[1:],
     }
