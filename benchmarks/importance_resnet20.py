@@ -1,18 +1,26 @@
-"""Oracle benchmark of every importance criterion on ResNet-20 / CIFAR-10.
+"""Oracle benchmark of every importance criterion on ResNet-20 / CIFAR-10 (issue 5).
 
-Removes each of N sampled channels alone (zeroing what it owns, which equals
-physical removal), measures the true loss change on held-out test images,
-and reports each criterion's Spearman correlation with it, top/bottom-k
-overlap and wall time. Scores are computed on training images.
+Removes each of the model's prunable channels alone (zeroing what it owns, which
+equals physical removal), measures the true loss change on held-out images, and
+reports each criterion's Spearman correlation with it, top/bottom-k overlap and
+wall time.
 
-    .venv/bin/python benchmarks/importance_resnet20.py [--channels 128] [--oracle-batches 4] [--batches 6]
+Primary setting (the one the goal is judged on): the pretrained ResNet-20
+fine-tuned on the JPEG train split with the headline benchmark's dense recipe
+(3 epochs x 15,000 images; cached in benchmarks/cache/), so the model sits near
+a minimum of the loss the criteria estimate; the oracle measures on 1,024
+training images the criteria never see; the criteria score 4,096 other training
+images. Then, for honesty, how much the setting matters: a few criteria under
+pretrained/fine-tuned weights x test/train oracle, and the best criteria with
+fewer scoring images.
+
+    .venv/bin/python benchmarks/importance_resnet20.py [--channels 448] [--batches 64] [--no-settings]
 
 Writes benchmarks/results/importance-resnet20.json and .md.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -23,13 +31,18 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from common import dense_reference  # benchmarks/common.py
 
 from edgeprune.data import find_shared, load_data
+from edgeprune.fileio import write_json, write_text
 from edgeprune.graph import channel_groups
 from edgeprune.importance import list_criteria
 from edgeprune.importance.oracle import grade, oracle
 from edgeprune.models import load_cifar_checkpoint, load_model
 from edgeprune.models.cifar_resnet import CifarResNet
+from edgeprune.recover import RecoverConfig
 
 OPTIONS = {"hessian": {"probes": 2}, "hessian-spectral": {"iterations": 4}}
 VARIANTS = [
@@ -37,53 +50,67 @@ VARIANTS = [
     ("taylor-activation[spatial=sum]", "taylor-activation", {"spatial": "sum"}),
     ("sosp-h[signed]", "sosp-h", {"signed": True}),
 ]
+SETTING_CRITERIA = ["fisher", "taylor-2nd", "taylor-logit", "taylor", "l1"]
+SWEEP_CRITERIA = ["fisher", "taylor-2nd"]
+SWEEP_BATCHES = (4, 16)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--channels", type=int, default=128)
-    ap.add_argument("--oracle-batches", type=int, default=4)
+    ap.add_argument("--channels", type=int, default=448, help="channels the oracle removes (448 = all of ResNet-20's)")
+    ap.add_argument("--oracle-batches", type=int, default=8)
     ap.add_argument("--oracle-batch-size", type=int, default=128)
-    ap.add_argument("--batches", type=int, default=6, help="training batches per criterion")
+    ap.add_argument("--batches", type=int, default=64, help="training batches each criterion scores on")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--only", default="", help="comma-separated criteria (default: all)")
+    ap.add_argument("--no-settings", action="store_true", help="skip the weights x oracle-split comparison and the batch sweep")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     notes = []
     ckpt = find_shared("cifar10-resnet-pretrained/resnet20-12fca82f.th")
     if ckpt is not None:
-        model = load_cifar_checkpoint(CifarResNet(3), ckpt).eval()
+        pretrained = load_cifar_checkpoint(CifarResNet(3), ckpt).eval()
         weights = str(ckpt)
     else:
-        model, weights = load_model("resnet20-cifar10"), "embedded resnet20-12fca82f.th"
+        pretrained, weights = load_model("resnet20-cifar10"), "embedded resnet20-12fca82f.th"
         notes.append("shared weights absent: used the embedded copy of the same checkpoint")
     try:
         data = load_data("cifar10-full")
-        data_name = "cifar10-full"
     except Exception as err:  # noqa: BLE001 - any failure means: use the demo data
         data = load_data("cifar10-demo")
-        data_name = "cifar10-demo"
         notes.append(f"cifar10-full absent ({err}); fell back to the embedded demo data")
         print(notes[-1], file=sys.stderr)
-    graph = channel_groups(model, data.test.example())
+    rc = RecoverConfig(epochs=3, batch_size=128, seed=0, max_images=15000, threads=torch.get_num_threads())
     t0 = time.perf_counter()
-    res = oracle(model, data, graph, n_channels=args.channels, batches=args.oracle_batches, seed=args.seed,
-                 batch_size=args.oracle_batch_size)
-    print(f"oracle: {len(res.channels)} channels on {res.n_images} test images, base loss {res.base_loss:.4f}, "
-          f"{res.seconds:.1f} s", flush=True)
+    finetuned, key = dense_reference(pretrained, "resnet20-cifar10", data, rc, log=lambda m: print(m, file=sys.stderr))
+    finetune_s = time.perf_counter() - t0
+    models = {"finetuned": finetuned, "pretrained": pretrained}
+    graph = channel_groups(pretrained, data.test.example())
+    common = {"batches": args.batches, "batch_size": args.batch_size, "seed": args.seed}
+
+    def run_oracle(which: str, split: str):
+        res = oracle(models[which], data, graph, n_channels=args.channels, batches=args.oracle_batches, seed=args.seed,
+                     batch_size=args.oracle_batch_size, split=split)
+        print(f"oracle ({which} weights, {split} split): {len(res.channels)} channels on {res.n_images} images, "
+              f"base loss {res.base_loss:.4f}, {res.seconds:.1f} s", flush=True)
+        return res
+
+    def done(g):
+        print(f"  {g.criterion:34s} spearman {g.spearman:+.3f} |d| {g.spearman_abs:+.3f} top-k {g.topk_overlap:.2f} "
+              f"bottom-k {g.bottomk_overlap:.2f} {g.seconds:7.1f} s {g.error}", flush=True)
+
+    t_start = time.perf_counter()
+    res = run_oracle("finetuned", "train")
     names = [n for n, _, _ in list_criteria()]
     specs = [(n, n, OPTIONS.get(n, {})) for n in names] + VARIANTS
     if args.only:
         keep = set(args.only.split(","))
         specs = [s for s in specs if s[0] in keep or s[1] in keep]
-
-    def done(g):
-        print(f"{g.criterion:34s} spearman {g.spearman:+.3f} |d| {g.spearman_abs:+.3f} top-k {g.topk_overlap:.2f} "
-              f"bottom-k {g.bottomk_overlap:.2f} {g.seconds:7.1f} s {g.error}", flush=True)
-
-    grades = grade(specs, model, data, res, graph, batches=args.batches, batch_size=args.batch_size, seed=args.seed, on_done=done)
-    total = time.perf_counter() - t0
+    grades = grade(specs, finetuned, data, res, graph, on_done=done, **common)
     flags = {n: (c.needs_data, c.needs_grad, c.paper) for n, c, _ in list_criteria()}
     rows = []
     for (label, name, opts), g in zip(specs, grades):
@@ -93,36 +120,66 @@ def main() -> None:
                      "paper": flags[name][2], "error": g.error})
     grad_rows = [r for r in rows if r["needs_grad"] and r["spearman"] == r["spearman"]]
     best = max(grad_rows, key=lambda r: r["spearman"]) if grad_rows else None
+
+    settings, sweep = [], []
+    if not args.no_settings:
+        print("how much the setting matters:", flush=True)
+        for which, split in (("finetuned", "test"), ("pretrained", "train"), ("pretrained", "test")):
+            r = run_oracle(which, split)
+            for g in grade(SETTING_CRITERIA, models[which], data, r, graph, on_done=done, **common):
+                settings.append({"weights": which, "oracle_split": split, "criterion": g.criterion, "spearman": g.spearman,
+                                 "base_loss": r.base_loss})
+        settings += [{"weights": "finetuned", "oracle_split": "train", "criterion": r["criterion"], "spearman": r["spearman"],
+                      "base_loss": res.base_loss} for r in rows if r["criterion"] in SETTING_CRITERIA]
+        print(f"fewer scoring images (primary setting; {args.batches} batches above):", flush=True)
+        for nb in SWEEP_BATCHES:
+            for g in grade(SWEEP_CRITERIA, finetuned, data, res, graph, on_done=done, **{**common, "batches": nb}):
+                sweep.append({"criterion": g.criterion, "images": nb * args.batch_size, "spearman": g.spearman, "seconds": g.seconds})
+        sweep += [{"criterion": r["criterion"], "images": args.batches * args.batch_size, "spearman": r["spearman"],
+                   "seconds": r["seconds"]} for r in rows if r["criterion"] in SWEEP_CRITERIA]
+    total = time.perf_counter() - t_start
+
     out = {
         "benchmark": "importance-resnet20",
-        "model": "resnet20-cifar10", "weights": weights, "data": data_name,
-        "setup": {"oracle_channels": len(res.channels), "oracle_images": res.n_images, "oracle_batches": res.batches,
-                  "oracle_batch_size": res.batch_size, "criterion_batches": args.batches, "criterion_batch_size": args.batch_size,
-                  "criterion_images": args.batches * args.batch_size, "seed": args.seed,
-                  "oracle_split": "test", "criterion_split": "train",
+        "model": "resnet20-cifar10", "weights": weights, "data": data.name,
+        "setup": {"model_weights": f"pretrained, fine-tuned 3 epochs x 15000 JPEG train images (benchmarks/common.py recipe {key})",
+                  "oracle_channels": len(res.channels), "oracle_images": res.n_images, "oracle_batches": res.batches,
+                  "oracle_batch_size": res.batch_size, "oracle_split": "train (images the criteria never score)",
+                  "criterion_batches": args.batches, "criterion_batch_size": args.batch_size,
+                  "criterion_images": args.batches * args.batch_size, "criterion_split": "train", "seed": args.seed,
                   "total_prunable_channels": sum(g.size for g in graph.prunable)},
         "oracle": {"base_loss": res.base_loss, "seconds": round(res.seconds, 1), **{k: v for k, v in res.to_json().items() if k in ("channels", "delta")}},
         "results": rows,
         "best_gradient_criterion": best and {"criterion": best["criterion"], "spearman": best["spearman"], "goal": 0.9,
                                              "met": best["spearman"] >= 0.9},
+        "settings": settings,
+        "scoring_images_sweep": sweep,
         "notes": notes,
         "host": {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
                  "loadavg_at_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None},
+        "dense_finetune_seconds": round(finetune_s, 1),
         "total_seconds": round(total, 1),
     }
     res_dir = ROOT / "benchmarks" / "results"
-    res_dir.mkdir(parents=True, exist_ok=True)
-    (res_dir / "importance-resnet20.json").write_text(json.dumps(out, indent=1) + "\n")
+    write_json(res_dir / "importance-resnet20.json", out)
+    write_text(res_dir / "importance-resnet20.md", markdown(out, rows, best, settings, sweep, res, notes, total))
+    print((res_dir / "importance-resnet20.md").read_text())
+
+
+def markdown(out, rows, best, settings, sweep, res, notes, total) -> str:
+    """The results as a markdown report."""
+    s = out["setup"]
     lines = [
         "# Importance criteria vs the oracle: ResNet-20, CIFAR-10",
         "",
-        f"Oracle: {len(res.channels)} channels sampled from {out['setup']['total_prunable_channels']}, each removed alone; "
-        f"true loss change on {res.n_images} held-out test images ({data_name}; base loss {res.base_loss:.4f}). "
-        f"Criteria scored on {args.batches * args.batch_size} training images. Seed {args.seed}. "
-        "`spearman`: vs the signed loss change; `|d|`: vs its magnitude; top/bottom-k: overlap of the k "
+        f"Model: the pretrained ResNet-20 fine-tuned on the JPEG train split ({s['model_weights']}). "
+        f"Oracle: {len(res.channels)} of {s['total_prunable_channels']} channels, each removed alone; true loss change on "
+        f"{res.n_images} held-out training images the criteria never see (base loss {res.base_loss:.4f}). "
+        f"Criteria scored on {s['criterion_images']} other training images. Seed {s['seed']}. "
+        "`Spearman`: vs the signed loss change; `vs |d|`: vs its magnitude; top/bottom-k: overlap of the k "
         f"(= {rows[0]['k'] if rows else 0}) most / least important channels.",
         "",
-        "| criterion | needs | Spearman | Spearman vs abs | top-k | bottom-k | time (s) |",
+        "| criterion | needs | Spearman | vs abs | top-k | bottom-k | time (s) |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in sorted(rows, key=lambda r: -(r["spearman"] if r["spearman"] == r["spearman"] else -9)):
@@ -131,11 +188,29 @@ def main() -> None:
                      f"{r['bottomk_overlap']:.2f} | {r['seconds']:.1f} |" + (f" error: {r['error']}" if r["error"] else ""))
     lines += ["", f"Best gradient criterion: {best['criterion']} at {best['spearman']:+.3f} (goal >= 0.9: "
               f"{'met' if best['spearman'] >= 0.9 else 'not met'})." if best else "No gradient criterion ran.", ""]
+    if settings:
+        crits = list(dict.fromkeys(r["criterion"] for r in settings))
+        cells = {(r["weights"], r["oracle_split"], r["criterion"]): r["spearman"] for r in settings}
+        lines += ["## How much the setting matters", "",
+                  "Spearman with the oracle, same channels and scoring images. The pretrained weights were trained on the "
+                  "original PNG CIFAR-10, not this JPEG copy, so they do not sit at a minimum of the loss here: single "
+                  "removals then often *lower* it, which second-order criteria built for a minimum cannot foresee. The test "
+                  "split adds the generalisation gap, which no training-set criterion sees.", "",
+                  "| weights | oracle on | " + " | ".join(crits) + " |", "|---|---|" + "---:|" * len(crits)]
+        for w, sp in (("finetuned", "train"), ("finetuned", "test"), ("pretrained", "train"), ("pretrained", "test")):
+            if any((w, sp, c) in cells for c in crits):
+                lines.append(f"| {w} | {sp} | " + " | ".join(f"{cells.get((w, sp, c), float('nan')):+.3f}" for c in crits) + " |")
+        lines.append("")
+    if sweep:
+        lines += ["## Scoring images", "", "| criterion | images | Spearman | time (s) |", "|---|---:|---:|---:|"]
+        for r in sorted(sweep, key=lambda r: (r["criterion"], r["images"])):
+            lines.append(f"| {r['criterion']} | {r['images']} | {r['spearman']:+.3f} | {r['seconds']:.1f} |")
+        lines.append("")
     lines += [f"Note: {n}" for n in notes]
-    lines += [f"Wall time: oracle {res.seconds:.0f} s, total {total:.0f} s, on a shared 2-core CPU "
-              f"(load average at the end {out['host']['loadavg_at_end']}); times are comparable only within this run.", ""]
-    (res_dir / "importance-resnet20.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    lines += [f"Wall time {total:.0f} s (oracle {res.seconds:.0f} s) on {platform.processor() or platform.machine()} with "
+              f"{out['host']['threads']} torch thread(s), load average at the end {out['host']['loadavg_at_end']}; "
+              "times are comparable only within this run.", ""]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

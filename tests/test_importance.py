@@ -192,3 +192,59 @@ def test_cli_list_json(capsys):
     names = {r["name"]: r for r in out["criteria"]}
     assert set(names) == set(NAMES)
     assert names["l1"]["needs"] == "nothing" and names["taylor"]["needs"] == "gradients" and names["apoz"]["needs"] == "data"
+
+
+@pytest.mark.parametrize("split", ["test", "train"])
+def test_cli_oracle_on_either_split(capsys, split):
+    import json
+
+    from edgeprune.cli import main
+
+    argv = ["importance", "--model", "resnet20-cifar10", "--data", "cifar10-demo", "--oracle", "6", "--oracle-batches", "1",
+            "--criteria", "fisher,l1", "--batches", "1", "--oracle-split", split, "--json"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["oracle"]["split"] == split and out["oracle"]["channels"] == 6 and out["oracle"]["images"] == 128
+    assert {g["criterion"] for g in out["grades"]} == {"fisher", "l1"}
+
+
+def test_oracle_train_split_never_sees_the_criteria_images():
+    from edgeprune.data import ImageSet
+    from edgeprune.importance import score_order
+    from edgeprune.importance.oracle import _held_out
+
+    n = 200
+    imgs = torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 4, 4, 3).numpy().copy()  # pixel value = index
+    train = ImageSet(imgs, (torch.arange(n) % 10).numpy())
+    scored = set(score_order(n)[: 10 * 8].tolist())  # 10 criteria batches of 8
+    held = _held_out(train, batches=4, batch_size=16, seed=0, split="train")
+    std, mean = train.std[0], train.mean[0]
+    seen = {round((float(x[i, 0, 0, 0]) * std + mean) * 255) for x, _ in held for i in range(len(x))}
+    assert len(seen) == 64 and not seen & scored
+    with pytest.raises(BadInput, match="unknown oracle split"):
+        _held_out(train, 1, 8, 0, split="val")
+
+
+def test_taylor_logit_is_exact_when_the_logits_are_linear_in_the_mask():
+    from edgeprune.importance import importance
+
+    # conv -> BN -> global pool -> linear: the logits are linear in each channel's mask,
+    # so "linearise the network, keep the loss exact" must equal the oracle
+    class Lin(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 6, 3, padding=1)
+            self.bn = torch.nn.BatchNorm2d(6)
+            self.fc = torch.nn.Linear(6, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(self.bn(self.conv(x)).mean((2, 3)))
+
+    torch.manual_seed(0)
+    m = Lin().eval()
+    b = _batches(n=2, bs=8)
+    graph = channel_groups(m, b[0][0][:1])
+    scores = importance(m, b, "taylor-logit", graph=graph)
+    res = oracle(m, b, graph, n_channels=6, batches=2)
+    est = res.gather(scores)
+    assert est == pytest.approx(res.delta, abs=1e-5)

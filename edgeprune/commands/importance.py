@@ -31,6 +31,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--batches", type=int, default=8, help="training batches for the criteria")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--oracle-batches", type=int, default=4, help="held-out batches (of 128) for the oracle")
+    p.add_argument("--oracle-split", choices=["test", "train"], default="test",
+                   help="where the oracle measures the loss: the test split, or training images the criteria never see")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
     return p
@@ -74,13 +76,13 @@ def run(args: argparse.Namespace, ui: UI) -> int:
                 raise BadInput(f"unknown importance criterion {c!r} (known: {', '.join(sorted(names))})")
         with ui.progress("oracle: channels removed", total=None) as bar:
             res = oracle(model, data, graph, n_channels=args.oracle, batches=args.oracle_batches, seed=args.seed,
-                         progress=lambda i, n: bar.update(completed=i, total=n))
-        ui.log(f"oracle: {len(res.channels)} channels, {res.n_images} held-out images, base loss {res.base_loss:.4f}, {res.seconds:.1f} s")
+                         progress=lambda i, n: bar.update(completed=i, total=n), split=args.oracle_split)
+        ui.log(f"oracle: {len(res.channels)} channels, {res.n_images} held-out {args.oracle_split} images, base loss {res.base_loss:.4f}, {res.seconds:.1f} s")
         with ui.progress("criteria", total=len(chosen)) as bar:
             grades = grade(chosen, model, data, res, graph, batches=args.batches, batch_size=args.batch_size, seed=args.seed,
                            on_done=lambda g: bar.advance(1, g.criterion))
         rows = sorted(grades, key=lambda g: -(g.spearman if g.spearman == g.spearman else -9))
-        ui.result({"oracle": {"channels": len(res.channels), "images": res.n_images, "base_loss": res.base_loss,
+        ui.result({"oracle": {"channels": len(res.channels), "images": res.n_images, "split": res.split, "base_loss": res.base_loss,
                               "seconds": res.seconds},
                    "grades": [{"criterion": g.criterion, "spearman": g.spearman, "spearman_abs": g.spearman_abs,
                                "topk_overlap": g.topk_overlap, "bottomk_overlap": g.bottomk_overlap, "k": g.k,

@@ -5,6 +5,7 @@ import importlib
 import pkgutil
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -66,12 +67,18 @@ def _batches(data: Any, n: int, bs: int) -> list[tuple[torch.Tensor, torch.Tenso
     if isinstance(data, Dataset):
         data = data.train
     if isinstance(data, ImageSet):
-        rng = torch.Generator().manual_seed(0)
-        idx = torch.randperm(len(data), generator=rng)[: n * bs].numpy()
-        idx.sort()
-        sub = data.subset(idx)
-        return list(sub.batches(bs))
+        idx = np.sort(score_order(len(data))[: n * bs])
+        return list(data.subset(idx).batches(bs))
     raise TypeError(f"unsupported data for importance: {type(data).__name__}")
+
+
+def score_order(n: int) -> np.ndarray:
+    """The fixed random order in which criteria take training images (the first ``batches * batch_size``).
+
+    The oracle's ``split="train"`` takes its images from the *end* of the same
+    order, so they never overlap the images the criteria were scored on.
+    """
+    return torch.randperm(n, generator=torch.Generator().manual_seed(0)).numpy()
 
 
 def _example(model: nn.Module) -> torch.Tensor:

@@ -36,6 +36,7 @@ class OracleResult:
     batch_size: int
     seed: int
     seconds: float
+    split: str = "test"
 
     def gather(self, scores: dict[str, torch.Tensor]) -> np.ndarray:
         """The scores of the sampled channels, in the oracle's order."""
@@ -168,18 +169,29 @@ class _Suffix:
         raise RuntimeError("traced graph has no output node")
 
 
-def _held_out(data: Any, batches: int, batch_size: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+SPLITS = ("test", "train")
+
+
+def _held_out(data: Any, batches: int, batch_size: int, seed: int, split: str = "test") -> list[tuple[torch.Tensor, torch.Tensor]]:
     if isinstance(data, list):
         return data[:batches] if batches else data
     from edgeprune.data import Dataset, ImageSet
+    from edgeprune.errors import BadInput
 
+    if split not in SPLITS:
+        raise BadInput(f"unknown oracle split {split!r} (choose from: {', '.join(SPLITS)})")
     if isinstance(data, Dataset):
-        data = data.test
+        data = data.train if split == "train" else data.test
     if not isinstance(data, ImageSet):
         raise TypeError(f"unsupported data for the oracle: {type(data).__name__}")
     n = min(len(data), batches * batch_size)
-    rng = np.random.default_rng(seed + 1)
-    idx = np.sort(rng.permutation(len(data))[:n])
+    if split == "train":
+        from edgeprune.importance import score_order
+
+        # the tail of the criteria's own order: disjoint from the images they score on
+        idx = np.sort(score_order(len(data))[len(data) - n:])
+    else:
+        idx = np.sort(np.random.default_rng(seed + 1).permutation(len(data))[:n])
     return list(data.subset(idx).batches(batch_size))
 
 
@@ -194,18 +206,21 @@ def sample_channels(graph: ChannelGraph, n: int, seed: int = 0) -> list[tuple[st
 
 
 def oracle(model: nn.Module, data: Any, graph: ChannelGraph | None = None, n_channels: int = 64, batches: int = 8,
-           seed: int = 0, batch_size: int = 128, progress: Callable[[int, int], None] | None = None) -> OracleResult:
+           seed: int = 0, batch_size: int = 128, progress: Callable[[int, int], None] | None = None,
+           split: str = "test") -> OracleResult:
     """True loss change of removing each of ``n_channels`` sampled channels alone, on held-out batches.
 
-    ``data``: a Dataset (its test split is used), an ImageSet, or a list of
-    (x, y) batches. The loss is the mean cross-entropy over
-    ``batches * batch_size`` held-out images.
+    ``data``: a Dataset, an ImageSet, or a list of (x, y) batches. The loss is the
+    mean cross-entropy over ``batches * batch_size`` held-out images. For a Dataset,
+    ``split`` chooses them: ``test`` (the test split), or ``train`` (training images
+    the criteria never score on: the loss fine-tuning minimises, and the one
+    Taylor criteria estimate when the model sits near a minimum of it).
     """
     from edgeprune.graph import channel_groups
 
     t0 = time.perf_counter()
     model = model.eval()
-    held = _held_out(data, batches, batch_size, seed)
+    held = _held_out(data, batches, batch_size, seed, split)
     if graph is None:
         graph = channel_groups(model, held[0][0][:1])
     chans = sample_channels(graph, n_channels, seed)
@@ -237,7 +252,7 @@ def oracle(model: nn.Module, data: Any, graph: ChannelGraph | None = None, n_cha
                 if progress:
                     progress(bi * len(chans) + k + 1, len(held) * len(chans))
     delta = (removed - base) / n_img
-    return OracleResult(chans, delta, base / n_img, n_img, len(held), batch_size, seed, time.perf_counter() - t0)
+    return OracleResult(chans, delta, base / n_img, n_img, len(held), batch_size, seed, time.perf_counter() - t0, split)
 
 
 def _rankdata(v: np.ndarray) -> np.ndarray:

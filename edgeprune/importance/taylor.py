@@ -151,3 +151,69 @@ def fisher(model: nn.Module, graph: ChannelGraph, batches: list, **options) -> S
     per_group = group_sum(points, z, graph)
     return {g.id: (0.5 * (per_group[g.id] ** 2).mean(0)).float() if per_group.get(g.id) is not None else torch.zeros(g.size)
             for g in graph.prunable}
+
+
+@criterion(
+    "taylor-logit",
+    "linearised network, exact loss: mean CE(z - J_c, y) - CE(z, y), J_c = d logits / d mask_c (signed; one backward per class)",
+    needs_data=True,
+    needs_grad=True,
+    combine="sum",
+    paper="edgeprune's variant of Molchanov et al. 2019: Taylor-expand the logits, not the loss (cf. the Gauss-Newton view, Martens 2014)",
+    signed=True,
+)
+def taylor_logit(model: nn.Module, graph: ChannelGraph, batches: list, max_classes: int = 100, **options) -> Scores:
+    """Loss change of removing the channel with the network linearised and the loss kept exact.
+
+    Per sample n, ``J_nc = d logits_n / d m_c`` (the channel's mask, summed over the
+    group's output points, which removal zeroes together) comes from one backward
+    per class with per-sample masks. Removal (``delta m = -1``) moves the logits to
+    ``z_n - J_nc``; the score is ``mean_n CE(z_n - J_nc, y_n) - CE(z_n, y_n)``.
+    The first-order Taylor of the loss (``taylor-activation``) and its
+    Fisher-corrected second order (``taylor-2nd``) approximate exactly this
+    quantity; keeping the softmax cross-entropy exact removes their error on
+    confident samples, where one channel's removal moves logits by more than a
+    quadratic can follow. Cost: ``classes`` backward passes per batch, so models with
+    more than ``max_classes`` outputs are refused (use ``taylor-2nd`` there).
+    """
+    from edgeprune.errors import BadInput
+    from edgeprune.importance.base import Masker, mask_points
+
+    model.eval()
+    points = mask_points(model, graph)
+    sizes = {g.id: g.size for g in graph.prunable}
+    acc: Scores = {g.id: torch.zeros(g.size, dtype=torch.float64) for g in graph.prunable}
+    seen = 0
+    with Masker(model, points) as mk:
+        for x, y in batches:
+            masks = {i: torch.ones(x.shape[0], sizes[p.group], requires_grad=True) for i, p in enumerate(points)}
+            mk.values = masks
+            z = model(x)
+            if z.dim() != 2:
+                raise BadInput(f"taylor-logit needs (batch, classes) logits, the model returns shape {tuple(z.shape)}")
+            b, k = z.shape
+            if k > max_classes:
+                raise BadInput(f"taylor-logit costs one backward per class: {k} classes > max_classes={max_classes} "
+                               "(raise it, or use taylor-2nd)")
+            if not torch.isfinite(z).all():
+                raise BadInput("importance taylor-logit: the logits are NaN/inf on this data (check the inputs and the model's weights)")
+            jac: dict[str, torch.Tensor] = {}
+            for cls in range(k):
+                grads = torch.autograd.grad(z[:, cls].sum(), list(masks.values()), retain_graph=cls < k - 1, allow_unused=True)
+                for i, gr in zip(masks, grads):
+                    if gr is None:
+                        continue
+                    check_finite_grad(gr, "taylor-logit")
+                    gid = points[i].group
+                    if gid not in jac:
+                        jac[gid] = torch.zeros(b, sizes[gid], k, dtype=torch.float64)
+                    jac[gid][:, :, cls] += gr.detach().double()
+            zd = z.detach().double()
+            base = nn.functional.cross_entropy(zd, y, reduction="none")
+            for gid, j in jac.items():
+                moved = (zd[:, None, :] - j).reshape(-1, k)
+                loss = nn.functional.cross_entropy(moved, y.repeat_interleave(j.shape[1]), reduction="none").view(b, -1)
+                acc[gid] += (loss - base[:, None]).sum(0)
+            seen += b
+        mk.values = {}
+    return {gid: (v / max(seen, 1)).float() for gid, v in acc.items()}
