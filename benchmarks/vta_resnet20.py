@@ -21,7 +21,15 @@ import torch
 from edgeprune.data import load_data
 from edgeprune.fileio import write_json
 from edgeprune.models import load_model
-from edgeprune.vta import DISCLAIMER, VTAConfig, compile_qnet, program_report, quantize_model, reference_forward, run_program
+from edgeprune.vta import (
+    DISCLAIMER,
+    VTAConfig,
+    compile_qnet,
+    program_report,
+    quantize_model,
+    reference_forward,
+    run_program,
+)
 
 OUT = Path(__file__).resolve().parent / "results" / "vta-resnet20.json"
 
@@ -75,7 +83,7 @@ def main() -> None:
                                    "per_image_max": round(float(np.max(sim_times)), 3),
                                    "quantise_calibrate_s": round(t_quant, 3),
                                    "compile_s": {b: round(v["compile_s"], 3) for b, v in boards.items()}}
-    result["accuracy_top1"] = {"test_images": int(len(labels)), "float": float((float_pred == labels).mean()),
+    result["accuracy_top1"] = {"test_images": len(labels), "float": float((float_pred == labels).mean()),
                                "int8": float((int_pred == labels).mean()),
                                "int8_float_agreement": float((int_pred == float_pred).mean())}
     result["boards"] = {}

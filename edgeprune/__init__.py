@@ -43,7 +43,7 @@ _API = {
     "BudgetMissed": "edgeprune.errors",
 }
 
-__all__ = sorted(_API) + ["__version__"]
+__all__ = [name for name in sorted(_API)] + ["__version__"]  # not sorted(...) + [...]: ruff PLE0605
 
 
 def __getattr__(name: str) -> Any:

@@ -4,9 +4,10 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from edgeprune.errors import BadInput
 
@@ -236,7 +237,7 @@ class Budget:
         model_bytes: float | None = None,
         macs: float | None = None,
         granularity: int | None = None,
-    ) -> "Budget":
+    ) -> Budget:
         """Convenience constructor for the common single-target case."""
         lat: dict[str, Limit] = {}
         if latency_ms is not None:
@@ -251,7 +252,7 @@ class Budget:
         )
 
     @classmethod
-    def parse(cls, text: str) -> "Budget":
+    def parse(cls, text: str) -> Budget:
         """Parse ``latency=0.6x,bytes=2MB,latency@vta-pynq=40000cycles,macs=20M,granularity=8``."""
         if not text or not text.strip():
             raise BadInput("empty budget (example: --budget latency=0.6x)")

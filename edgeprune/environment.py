@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import os
 import platform
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 FIGURE_PACKAGES = ("edgeprune", "torch", "onnx", "onnxruntime", "numpy", "scipy", "torch-pruning", "apache-tvm", "tensorrt")
 

@@ -213,7 +213,7 @@ def compress(model: str | nn.Module = "resnet20-cifar10", data: str | Dataset | 
     with torch.no_grad():
         try:
             logits = dense(example)
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001 - the user's model may raise anything: one-line user-facing error
             raise BadInput(f"the model does not run on input {tuple(example.shape)}: {first_line(err)}") from None
     if ds is not None:
         check_labels(ds, logits.shape[-1])

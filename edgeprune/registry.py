@@ -5,8 +5,9 @@ emitters) owns one ``Registry`` instance; nothing global beyond those.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generic, Iterator, TypeVar
+from typing import Any, Generic, TypeVar
 
 from edgeprune.errors import BadInput
 

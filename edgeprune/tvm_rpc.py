@@ -184,7 +184,7 @@ def request_board(
 
     try:
         sess = rpc.connect(url, int(port), matchkey, session_timeout=session_timeout)
-    except Exception as err:  # the board went away between the tracker's answer and our connect
+    except Exception as err:  # noqa: BLE001 - the board went away between the tracker's answer and our connect
         raise BoardLost(f"board {url}:{port} ({spec.key}) refused the session: {_first_line(err)}") from None
     return sess, (url, int(port))
 
@@ -193,7 +193,7 @@ def free_board(sess: Any) -> None:
     """End a lease: dropping the last reference closes the session and the board returns to the tracker."""
     try:
         sess._sess = None  # RPCSession keeps the C++ session here; releasing it closes the socket
-    except Exception:
+    except Exception:  # noqa: BLE001, S110 - best effort: the session may already be gone
         pass
 
 
@@ -221,7 +221,7 @@ def run_on_board(
             last = err
         except (BadInput, BackendUnavailable):
             raise
-        except Exception as err:  # RPCError / TVMError / OSError raised when the board dies mid-run
+        except Exception as err:  # noqa: BLE001 - RPCError / TVMError / OSError raised when the board dies mid-run
             last = err
             if log is not None:
                 where = f"{board[0]}:{board[1]}" if board else "?"

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 
 @dataclass
@@ -36,12 +37,19 @@ class UI:
             self.console.print(f"[dim]{msg}[/dim]")
 
     @contextmanager
-    def progress(self, description: str, total: float | None = None) -> Iterator["Bar"]:
+    def progress(self, description: str, total: float | None = None) -> Iterator[Bar]:
         """A progress bar with rate and time left (no-op under --quiet)."""
         if self.quiet or not sys.stderr.isatty() and self.json:
             yield Bar(None, None)
             return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         with Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),

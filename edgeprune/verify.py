@@ -52,6 +52,6 @@ def verify(engine: Engine, model: nn.Module, data: ImageSet, limit: int = 500, m
     agreement = 100.0 * agree / n
     return VerifyReport(n, agreement, max_err, sum_err / max(count, 1), 100.0 * correct_e / n, 100.0 * correct_t / n, agreement >= min_agreement)
 
-from edgeprune._callable import make_callable  # noqa: E402
+from edgeprune._callable import make_callable
 
 make_callable(__name__, "verify")

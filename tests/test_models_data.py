@@ -109,7 +109,7 @@ def test_model_loaders(tmp_path) -> None:
 
 
 def test_checkpoint_of_another_architecture(tmp_path) -> None:
-    from edgeprune.models import CifarResNet, WEIGHTS_DIR, load_cifar_checkpoint
+    from edgeprune.models import WEIGHTS_DIR, CifarResNet, load_cifar_checkpoint
 
     with pytest.raises(BadInput, match="does not fit"):
         load_cifar_checkpoint(CifarResNet(5), WEIGHTS_DIR / "resnet20-12fca82f.th")

@@ -25,7 +25,7 @@ try:
     import tvm  # noqa: F401
 
     HAVE_TVM, WHY = True, ""
-except Exception as _err:  # ImportError, or a broken install
+except Exception as _err:  # noqa: BLE001 - ImportError, or a broken install
     HAVE_TVM, WHY = False, f"apache-tvm not usable here ({type(_err).__name__}); pip install edgeprune[tvm]"
 
 needs_tvm = pytest.mark.skipif(not HAVE_TVM, reason=WHY)

@@ -10,18 +10,34 @@ from hypothesis import strategies as st
 
 from edgeprune.errors import BadInput
 from edgeprune.vta.config import BOARDS, VTAConfig
-from edgeprune.vta.isa import (AluInsn, AluOp, Deps, EncodingError, FinishInsn, GemmInsn, MemInsn, MemType, Opcode,
-                               decode, decode_stream, encode, encode_stream, format_insn, pack_uops, unpack_uops)
+from edgeprune.vta.isa import (
+    AluInsn,
+    AluOp,
+    Deps,
+    EncodingError,
+    FinishInsn,
+    GemmInsn,
+    MemInsn,
+    MemType,
+    Opcode,
+    decode,
+    decode_stream,
+    encode,
+    encode_stream,
+    format_insn,
+    pack_uops,
+    unpack_uops,
+)
 
 CFG = VTAConfig()
 ROOT = Path(__file__).resolve().parent.parent
 deps = st.builds(Deps, st.booleans(), st.booleans(), st.booleans(), st.booleans())
-u = lambda bits: st.integers(0, (1 << bits) - 1)  # noqa: E731
+u = lambda bits: st.integers(0, (1 << bits) - 1)
 
 mem = st.builds(MemInsn, st.sampled_from([Opcode.LOAD, Opcode.STORE]), st.sampled_from(list(MemType)), u(16), u(32),
                 u(16), u(16), u(16), u(4), u(4), u(4), u(4), deps)
-loops = dict(uop_bgn=u(13), uop_end=u(14), iter_out=u(14), iter_in=u(14), dst_factor_out=u(11), dst_factor_in=u(11),
-             src_factor_out=u(11), src_factor_in=u(11))
+loops = {"uop_bgn": u(13), "uop_end": u(14), "iter_out": u(14), "iter_in": u(14), "dst_factor_out": u(11),
+         "dst_factor_in": u(11), "src_factor_out": u(11), "src_factor_in": u(11)}
 gemm = st.builds(GemmInsn, reset=st.booleans(), wgt_factor_out=u(10), wgt_factor_in=u(10), deps=deps, **loops)
 alu = st.builds(AluInsn, alu_op=st.sampled_from(list(AluOp)), use_imm=st.booleans(), imm=st.integers(-(1 << 15), (1 << 15) - 1),
                 deps=deps, **loops)

@@ -12,8 +12,17 @@ from hypothesis import strategies as st
 
 from edgeprune.graph.signature import LayerSignature
 from edgeprune.models.cifar_resnet import CifarResNet
-from edgeprune.vta import (DoesNotFit, VTAConfig, build, compile_qnet, layer_cycles, quantize_model, reference_forward,
-                           run_program, simulate_timing)
+from edgeprune.vta import (
+    DoesNotFit,
+    VTAConfig,
+    build,
+    compile_qnet,
+    layer_cycles,
+    quantize_model,
+    reference_forward,
+    run_program,
+    simulate_timing,
+)
 from edgeprune.vta.program import run_layer
 from edgeprune.vta.quantize import QLayer, reference_layer
 
@@ -67,14 +76,14 @@ def test_layer_bit_exact_random_shapes(cin, cout, hw, k, stride, relu, residual,
     oh = (hw + 2 * (k // 2) - k) // stride + 1
     res = rng.integers(-128, 128, (1, cout, oh, oh)).astype(np.int8) if residual else None
     try:
-        got, kernel, _ = run_layer(layer, x, res, TINY if tiny else PYNQ)
+        got, _kernel, _ = run_layer(layer, x, res, TINY if tiny else PYNQ)
     except DoesNotFit:
         assume(False)
     np.testing.assert_array_equal(got, reference_layer(layer, x, res))
 
 
 def test_every_resnet20_layer_runs_without_deadlock(resnet20) -> None:
-    _, _, qnet, program = resnet20
+    _, _, _qnet, program = resnet20
     assert len(program.kernels) == 22  # 19 convs, 2 shortcut selections, 1 dense
     for k in program.kernels:
         tr = simulate_timing(k.insns, PYNQ)  # raises Deadlock on a token mismatch

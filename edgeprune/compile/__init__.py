@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -56,8 +57,8 @@ def compile(model: nn.Module, target: Target | str, out: str | Path, example: to
     return emitter(model, target, out, example, dict(options))
 
 
-__all__ = ["Engine", "EMITTERS", "compile"]
+__all__ = ["EMITTERS", "Engine", "compile"]
 
-from edgeprune._callable import make_callable  # noqa: E402
+from edgeprune._callable import make_callable
 
 make_callable(__name__, "compile")

@@ -32,13 +32,13 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path) -> Pa
                     model, (example,), str(tmp), dynamo=False, opset_version=OPSET,
                     input_names=["input"], output_names=["output"], do_constant_folding=True,
                 )
-        except Exception as first:
+        except Exception as first:  # noqa: BLE001 - any TorchScript failure: try the dynamo exporter
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     prog = torch.onnx.export(model, (example,), dynamo=True, opset_version=OPSET)
                     prog.save(str(tmp))
-            except Exception as err:
+            except Exception as err:  # noqa: BLE001 - both exporters failed: one-line user-facing error
                 msg = first_line(err)
                 raise BadInput(f"cannot export the model to ONNX: {msg} (TorchScript exporter: {first_line(first)})") from None
     return path

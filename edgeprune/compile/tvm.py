@@ -34,7 +34,7 @@ def fold_bn(model: nn.Module) -> tuple[nn.Module, bool]:
 
         fused = fuse(copy.deepcopy(model).eval())
         return fused, True
-    except Exception:
+    except Exception:  # noqa: BLE001 - fx tracing fails in many ways: keep the unfolded model
         return model, False
 
 
@@ -76,7 +76,7 @@ class _RemoteRunner:
                 return self.module.run(x.astype(np.float32))
             except (BadInput, BackendUnavailable):
                 raise
-            except Exception as err:
+            except Exception as err:  # noqa: BLE001 - RPC/TVM errors of any kind: reconnect and retry
                 self.close()
                 last = err
         raise BackendUnavailable(f"lost the board running the {self.target.name} engine: {str(last).splitlines()[-1][:200]}")
@@ -123,7 +123,7 @@ def emit_tvm(model: nn.Module, target: Target, out_dir: Path, example: torch.Ten
     if frontend == "torch":
         try:
             mod, bn_folded = import_torch(model, example)
-        except Exception as e:  # torch.export or the Relax translator does not handle the model: try ONNX
+        except Exception as e:  # noqa: BLE001 - torch.export or the Relax translator does not handle the model: try ONNX
             fallback = f"torch.export import failed ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}); used ONNX"
             frontend = "onnx"
     if frontend == "onnx":
@@ -174,7 +174,7 @@ def emit_tvm(model: nn.Module, target: Target, out_dir: Path, example: torch.Ten
         try:
             loaded = LoadedModule(lib, kind)
             runner = lambda x: loaded.run(x.astype(np.float32))
-        except Exception:
+        except Exception:  # noqa: BLE001 - a module that cannot load here just has no in-process runner
             runner = None  # e.g. a CUDA module on a machine without a GPU
     return Engine(target, out_dir, files, manifest, runner)
 

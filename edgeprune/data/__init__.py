@@ -9,9 +9,9 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -37,7 +37,7 @@ class ImageSet:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def subset(self, index: np.ndarray | slice) -> "ImageSet":
+    def subset(self, index: np.ndarray | slice) -> ImageSet:
         """A view on some of the images."""
         return ImageSet(self.images[index], self.labels[index], self.mean, self.std)
 
@@ -122,7 +122,7 @@ def _decode_jpegs(buf: np.ndarray, offsets: np.ndarray, what: str) -> np.ndarray
         try:
             img = Image.open(io.BytesIO(buf[offsets[i] : offsets[i + 1]].tobytes())).convert("RGB")
             out[i] = np.asarray(img)
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001 - PIL raises many kinds: one-line user-facing error
             raise BadInput(f"dataset {what}: image {i} cannot be decoded ({err})") from None
     return out
 
@@ -149,7 +149,7 @@ def _decode_jpeg_npz(path: Path, name: str) -> Dataset:
             with np.load(cache) as c:
                 d = {k: c[k] for k in c.files}
             return Dataset(name, ImageSet(d["xtr"], d["ytr"]), ImageSet(d["xte"], d["yte"]), tuple(d["classes"].tolist()))
-        except Exception:
+        except Exception:  # noqa: BLE001 - an unreadable cache is dropped and rebuilt
             cache.unlink(missing_ok=True)
     with np.load(path) as z:
         xtr = _decode_jpegs(z["train_jpeg"], z["train_offsets"], f"{path} (train)")
@@ -159,10 +159,9 @@ def _decode_jpeg_npz(path: Path, name: str) -> Dataset:
     try:
         from edgeprune.fileio import atomic_path
 
-        with atomic_path(cache) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, xtr=xtr, ytr=ytr, xte=xte, yte=yte, classes=np.array(classes))
-    except Exception:
+        with atomic_path(cache) as tmp, open(tmp, "wb") as f:
+            np.savez(f, xtr=xtr, ytr=ytr, xte=xte, yte=yte, classes=np.array(classes))
+    except Exception:  # noqa: BLE001, S110 - writing the cache is optional
         pass  # a cache is an optimisation; a read-only home must not fail the run
     return Dataset(name, ImageSet(xtr, ytr), ImageSet(xte, yte), classes)
 
@@ -220,7 +219,7 @@ def _load_folder(path: Path) -> Dataset:
                 if f.suffix.lower() in _IMAGE_EXT:
                     try:
                         imgs.append(np.asarray(Image.open(f).convert("RGB")))
-                    except Exception as err:
+                    except Exception as err:  # noqa: BLE001 - PIL raises many kinds: one-line user-facing error
                         raise BadInput(f"dataset {path}: cannot decode {f} ({err})") from None
                     labels.append(ci)
         if not imgs:
@@ -248,7 +247,7 @@ def _load_folder(path: Path) -> Dataset:
     return Dataset(path.name, ImageSet(x, y), ImageSet(xt, yt), tuple(classes))
 
 
-def load_data(spec: "str | Dataset") -> Dataset:
+def load_data(spec: str | Dataset) -> Dataset:
     """A dataset from ``cifar10-demo`` (embedded), ``cifar10-full`` (../shared/data), an ``.npz`` or a folder."""
     if isinstance(spec, Dataset):
         return spec
@@ -269,7 +268,7 @@ def load_data(spec: "str | Dataset") -> Dataset:
         return _load_plain_npz(path)
     except BadInput:
         raise
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - any unreadable file: one-line user-facing error
         raise BadInput(f"cannot read dataset {path}: {err}") from None
 
 
@@ -282,4 +281,4 @@ def check_labels(data: Dataset, num_classes: int) -> None:
             )
 
 
-__all__ = ["Dataset", "ImageSet", "load_data", "find_shared", "check_labels", "CIFAR_MEAN", "CIFAR_STD"]
+__all__ = ["CIFAR_MEAN", "CIFAR_STD", "Dataset", "ImageSet", "check_labels", "find_shared", "load_data"]

@@ -2,4 +2,4 @@
 from edgeprune.graph.groups import ChannelGraph, ChannelGroup, LayerInfo, Member, channel_groups, prune
 from edgeprune.graph.signature import LayerSignature
 
-__all__ = ["ChannelGraph", "ChannelGroup", "LayerInfo", "Member", "LayerSignature", "channel_groups", "prune"]
+__all__ = ["ChannelGraph", "ChannelGroup", "LayerInfo", "LayerSignature", "Member", "channel_groups", "prune"]

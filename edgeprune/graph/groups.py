@@ -238,9 +238,7 @@ def _reshape_safe(i: tuple[int, ...], o: tuple[int, ...]) -> bool:
         return True
     if len(i) == 4 and len(o) >= 2 and o[:2] == i[:2]:
         return True
-    if len(i) == 4 and len(o) == 2 and o[0] == i[0] and o[1] == i[1] * i[2] * i[3]:
-        return True
-    return False
+    return len(i) == 4 and len(o) == 2 and o[0] == i[0] and o[1] == i[1] * i[2] * i[3]
 
 
 def _channel_dim_op(grad_fn: Any) -> bool:
@@ -311,7 +309,7 @@ def _build_dg(model: nn.Module, example_inputs: Any):
         index_mapping.update_index_mapping(dg)
     except UnsupportedLayer:
         raise
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - any tracing failure: one-line user-facing error
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise UnsupportedLayer(f"cannot trace the model's channel dependencies: {msg}") from None
     return dg, barriers, outputs
@@ -549,7 +547,7 @@ def _capture_inputs(model: nn.Module, example_inputs: Any) -> dict[str, tuple[in
     try:
         with torch.no_grad():
             shapes["__output__"] = _shapes(_forward(model, example_inputs))  # type: ignore[assignment]
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - the user's model may raise anything: one-line user-facing error
         raise BadInput(f"the model does not run on the example input: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
     finally:
         for h in hooks:
@@ -569,7 +567,7 @@ def _post_ops(model: nn.Module) -> dict[str, str]:
     """What follows each conv/linear in the traced graph (``bn+relu``, ``bn+add+relu``); empty if fx cannot trace."""
     try:
         gm = torch.fx.symbolic_trace(model)
-    except Exception:
+    except Exception:  # noqa: BLE001 - fx cannot trace every model: no post-ops then
         return {}
     mods = dict(gm.named_modules())
     post: dict[str, str] = {}
@@ -729,7 +727,7 @@ def prune(model: nn.Module, keep: Mapping[str, Sequence[int] | torch.Tensor], ex
         try:
             with torch.no_grad():
                 out = _forward(new, example_inputs)
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001 - any failure of the pruned model: one-line user-facing error
             msg = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise UnsupportedLayer(f"the pruned model does not run ({msg}): some layer hard-codes a channel count "
                                    "edgeprune cannot update; leave its groups whole") from None

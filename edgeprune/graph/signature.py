@@ -41,7 +41,7 @@ class LayerSignature:
             f"|p{self.padding[0]}x{self.padding[1]}|g{g}|{self.in_hw[0]}x{self.in_hw[1]}|{self.dtype}|{self.post}"
         )
 
-    def with_channels(self, in_channels: int, out_channels: int, dtype: str | None = None) -> "LayerSignature":
+    def with_channels(self, in_channels: int, out_channels: int, dtype: str | None = None) -> LayerSignature:
         """The same layer with other channel counts (and optionally another precision)."""
         return replace(self, in_channels=in_channels, out_channels=out_channels, dtype=dtype or self.dtype)
 
@@ -66,7 +66,7 @@ class LayerSignature:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "LayerSignature":
+    def from_dict(cls, d: dict[str, Any]) -> LayerSignature:
         """Inverse of :meth:`to_dict`."""
         d = dict(d)
         for k in ("kernel", "stride", "padding", "in_hw"):

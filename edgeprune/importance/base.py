@@ -3,13 +3,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from edgeprune.graph.groups import ChannelGraph, ChannelGroup, Member
 from edgeprune.registry import Registry
+
+if TYPE_CHECKING:
+    from typing import Self
 
 Scores = dict[str, torch.Tensor]
 
@@ -232,7 +235,7 @@ class Masker:
         self.keep_outputs = False
         self._hooks: list[Any] = []
 
-    def __enter__(self) -> Masker:
+    def __enter__(self) -> Self:
         modules = dict(self.model.named_modules())
         for i, p in enumerate(self.points):
             mod = modules[p.module]

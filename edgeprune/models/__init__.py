@@ -41,7 +41,7 @@ def load_cifar_checkpoint(model: CifarResNet, path: str | os.PathLike[str]) -> C
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise BadInput(f"checkpoint not found: {path}") from None
-    except Exception as err:  # truncated or foreign file: torch raises many kinds
+    except Exception as err:  # noqa: BLE001 - truncated or foreign file: torch raises many kinds
         raise BadInput(f"cannot read checkpoint {path}: {first_line(err)}") from None
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
@@ -117,7 +117,7 @@ def load_model(spec: str | nn.Module, pretrained: bool = True) -> nn.Module:
         raise BadInput(f"model not found: {spec!r} is neither a file nor a registered model ({known})")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - torch.load/unpickling raises many kinds: one-line user-facing error
         raise BadInput(f"cannot load model file {path}: {first_line(err)}") from None
     if not isinstance(obj, nn.Module):
         raise BadInput(

@@ -4,6 +4,6 @@ from edgeprune.plan.schedule import ScheduleResult, iterative, one_shot, step_bu
 
 __all__ = ["GroupPlan", "Plan", "ScheduleResult", "apply", "iterative", "one_shot", "plan", "step_budgets"]
 
-from edgeprune._callable import make_callable  # noqa: E402
+from edgeprune._callable import make_callable
 
 make_callable(__name__, "plan")

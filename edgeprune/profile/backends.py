@@ -22,14 +22,14 @@ class Backend(ABC):
     unit: str = "ms"
 
     @abstractmethod
-    def availability(self, target: "Target") -> tuple[bool, str]:
+    def availability(self, target: Target) -> tuple[bool, str]:
         """(True, "") when this backend can run ``target`` here, else (False, reason)."""
 
     @abstractmethod
-    def time_onnx(self, onnx_path: str | Path, target: "Target", protocol: TimingProtocol) -> Timing:
+    def time_onnx(self, onnx_path: str | Path, target: Target, protocol: TimingProtocol) -> Timing:
         """Time a whole ONNX model (batch 1) on ``target``."""
 
-    def time_layer(self, sig: "LayerSignature", target: "Target", protocol: TimingProtocol) -> Timing:
+    def time_layer(self, sig: LayerSignature, target: Target, protocol: TimingProtocol) -> Timing:
         """Time one layer configuration (default: build its ONNX graph and time that)."""
         import tempfile
 
@@ -40,11 +40,11 @@ class Backend(ABC):
             path.write_bytes(layer_onnx(sig).SerializeToString())
             return self.time_onnx(path, target, protocol)
 
-    def time_layer_detail(self, sig: "LayerSignature", target: "Target", protocol: TimingProtocol) -> tuple[Timing, dict]:
+    def time_layer_detail(self, sig: LayerSignature, target: Target, protocol: TimingProtocol) -> tuple[Timing, dict]:
         """:meth:`time_layer` plus what the backend chose for the layer (e.g. ``{"layout": "nchwc"}``)."""
         return self.time_layer(sig, target, protocol), {}
 
-    def make_runner(self, onnx_path: str | Path, target: "Target"):
+    def make_runner(self, onnx_path: str | Path, target: Target):
         """A zero-argument callable running the model once on fixed random inputs (for interleaved timing).
 
         Backends that cannot hand out a runner raise NotImplementedError; the
@@ -52,7 +52,7 @@ class Backend(ABC):
         """
         raise NotImplementedError(f"backend {self.name} has no in-process runner")
 
-    def run_onnx(self, onnx_path: str | Path, target: "Target", x: np.ndarray) -> np.ndarray:
+    def run_onnx(self, onnx_path: str | Path, target: Target, x: np.ndarray) -> np.ndarray:
         """Run a whole model once on ``x`` and return its output (for verification)."""
         raise NotImplementedError(f"backend {self.name} cannot run models here")
 
@@ -66,7 +66,7 @@ def get_backend(name: str) -> Backend:
     return BACKENDS.get(name)
 
 
-def backend_availability(target: "Target") -> tuple[bool, str]:
+def backend_availability(target: Target) -> tuple[bool, str]:
     """Whether ``target`` can run here, with the reason when not."""
     _load_all()
     if target.backend not in BACKENDS:

@@ -46,7 +46,7 @@ def tvm_import_error() -> str | None:
         if getattr(err, "name", None) in ("tvm", "tvm_ffi") or "No module named 'tvm" in str(err) or "import of tvm" in str(err):
             return f"unavailable: apache-tvm not installed ({INSTALL_HINT})"
         return f"unavailable: apache-tvm does not import ({str(err).splitlines()[0][:120]}; {INSTALL_HINT})"
-    except Exception as err:  # a broken install (e.g. a mismatched apache-tvm-ffi) fails with other errors
+    except Exception as err:  # noqa: BLE001 - a broken install (e.g. a mismatched apache-tvm-ffi) fails with other errors
         return f"unavailable: apache-tvm does not import ({type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''})"
     return None
 

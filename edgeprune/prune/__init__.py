@@ -4,6 +4,6 @@ from edgeprune.prune.granularity import round_channels
 
 __all__ = ["prune", "round_channels"]
 
-from edgeprune._callable import make_callable  # noqa: E402
+from edgeprune._callable import make_callable
 
 make_callable(__name__, "prune")

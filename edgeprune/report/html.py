@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from html import escape
 from typing import Any
 
@@ -134,7 +134,7 @@ def render(rr: RunReport, figs: dict[str, bytes | None], fig_notes: dict[str, st
     out.append(_run(rr))
     from edgeprune import __version__
 
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     out.append(f"<footer>Written by edgeprune {escape(__version__)} on {now} from {escape(str(rr.run_dir))}/report.json. "
                f"Regenerate with <code>edgeprune report {escape(str(rr.run_dir))}</code>.</footer>")
     out.append("</main></body></html>\n")

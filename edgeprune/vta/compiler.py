@@ -18,15 +18,25 @@ every buffer reuse.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Callable
 
 import numpy as np
 
 from edgeprune.errors import BudgetMissed
 from edgeprune.vta.config import VTAConfig
-from edgeprune.vta.isa import (AluInsn, AluOp, Deps, FinishInsn, GemmInsn, Insn, MemInsn, MemType, Opcode,
-                               pack_uops)
+from edgeprune.vta.isa import (
+    AluInsn,
+    AluOp,
+    Deps,
+    FinishInsn,
+    GemmInsn,
+    Insn,
+    MemInsn,
+    MemType,
+    Opcode,
+    pack_uops,
+)
 
 
 class DoesNotFit(BudgetMissed):
@@ -304,10 +314,11 @@ def emit_kernel(g: LayerGeom, plan: TilePlan, addr: Addresses, config: VTAConfig
         if g.uses_vec and state[k]["vec"] != a0:
             cp.append(MemInsn(Opcode.LOAD, MemType.ACC, vec_base(k), vec_e + a0 * 3, 1, 3 * n_oc, 3 * n_oc))
             state[k]["vec"] = a0
-        loop = dict(iter_out=n_oc, iter_in=th_r, dst_factor_out=th_r * tw_c if n_oc > 1 else 0,
-                    dst_factor_in=tw_c if th_r > 1 else 0)
+        loop = {"iter_out": n_oc, "iter_in": th_r, "dst_factor_out": th_r * tw_c if n_oc > 1 else 0,
+                "dst_factor_in": tw_c if th_r > 1 else 0}
 
-        def alu(op: AluOp, vec: int | None = None, imm: int = 0) -> AluInsn:
+        def alu(op: AluOp, vec: int | None = None, imm: int = 0, *, k: int = k, tw_c: int = tw_c, n_oc: int = n_oc,
+                loop: dict[str, int] = loop) -> AluInsn:
             b, e = alu_uops(k, tw_c, vec)
             return AluInsn(op, vec is None, imm, b, e, src_factor_out=3 if (vec is not None and n_oc > 1) else 0,
                            src_factor_in=0, **loop)
@@ -427,6 +438,21 @@ def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
-__all__ = ["DoesNotFit", "LayerGeom", "TilePlan", "Addresses", "Kernel", "emit_kernel", "candidate_plans",
-           "choose_plan", "block_activation", "unblock_activation", "block_weights", "block_vectors", "fits",
-           "sram_need", "align", "ceil_div"]
+__all__ = [
+    "Addresses",
+    "DoesNotFit",
+    "Kernel",
+    "LayerGeom",
+    "TilePlan",
+    "align",
+    "block_activation",
+    "block_vectors",
+    "block_weights",
+    "candidate_plans",
+    "ceil_div",
+    "choose_plan",
+    "emit_kernel",
+    "fits",
+    "sram_need",
+    "unblock_activation",
+]

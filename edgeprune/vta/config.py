@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from edgeprune.errors import BadInput
 
@@ -152,7 +153,7 @@ class VTAConfig:
 
     # ------------------------------------------------------------------ constructors
     @classmethod
-    def preset(cls, name: str, **overrides: Any) -> "VTAConfig":
+    def preset(cls, name: str, **overrides: Any) -> VTAConfig:
         """The default VTA core on a named board (``pynq``, ``de10nano``, ``ultra96``, ``zcu104``)."""
         key = name.lower()
         if key not in BOARDS:
@@ -160,7 +161,7 @@ class VTAConfig:
         return replace(BOARDS[key], **overrides) if overrides else BOARDS[key]
 
     @classmethod
-    def from_json(cls, source: str | os.PathLike[str] | Mapping[str, Any], board: str = "pynq") -> "VTAConfig":
+    def from_json(cls, source: str | os.PathLike[str] | Mapping[str, Any], board: str = "pynq") -> VTAConfig:
         """Read VTA's ``vta_config.json`` (a path or a parsed dict) onto a board preset.
 
         Keys other than the ``LOG_*`` fields are ignored, except ``TARGET`` which,

@@ -18,14 +18,24 @@ make the concurrent execution equal to the sequential one.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
 from edgeprune.errors import VerificationFailed
 from edgeprune.vta.config import VTAConfig
-from edgeprune.vta.isa import AluInsn, AluOp, FinishInsn, GemmInsn, Insn, MemInsn, MemType, Opcode, unpack_uops
+from edgeprune.vta.isa import (
+    AluInsn,
+    AluOp,
+    FinishInsn,
+    GemmInsn,
+    Insn,
+    MemInsn,
+    MemType,
+    Opcode,
+    unpack_uops,
+)
 
 
 class SimulationError(VerificationFailed):

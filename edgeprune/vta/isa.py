@@ -15,9 +15,9 @@ For a load instruction "next" is compute; for compute "prev" is load and
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from enum import IntEnum
-from typing import Iterable, Union
 
 import numpy as np
 
@@ -178,7 +178,7 @@ class FinishInsn:
     module: Module = Module.COMPUTE
 
 
-Insn = Union[MemInsn, GemmInsn, AluInsn, FinishInsn]
+Insn = MemInsn | GemmInsn | AluInsn | FinishInsn
 
 
 # --------------------------------------------------------------------------- bit layout

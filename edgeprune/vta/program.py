@@ -13,8 +13,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from edgeprune.vta.compiler import (Addresses, Kernel, LayerGeom, align, block_activation, block_vectors,
-                                    block_weights, choose_plan, emit_kernel, unblock_activation)
+from edgeprune.vta.compiler import (
+    Addresses,
+    Kernel,
+    LayerGeom,
+    align,
+    block_activation,
+    block_vectors,
+    block_weights,
+    choose_plan,
+    emit_kernel,
+    unblock_activation,
+)
 from edgeprune.vta.config import VTAConfig
 from edgeprune.vta.functional import Machine, check_hazards
 from edgeprune.vta.isa import encode_stream, format_insn
@@ -71,10 +81,10 @@ class Program:
         """A readable listing of the whole stream, with host steps and per-kernel headers."""
         lines = [
             "# VTA instruction stream (cycle-approximate simulation of the VTA architecture; not RTL, not hardware)",
-            f"# board {self.config.board}: {self.config.block}x{self.config.block} int8 GEMM core, "
-            f"{self.config.clock_mhz:g} MHz, {self.config.axi_bytes * 8}-bit AXI",
-            f"# host: quantise the input to int8 (frac {self.qnet.input_frac}) -> tensor 'input' @ "
-            f"{self.tensors['input'].addr:#x}",
+            (f"# board {self.config.board}: {self.config.block}x{self.config.block} int8 GEMM core, "
+             f"{self.config.clock_mhz:g} MHz, {self.config.axi_bytes * 8}-bit AXI"),
+            (f"# host: quantise the input to int8 (frac {self.qnet.input_frac}) -> tensor 'input' @ "
+             f"{self.tensors['input'].addr:#x}"),
         ]
         pc = 0
         for k, layer, tr in zip(self.kernels, self.layers, self.timings):

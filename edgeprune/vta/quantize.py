@@ -19,8 +19,8 @@ bit for bit; it shares no code with the compiler or the simulator.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -299,8 +299,8 @@ def host_avgpool(x: np.ndarray) -> np.ndarray:
 
 def reference_conv(x: np.ndarray, w: np.ndarray, stride: tuple[int, int], padding: tuple[int, int]) -> np.ndarray:
     """Exact integer convolution: int8 (N, I, H, W) * int8 (O, I, KH, KW) -> int64 (N, O, OH, OW)."""
-    n, _, _, _ = x.shape
-    o, i, kh, kw = w.shape
+    _n, _, _, _ = x.shape
+    _o, _i, kh, kw = w.shape
     xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (padding[0], padding[0]), (padding[1], padding[1])))
     win = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, ::stride[0], ::stride[1]]
     # products < 2**14 and sums < 2**40: float64 (BLAS) is exact here
