@@ -56,12 +56,13 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import numpy as np
 import torch
 import torch.nn.functional as F
+from common import dense_reference  # benchmarks/common.py
 from torch import nn
 
-from common import dense_reference  # benchmarks/common.py
-
 # limits for edgeprune plans, x the budget ratio: above 1 too, since the predictor is checked by measurement
-EP_SCALES = (1.15, 1.1, 1.06, 1.03, 1.0, 0.98, 0.96, 0.94, 0.92, 0.9, 0.87, 0.84, 0.8, 0.75, 0.7)
+# (up to 1.5x: the checked-in profiles' int8 tables were measured layer by layer and underrate what int8
+# gains in a whole fused QDQ graph, so an int8 plan at the nominal limit prunes more than it needs to)
+EP_SCALES = (1.5, 1.4, 1.3, 1.25, 1.2, 1.15, 1.1, 1.06, 1.03, 1.0, 0.98, 0.96, 0.94, 0.92, 0.9, 0.87, 0.84, 0.8, 0.75, 0.7)
 MACS_FRACTIONS = (0.75, 0.65, 0.55, 0.47, 0.4, 0.34, 0.28, 0.22, 0.17, 0.12)
 TP_RATIOS = (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8)
 
@@ -169,12 +170,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from edgeprune.config import Budget, get_target
     from edgeprune.data import load_data
+    from edgeprune.environment import machine_info, versions
     from edgeprune.fileio import write_json
     from edgeprune.graph import channel_groups, prune
     from edgeprune.importance import importance
     from edgeprune.metrics import evaluate
     from edgeprune.models import load_model
-    from edgeprune.environment import machine_info, versions
     from edgeprune.profile import ModelProtocol, measure_engines
     from edgeprune.recover import RecoverConfig, recover
     from edgeprune.ui import UI
@@ -201,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         score_batches = 2
     else:
         epochs, max_images, eval_limit = args.epochs, args.max_images, args.eval_limit
-        mproto = ModelProtocol(rounds=6, passes=2)
+        mproto = ModelProtocol(rounds=10, passes=3)  # ~1 min for 60 candidates; 6 x 2 let one busy second reorder them
         final_proto = ModelProtocol()
         out_dir = Path(args.out) if args.out else ROOT / "benchmarks" / "results"
         score_batches = args.score_batches

@@ -58,7 +58,8 @@ SWEEP_BATCHES = (4, 16)
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--channels", type=int, default=448, help="channels the oracle removes (448 = all of ResNet-20's)")
-    ap.add_argument("--oracle-batches", type=int, default=8)
+    ap.add_argument("--oracle-batches", type=int, default=32, help="held-out batches for the primary oracle")
+    ap.add_argument("--settings-oracle-batches", type=int, default=8, help="held-out batches for each settings oracle")
     ap.add_argument("--oracle-batch-size", type=int, default=128)
     ap.add_argument("--batches", type=int, default=64, help="training batches each criterion scores on")
     ap.add_argument("--batch-size", type=int, default=64)
@@ -92,11 +93,11 @@ def main() -> None:
     graph = channel_groups(pretrained, data.test.example())
     common = {"batches": args.batches, "batch_size": args.batch_size, "seed": args.seed}
 
-    def run_oracle(which: str, split: str):
-        res = oracle(models[which], data, graph, n_channels=args.channels, batches=args.oracle_batches, seed=args.seed,
+    def run_oracle(which: str, split: str, batches: int):
+        res = oracle(models[which], data, graph, n_channels=args.channels, batches=batches, seed=args.seed,
                      batch_size=args.oracle_batch_size, split=split)
         print(f"oracle ({which} weights, {split} split): {len(res.channels)} channels on {res.n_images} images, "
-              f"base loss {res.base_loss:.4f}, {res.seconds:.1f} s", flush=True)
+              f"base loss {res.base_loss:.4f}, split-half reliability {res.reliability():.3f}, {res.seconds:.1f} s", flush=True)
         return res
 
     def done(g):
@@ -104,7 +105,7 @@ def main() -> None:
               f"bottom-k {g.bottomk_overlap:.2f} {g.seconds:7.1f} s {g.error}", flush=True)
 
     t_start = time.perf_counter()
-    res = run_oracle("finetuned", "train")
+    res = run_oracle("finetuned", "train", args.oracle_batches)
     names = [n for n, _, _ in list_criteria()]
     specs = [(n, n, OPTIONS.get(n, {})) for n in names] + VARIANTS
     if args.only:
@@ -125,12 +126,13 @@ def main() -> None:
     if not args.no_settings:
         print("how much the setting matters:", flush=True)
         for which, split in (("finetuned", "test"), ("pretrained", "train"), ("pretrained", "test")):
-            r = run_oracle(which, split)
+            r = run_oracle(which, split, args.settings_oracle_batches)
             for g in grade(SETTING_CRITERIA, models[which], data, r, graph, on_done=done, **common):
                 settings.append({"weights": which, "oracle_split": split, "criterion": g.criterion, "spearman": g.spearman,
-                                 "base_loss": r.base_loss})
-        settings += [{"weights": "finetuned", "oracle_split": "train", "criterion": r["criterion"], "spearman": r["spearman"],
-                      "base_loss": res.base_loss} for r in rows if r["criterion"] in SETTING_CRITERIA]
+                                 "base_loss": r.base_loss, "oracle_images": r.n_images, "oracle_reliability": r.reliability()})
+        settings += [{"weights": "finetuned", "oracle_split": "train", "criterion": row["criterion"], "spearman": row["spearman"],
+                      "base_loss": res.base_loss, "oracle_images": res.n_images, "oracle_reliability": res.reliability()}
+                     for row in rows if row["criterion"] in SETTING_CRITERIA]
         print(f"fewer scoring images (primary setting; {args.batches} batches above):", flush=True)
         for nb in SWEEP_BATCHES:
             for g in grade(SWEEP_CRITERIA, finetuned, data, res, graph, on_done=done, **{**common, "batches": nb}):
@@ -148,7 +150,9 @@ def main() -> None:
                   "criterion_batches": args.batches, "criterion_batch_size": args.batch_size,
                   "criterion_images": args.batches * args.batch_size, "criterion_split": "train", "seed": args.seed,
                   "total_prunable_channels": sum(g.size for g in graph.prunable)},
-        "oracle": {"base_loss": res.base_loss, "seconds": round(res.seconds, 1), **{k: v for k, v in res.to_json().items() if k in ("channels", "delta")}},
+        "oracle": {"base_loss": res.base_loss, "seconds": round(res.seconds, 1), "reliability": res.reliability(),
+                   "ceiling": res.reliability() ** 0.5 if (res.reliability() or 0) > 0 else None,
+                   **{k: v for k, v in res.to_json().items() if k in ("channels", "delta")}},
         "results": rows,
         "best_gradient_criterion": best and {"criterion": best["criterion"], "spearman": best["spearman"], "goal": 0.9,
                                              "met": best["spearman"] >= 0.9},
@@ -172,12 +176,17 @@ def markdown(out, rows, best, settings, sweep, res, notes, total) -> str:
     lines = [
         "# Importance criteria vs the oracle: ResNet-20, CIFAR-10",
         "",
-        f"Model: the pretrained ResNet-20 fine-tuned on the JPEG train split ({s['model_weights']}). "
-        f"Oracle: {len(res.channels)} of {s['total_prunable_channels']} channels, each removed alone; true loss change on "
-        f"{res.n_images} held-out training images the criteria never see (base loss {res.base_loss:.4f}). "
-        f"Criteria scored on {s['criterion_images']} other training images. Seed {s['seed']}. "
-        "`Spearman`: vs the signed loss change; `vs |d|`: vs its magnitude; top/bottom-k: overlap of the k "
-        f"(= {rows[0]['k'] if rows else 0}) most / least important channels.",
+        (f"Model: the pretrained ResNet-20 fine-tuned on the JPEG train split ({s['model_weights']}). "
+         f"Oracle: {len(res.channels)} of {s['total_prunable_channels']} channels, each removed alone; true loss change on "
+         f"{res.n_images} held-out training images the criteria never see (base loss {res.base_loss:.4f}). "
+         f"Criteria scored on {s['criterion_images']} other training images. Seed {s['seed']}. "
+         "`Spearman`: vs the signed loss change; `vs |d|`: vs its magnitude; top/bottom-k: overlap of the k "
+         f"(= {rows[0]['k'] if rows else 0}) most / least important channels."),
+        "",
+        (f"The oracle is itself a sample: ranking the channels on two random halves of its batches agrees to a "
+         f"split-half reliability of {res.reliability():.3f} (Spearman-Brown corrected), so no criterion can be expected "
+         f"to correlate with it much above {max(res.reliability(), 0) ** 0.5:.3f}. With 1,024 images it is lower "
+         "(see the settings table), and a criterion's figure moves by several hundredths with the images drawn."),
         "",
         "| criterion | needs | Spearman | vs abs | top-k | bottom-k | time (s) |",
         "|---|---|---:|---:|---:|---:|---:|",
@@ -191,15 +200,19 @@ def markdown(out, rows, best, settings, sweep, res, notes, total) -> str:
     if settings:
         crits = list(dict.fromkeys(r["criterion"] for r in settings))
         cells = {(r["weights"], r["oracle_split"], r["criterion"]): r["spearman"] for r in settings}
+        rel = {(r["weights"], r["oracle_split"]): (r["oracle_reliability"], r["oracle_images"]) for r in settings}
         lines += ["## How much the setting matters", "",
-                  "Spearman with the oracle, same channels and scoring images. The pretrained weights were trained on the "
-                  "original PNG CIFAR-10, not this JPEG copy, so they do not sit at a minimum of the loss here: single "
-                  "removals then often *lower* it, which second-order criteria built for a minimum cannot foresee. The test "
-                  "split adds the generalisation gap, which no training-set criterion sees.", "",
-                  "| weights | oracle on | " + " | ".join(crits) + " |", "|---|---|" + "---:|" * len(crits)]
+                  ("Spearman with the oracle, same channels and scoring images. The pretrained weights were trained on the "
+                   "original PNG CIFAR-10, not this JPEG copy, so they do not sit at a minimum of the loss here: single "
+                   "removals then often *lower* it, which second-order criteria built for a minimum cannot foresee. The test "
+                   "split adds the generalisation gap, which no training-set criterion sees."), "",
+                  "| weights | oracle on | images | oracle reliability | " + " | ".join(crits) + " |",
+                  "|---|---|---:|---:|" + "---:|" * len(crits)]
         for w, sp in (("finetuned", "train"), ("finetuned", "test"), ("pretrained", "train"), ("pretrained", "test")):
             if any((w, sp, c) in cells for c in crits):
-                lines.append(f"| {w} | {sp} | " + " | ".join(f"{cells.get((w, sp, c), float('nan')):+.3f}" for c in crits) + " |")
+                rr, ni = rel[(w, sp)]
+                lines.append(f"| {w} | {sp} | {ni} | {rr:.3f} | "
+                             + " | ".join(f"{cells.get((w, sp, c), float('nan')):+.3f}" for c in crits) + " |")
         lines.append("")
     if sweep:
         lines += ["## Scoring images", "", "| criterion | images | Spearman | time (s) |", "|---|---:|---:|---:|"]
@@ -207,9 +220,9 @@ def markdown(out, rows, best, settings, sweep, res, notes, total) -> str:
             lines.append(f"| {r['criterion']} | {r['images']} | {r['spearman']:+.3f} | {r['seconds']:.1f} |")
         lines.append("")
     lines += [f"Note: {n}" for n in notes]
-    lines += [f"Wall time {total:.0f} s (oracle {res.seconds:.0f} s) on {platform.processor() or platform.machine()} with "
-              f"{out['host']['threads']} torch thread(s), load average at the end {out['host']['loadavg_at_end']}; "
-              "times are comparable only within this run.", ""]
+    lines += [(f"Wall time {total:.0f} s (oracle {res.seconds:.0f} s) on {platform.processor() or platform.machine()} with "
+               f"{out['host']['threads']} torch thread(s), load average at the end {out['host']['loadavg_at_end']}; "
+               "times are comparable only within this run."), ""]
     return "\n".join(lines)
 
 

@@ -162,6 +162,12 @@ def test_oracle_and_grade(tiny):
         with channel_removed(m, graph.group(gid), c):
             drop = sum(F.cross_entropy(m(x), y, reduction="sum").item() for x, y in held)
     assert res.delta[0] == pytest.approx((drop - base) / 16, abs=1e-5)
+    assert res.per_batch.shape == (2, 8) and res.per_batch.sum(0) / 16 == pytest.approx(res.delta)
+    assert -1.0 <= res.reliability() <= 1.0
+    # the same batch four times: both halves rank the channels identically
+    same = oracle(m, [held[0]] * 4, graph, n_channels=8, batches=4, seed=0)
+    assert same.reliability() == pytest.approx(1.0)
+    assert oracle(m, held[:1], graph, n_channels=4, batches=1).reliability() is None
     grades = grade(["taylor-2nd", "l1", "random"], m, b, res, graph, batches=1, seed=0)
     assert [g.criterion for g in grades] == ["taylor-2nd", "l1", "random"]
     for g in grades:

@@ -87,6 +87,29 @@ def test_profile_runs_and_round_trips(small_profile):
     assert pred.model_cost(graph.signatures()) > 0
 
 
+def test_int8_term_is_fitted_on_whole_int8_models(small_profile):
+    """The int8 scale reproduces the median all-int8 model and is applied to int8 layers only."""
+    from edgeprune.graph import channel_groups
+    from edgeprune.profile.lut import Predictor
+
+    cal = small_profile.data["calibration"]
+    rows8 = cal["int8_points"]
+    assert [r["name"] for r in rows8] == ["dense", "cal0-aligned", "cal1-unaligned"]  # dense + min(3, calibration=2)
+    s8 = cal["coef"]["int8_scale"]
+    assert 0.2 <= s8 <= 2.0
+    errors = sorted(abs(r["error_in_sample"]) for r in rows8)
+    assert s8 in (0.2, 2.0) or errors[0] < 1e-9, (s8, errors)  # unless clipped, the median-scale point is met exactly
+    graph = channel_groups(Small().eval(), EXAMPLE)
+    pred = small_profile.predictor()
+    fp32, int8 = graph.signatures(), graph.signatures({}, {n: "int8" for n in graph.layers})
+    assert pred.model_cost(int8) == pytest.approx(rows8[0]["predicted"])
+    # without the term (scale 1) int8 layers cost their table entries; fp32 models are unaffected
+    raw = Predictor.from_profile(small_profile)
+    raw.calibration = {**raw.calibration, "coef": {k: v for k, v in cal["coef"].items() if k != "int8_scale"}}
+    assert raw.model_cost(fp32) == pytest.approx(pred.model_cost(fp32))
+    assert raw.features(int8)["layers"] * s8 == pytest.approx(pred.features(int8)["layers"])
+
+
 def test_predictor_exact_at_measured_points(small_profile):
     pred = small_profile.predictor()
     for rec in small_profile.records.values():
@@ -142,6 +165,24 @@ def test_resume_after_interruption(small_profile, tmp_path):
     assert len(seen) == len(small_profile.records) - 3  # only the missing records were measured
     assert set(prof.records) == set(small_profile.records)
     assert load_profile(path).complete
+
+
+def test_recalibrate_keeps_the_tables_and_measures_the_model_term_again(small_profile, tmp_path):
+    import shutil
+
+    path = tmp_path / "recal.json"
+    shutil.copy(small_profile.path, path)
+    doc = json.loads(path.read_text())
+    doc["calibration"]["coef"] = {"layers": 9.0, "offset": 0.0}  # a stale fit that must go
+    path.write_text(json.dumps(doc))
+    seen = []
+    prof = profile(Small().eval(), EXAMPLE, "cpu-ort", model_name="small", out=path, calibration=2, audit=2,
+                   recalibrate=True, _on_record=seen.append, **QUICK)
+    assert seen == [] and prof.records == json.loads(json.dumps(small_profile.records))  # no layer measured again
+    assert prof.data["calibration"]["coef"]["layers"] != 9.0 and "int8_scale" in prof.data["calibration"]["coef"]
+    assert prof.complete and prof.audit["n"] == 2
+    with pytest.raises(BadInput, match="needs an existing profile"):
+        profile(Small().eval(), EXAMPLE, "cpu-ort", model_name="small", out=tmp_path / "none.json", recalibrate=True, **QUICK)
 
 
 def test_predictor_monotone_where_the_table_is():

@@ -77,12 +77,14 @@ def run(args: argparse.Namespace, ui: UI) -> int:
         with ui.progress("oracle: channels removed", total=None) as bar:
             res = oracle(model, data, graph, n_channels=args.oracle, batches=args.oracle_batches, seed=args.seed,
                          progress=lambda i, n: bar.update(completed=i, total=n), split=args.oracle_split)
-        ui.log(f"oracle: {len(res.channels)} channels, {res.n_images} held-out {args.oracle_split} images, base loss {res.base_loss:.4f}, {res.seconds:.1f} s")
+        rel = res.reliability()
+        ui.log(f"oracle: {len(res.channels)} channels, {res.n_images} held-out {args.oracle_split} images, base loss {res.base_loss:.4f}, "
+               + (f"split-half reliability {rel:.3f}, " if rel is not None else "") + f"{res.seconds:.1f} s")
         with ui.progress("criteria", total=len(chosen)) as bar:
             grades = grade(chosen, model, data, res, graph, batches=args.batches, batch_size=args.batch_size, seed=args.seed,
                            on_done=lambda g: bar.advance(1, g.criterion))
         rows = sorted(grades, key=lambda g: -(g.spearman if g.spearman == g.spearman else -9))
-        ui.result({"oracle": {"channels": len(res.channels), "images": res.n_images, "split": res.split, "base_loss": res.base_loss,
+        ui.result({"oracle": {"channels": len(res.channels), "images": res.n_images, "split": res.split, "base_loss": res.base_loss, "reliability": rel,
                               "seconds": res.seconds},
                    "grades": [{"criterion": g.criterion, "spearman": g.spearman, "spearman_abs": g.spearman_abs,
                                "topk_overlap": g.topk_overlap, "bottomk_overlap": g.bottomk_overlap, "k": g.k,

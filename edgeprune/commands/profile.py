@@ -33,6 +33,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     resume = p.add_mutually_exclusive_group()
     resume.add_argument("--resume", dest="resume", action="store_true", default=True, help="continue an interrupted run in --out (default)")
     resume.add_argument("--fresh", dest="resume", action="store_false", help="measure everything again")
+    resume.add_argument("--recalibrate", action="store_true",
+                        help="keep the layer tables in --out, measure the whole-model calibration and audit again")
     p.add_argument("--quick", action="store_true", help="short timing protocols (smoke runs; not for checked-in profiles)")
     p.add_argument("--note", action="append", default=[], help="a note stored in the profile (repeatable)")
     p.add_argument("--seed", type=int, default=0)
@@ -64,7 +66,7 @@ def run(args: argparse.Namespace, ui: UI) -> int:
         model_name = Path(model_name).stem
     prof = profile(
         args.model, example, target, model_name=model_name, grid=args.grid, out=args.out, resume=args.resume,
-        audit=args.audit, ui=ui, calibration=args.calibration, seed=args.seed, notes=args.note,
+        audit=args.audit, ui=ui, calibration=args.calibration, seed=args.seed, notes=args.note, recalibrate=args.recalibrate,
         protocol=TimingProtocol.quick() if args.quick else None,
         model_protocol=ModelProtocol.quick() if args.quick else None,
     )

@@ -37,6 +37,27 @@ class OracleResult:
     seed: int
     seconds: float
     split: str = "test"
+    #: (batches, channels): each held-out batch's summed loss change, for the oracle's own reliability
+    per_batch: np.ndarray | None = None
+
+    def reliability(self, seed: int = 0) -> float | None:
+        """How reproducible the oracle is: Spearman-Brown-corrected split-half rank correlation.
+
+        The batches are split at random into two halves; each half's loss changes
+        rank the channels; the Spearman correlation ``r`` of the two rankings is
+        corrected to the full size, ``2r / (1 + r)``. A criterion cannot correlate
+        with this oracle much above ``sqrt(reliability)``: beyond that the
+        oracle's own sampling noise decides. None with fewer than 2 batches.
+        """
+        from scipy.stats import spearmanr
+
+        if self.per_batch is None or len(self.per_batch) < 2:
+            return None
+        order = np.random.default_rng(seed).permutation(len(self.per_batch))
+        half = len(order) // 2
+        a, b = self.per_batch[order[:half]].sum(0), self.per_batch[order[half:]].sum(0)
+        r = float(spearmanr(a, b).statistic)
+        return 2 * r / (1 + r) if r > -1 else r
 
     def gather(self, scores: dict[str, torch.Tensor]) -> np.ndarray:
         """The scores of the sampled channels, in the oracle's order."""
@@ -47,6 +68,8 @@ class OracleResult:
         d = asdict(self)
         d["channels"] = [[g, c] for g, c in self.channels]
         d["delta"] = [float(v) for v in self.delta]
+        d.pop("per_batch", None)
+        d["reliability"] = self.reliability()
         return d
 
 
@@ -234,13 +257,15 @@ def oracle(model: nn.Module, data: Any, graph: ChannelGraph | None = None, n_cha
     n_img = sum(int(y.shape[0]) for _, y in held)
     base = 0.0
     removed = np.zeros(len(chans))
+    per_batch = np.zeros((len(held), len(chans)))
     with torch.no_grad():
         for bi, (x, y) in enumerate(held):
             if sfx is not None:
                 out, cached = sfx.run(x, keep)
             else:
                 out, cached = model(x), {}
-            base += float(nn.functional.cross_entropy(out, y, reduction="sum"))
+            base_b = float(nn.functional.cross_entropy(out, y, reduction="sum"))
+            base += base_b
             for k, (gid, c) in enumerate(chans):
                 with channel_removed(model, by_id[gid], c):
                     if sfx is not None:
@@ -248,11 +273,13 @@ def oracle(model: nn.Module, data: Any, graph: ChannelGraph | None = None, n_cha
                         o = sfx.run_from(s, cached[s])
                     else:
                         o = model(x)
-                removed[k] += float(nn.functional.cross_entropy(o, y, reduction="sum"))
+                lk = float(nn.functional.cross_entropy(o, y, reduction="sum"))
+                removed[k] += lk
+                per_batch[bi, k] = lk - base_b
                 if progress:
                     progress(bi * len(chans) + k + 1, len(held) * len(chans))
     delta = (removed - base) / n_img
-    return OracleResult(chans, delta, base / n_img, n_img, len(held), batch_size, seed, time.perf_counter() - t0, split)
+    return OracleResult(chans, delta, base / n_img, n_img, len(held), batch_size, seed, time.perf_counter() - t0, split, per_batch)
 
 
 def _rankdata(v: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ import random
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +22,7 @@ from edgeprune.graph.signature import LayerSignature
 from edgeprune.profile.lut import (
     SCHEMA,
     SCHEMA_VERSION,
+    Predictor,
     Profile,
     default_profile_path,
     fit_calibration,
@@ -369,7 +370,7 @@ def _new_doc(target: Target, backend: Any, model_name: str, grid: Mapping, proto
         "target": _target_spec(target),
         "model": model_name,
         "unit": backend.unit,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "updated": None,
         "complete": False,
         "software": _versions(),
@@ -404,6 +405,7 @@ def profile(
     calibration: int = 6,
     seed: int = 0,
     notes: Sequence[str] = (),
+    recalibrate: bool = False,
     _on_record: Callable[[int], None] | None = None,
 ) -> Profile:
     """Measure the latency table of every layer signature of ``model`` on ``target``, calibrate, audit.
@@ -418,6 +420,8 @@ def profile(
       dense model, to fit the per-model term.
     - ``audit``: N random pruned configurations (half aligned) measured whole and
       compared with the prediction; the figures are stored in the file.
+    - ``recalibrate``: keep the layer tables of the file in ``out`` but measure the
+      per-model term (and the audit) again: after a predictor change, or on a quieter machine.
     """
     from edgeprune.config import get_target
     from edgeprune.graph import channel_groups
@@ -450,6 +454,10 @@ def profile(
             # the tables serve any model with the same signatures; the per-model parts are redone
             doc["notes"].append(f"records reused from a profile of {doc.get('model')} for {model_name}")
             doc.update(model=model_name, calibration=None, dense_latency=None, audit=None, complete=False)
+        elif recalibrate:
+            doc.update(calibration=None, dense_latency=None, audit=None, complete=False)
+    if recalibrate and doc is None:
+        raise BadInput(f"--recalibrate needs an existing profile to keep the layer tables of: {out} does not exist")
     if doc is None:
         doc = _new_doc(target, backend, model_name, grid_n, protocol, mprotocol)
     doc["grid"]["groups"] = {k: dict(v) for k, v in grid_n.items()}
@@ -467,7 +475,7 @@ def profile(
     def save() -> None:
         from edgeprune.fileio import write_json
 
-        doc["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        doc["updated"] = datetime.now(UTC).isoformat(timespec="seconds")
         write_json(out, doc)
 
     last_save = time.perf_counter()
@@ -544,15 +552,26 @@ def _calibrate(prof: Profile, model: Any, example: Any, graph: ChannelGraph, tar
     batch = dict(configs)
     for k, v in (extra or {}).items():
         batch.setdefault(k, v)
+    # int8 whole models (dense + a few pruned ones) give the int8 term its own scale
+    int8_names = ["dense", *[k for k in configs if k != "dense"][:INT8_CALIBRATION]] \
+        if "int8" in doc["precisions"] and dense_dtype != "int8" and target.backend == "ort" else []
     ui.log(f"calibrating the per-model term on {len(configs)} whole models"
+           + (f" and {len(int8_names)} int8 ones" if int8_names else "")
            + (f", measured interleaved with {len(batch) - len(configs)} audit models" if len(batch) > len(configs) else ""))
-    timings, per_pass = measure_configs(model, example, target, batch, mprotocol, ui, "whole models (calibration + audit)" if extra else "calibration (whole models)")
+    with tempfile.TemporaryDirectory(prefix="edgeprune-calibration-") as d:
+        engines = _export_engines(model, example, target, batch, int8_names, Path(d), ui)
+        timings, per_pass = measure_engines(engines, target, mprotocol, ui,
+                                            "whole models (calibration + audit)" if extra else "calibration (whole models)")
     rows = []
     for name, widths in configs.items():
         feats = pred.features(graph.signatures(widths, dtypes))
         rows.append({"name": name, "widths": widths, "features": feats, "layer_sum": feats["layers"],
                      "measured": timings[name].to_dict(), "passes": per_pass[name]})
     coef = fit_calibration([(r["features"], r["measured"]["median"]) for r in rows], backend.unit)
+    rows8 = [{"name": name, "widths": configs[name], "measured": timings[f"{name}@int8"].to_dict(),
+              "passes": per_pass[f"{name}@int8"]} for name in int8_names]
+    if rows8:
+        coef["int8_scale"] = fit_int8_scale(pred, graph, coef, rows8)
     doc["dense_latency"] = {**timings["dense"].to_dict(), "unit": backend.unit}
     doc["calibration"] = {
         "model": doc["model"], "dtype": dense_dtype, "coef": coef, "points": rows,
@@ -562,8 +581,63 @@ def _calibrate(prof: Profile, model: Any, example: Any, graph: ChannelGraph, tar
                    "when the data cannot support it (see docs/profile.md)"),
         "test_retest_spread_median": _median([spread(per_pass[k]) for k in configs]),
         "measured_with_audit": bool(extra),
+        "int8_points": rows8,
     }
+    if rows8:
+        doc["calibration"]["method"] += (
+            "; int8_scale: the median over all-int8 whole models (dense + pruned, QDQ engines) of how much cheaper "
+            "their int8 layers are than the isolated int8 tables say, applied to int8 layer costs in 'layers'")
     return timings, per_pass
+
+
+#: pruned configurations measured as all-int8 whole models too (besides the dense one)
+INT8_CALIBRATION = 3
+
+
+def _export_engines(model: Any, example: Any, target: Target, configs: Mapping[str, Mapping[str, int]],
+                    int8_names: Sequence[str], d: Path, ui: UI) -> dict[str, Any]:
+    """fp32 ONNX files of ``configs``, plus ``NAME@int8`` QDQ engines of ``int8_names`` (random calibration: timing only)."""
+    import warnings
+
+    from edgeprune.compile.onnx_export import export_onnx
+    from edgeprune.quant.ort_int8 import quantize_onnx
+
+    engines: dict[str, Any] = {}
+    with ui.progress("exporting models", total=len(configs) + len(int8_names)) as bar:
+        for i, (name, widths) in enumerate(configs.items()):
+            path = export_onnx(_pruned(model, example, widths) if widths else model, example, d / f"m{i}.onnx")
+            engines[name] = path
+            bar.advance()
+            if name in int8_names:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # random calibration data is fine for timing
+                    q = quantize_onnx(path, d / f"m{i}.int8.onnx", target, calib=None)
+                engines[f"{name}@int8"] = (q.path, list(q.disabled_optimizers))
+                bar.advance()
+    return engines
+
+
+def fit_int8_scale(pred: Predictor, graph: ChannelGraph, coef: Mapping[str, float], rows8: list[dict[str, Any]]) -> float:
+    """The factor on int8 layer costs that makes ``coef`` predict the measured all-int8 models (median; in [0.2, 2]).
+
+    ``pred`` must be uncalibrated for int8 (scale 1). Each row gets its raw
+    features and the prediction with the fitted scale (in-sample error).
+    """
+    dtypes8 = {name: "int8" for name in graph.layers}
+    scales = []
+    for r in rows8:
+        f = pred.features(graph.signatures(r["widths"], dtypes8))
+        rest = sum(float(v) * f[k] for k, v in coef.items() if k in f and k != "layers") + float(coef.get("offset", 0.0))
+        r["features_int8_raw"] = f
+        scales.append((r["measured"]["median"] - rest) / max(float(coef.get("layers", 1.0)) * f["layers"], 1e-12))
+    s8 = float(min(2.0, max(0.2, _median(scales) or 1.0)))
+    for r in rows8:
+        f = r["features_int8_raw"]
+        pred_ms = (float(coef.get("layers", 1.0)) * f["layers"] * s8
+                   + sum(float(v) * f[k] for k, v in coef.items() if k in f and k != "layers") + float(coef.get("offset", 0.0)))
+        r["predicted"] = pred_ms
+        r["error_in_sample"] = pred_ms / r["measured"]["median"] - 1.0
+    return s8
 
 
 def _median(xs: Sequence[float]) -> float | None:
@@ -665,7 +739,7 @@ def summarise_audit(rows: list[dict], mac_pred: list[float], unit: str, protocol
     rel = [abs(r["error_vs_dense"]) for r in rows if "error_vs_dense" in r]
     out: dict[str, Any] = {
         "n": len(rows),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "unit": unit,
         "loadavg": _loadavg(),
         "protocol": _protocol_dict(protocol),
@@ -719,6 +793,8 @@ def refit(prof: Profile, graph: ChannelGraph) -> Profile:
         r["features"] = pred.features(graph.signatures(r["widths"], dtypes))
         r["layer_sum"] = r["features"]["layers"]
     doc["calibration"]["coef"] = fit_calibration([(r["features"], r["measured"]["median"]) for r in cal["points"]], doc["unit"])
+    if cal.get("int8_points"):
+        doc["calibration"]["coef"]["int8_scale"] = fit_int8_scale(pred, graph, doc["calibration"]["coef"], cal["int8_points"])
     prof._predictor = None
     pred = prof.predictor()
     a = doc.get("audit")
