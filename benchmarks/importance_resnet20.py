@@ -21,6 +21,7 @@ Writes benchmarks/results/importance-resnet20.json and .md.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import sys
@@ -67,7 +68,16 @@ def main() -> None:
     ap.add_argument("--only", default="", help="comma-separated criteria (default: all)")
     ap.add_argument("--no-settings", action="store_true", help="skip the weights x oracle-split comparison and the batch sweep")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--render", action="store_true", help="only re-render the .md from the stored .json")
+    ap.add_argument("--stem", default="importance-resnet20", help="output name in benchmarks/results (STEM.json, STEM.md)")
     args = ap.parse_args()
+    res_dir = ROOT / "benchmarks" / "results"
+    if args.render:
+        from edgeprune.fileio import read_json
+
+        write_text(res_dir / f"{args.stem}.md", markdown(read_json(res_dir / f"{args.stem}.json", "results")))
+        print((res_dir / f"{args.stem}.md").read_text())
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -152,7 +162,8 @@ def main() -> None:
                   "total_prunable_channels": sum(g.size for g in graph.prunable)},
         "oracle": {"base_loss": res.base_loss, "seconds": round(res.seconds, 1), "reliability": res.reliability(),
                    "ceiling": res.reliability() ** 0.5 if (res.reliability() or 0) > 0 else None,
-                   **{k: v for k, v in res.to_json().items() if k in ("channels", "delta")}},
+                   **{k: v for k, v in res.to_json().items() if k in ("channels", "delta")},
+                   "per_batch": [[round(float(v), 6) for v in row] for row in res.per_batch]},
         "results": rows,
         "best_gradient_criterion": best and {"criterion": best["criterion"], "spearman": best["spearman"], "goal": 0.9,
                                              "met": best["spearman"] >= 0.9},
@@ -164,43 +175,56 @@ def main() -> None:
         "dense_finetune_seconds": round(finetune_s, 1),
         "total_seconds": round(total, 1),
     }
-    res_dir = ROOT / "benchmarks" / "results"
-    write_json(res_dir / "importance-resnet20.json", out)
-    write_text(res_dir / "importance-resnet20.md", markdown(out, rows, best, settings, sweep, res, notes, total))
-    print((res_dir / "importance-resnet20.md").read_text())
+    write_json(res_dir / f"{args.stem}.json", out)
+    write_text(res_dir / f"{args.stem}.md", markdown(out))
+    print((res_dir / f"{args.stem}.md").read_text())
 
 
-def markdown(out, rows, best, settings, sweep, res, notes, total) -> str:
-    """The results as a markdown report."""
-    s = out["setup"]
+def markdown(out: dict) -> str:
+    """The results as a markdown report (from the JSON alone: ``--render`` re-renders a stored run)."""
+    s, o = out["setup"], out["oracle"]
+    rows, best, settings, sweep = out["results"], out["best_gradient_criterion"], out["settings"], out["scoring_images_sweep"]
+    rel = o.get("reliability")
+    ceil = max(rel, 0.0) ** 0.5 if rel is not None else None
+
+    def corrected(rho: float) -> str:
+        return f"{rho / ceil:+.3f}" if ceil and math.isfinite(rho) else "n/a"
+
     lines = [
         "# Importance criteria vs the oracle: ResNet-20, CIFAR-10",
         "",
         (f"Model: the pretrained ResNet-20 fine-tuned on the JPEG train split ({s['model_weights']}). "
-         f"Oracle: {len(res.channels)} of {s['total_prunable_channels']} channels, each removed alone; true loss change on "
-         f"{res.n_images} held-out training images the criteria never see (base loss {res.base_loss:.4f}). "
+         f"Oracle: {s['oracle_channels']} of {s['total_prunable_channels']} channels, each removed alone; true loss change on "
+         f"{s['oracle_images']} held-out training images the criteria never see (base loss {o['base_loss']:.4f}). "
          f"Criteria scored on {s['criterion_images']} other training images. Seed {s['seed']}. "
          "`Spearman`: vs the signed loss change; `vs |d|`: vs its magnitude; top/bottom-k: overlap of the k "
          f"(= {rows[0]['k'] if rows else 0}) most / least important channels."),
         "",
-        (f"The oracle is itself a sample: ranking the channels on two random halves of its batches agrees to a "
-         f"split-half reliability of {res.reliability():.3f} (Spearman-Brown corrected), so no criterion can be expected "
-         f"to correlate with it much above {max(res.reliability(), 0) ** 0.5:.3f}. With 1,024 images it is lower "
-         "(see the settings table), and a criterion's figure moves by several hundredths with the images drawn."),
-        "",
-        "| criterion | needs | Spearman | vs abs | top-k | bottom-k | time (s) |",
-        "|---|---|---:|---:|---:|---:|---:|",
     ]
+    if rel is not None:
+        lines += [(f"The oracle is itself a sample. Ranking the channels on two random halves of its batches agrees to a "
+                   f"split-half reliability of {rel:.3f} (Spearman-Brown corrected). No criterion can therefore correlate "
+                   f"with it much above sqrt({rel:.3f}) = {ceil:.3f}, however right it is. `corrected` divides by that "
+                   "ceiling (Spearman's correction for attenuation). It is an estimate of the correlation with a noise-free "
+                   "oracle, not a measured figure. With 1,024 oracle images the reliability is lower (see the settings "
+                   "table), and a criterion's raw figure moves by several hundredths with the images drawn."), ""]
+    lines += ["| criterion | needs | Spearman | corrected | vs abs | top-k | bottom-k | time (s) |",
+              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in sorted(rows, key=lambda r: -(r["spearman"] if r["spearman"] == r["spearman"] else -9)):
         need = "gradients" if r["needs_grad"] else ("data" if r["needs_data"] else "nothing")
-        lines.append(f"| {r['criterion']} | {need} | {r['spearman']:+.3f} | {r['spearman_abs']:+.3f} | {r['topk_overlap']:.2f} | "
-                     f"{r['bottomk_overlap']:.2f} | {r['seconds']:.1f} |" + (f" error: {r['error']}" if r["error"] else ""))
-    lines += ["", f"Best gradient criterion: {best['criterion']} at {best['spearman']:+.3f} (goal >= 0.9: "
-              f"{'met' if best['spearman'] >= 0.9 else 'not met'})." if best else "No gradient criterion ran.", ""]
+        lines.append(f"| {r['criterion']} | {need} | {r['spearman']:+.3f} | {corrected(r['spearman'])} | {r['spearman_abs']:+.3f} | "
+                     f"{r['topk_overlap']:.2f} | {r['bottomk_overlap']:.2f} | {r['seconds']:.1f} |"
+                     + (f" error: {r['error']}" if r["error"] else ""))
+    if best:
+        lines += ["", (f"Best gradient criterion: {best['criterion']} at {best['spearman']:+.3f} (goal >= 0.9: "
+                       f"{'met' if best['spearman'] >= 0.9 else 'not met'}"
+                       + (f"; {corrected(best['spearman'])} corrected for the oracle's own noise" if ceil else "") + ")."), ""]
+    else:
+        lines += ["", "No gradient criterion ran.", ""]
     if settings:
         crits = list(dict.fromkeys(r["criterion"] for r in settings))
         cells = {(r["weights"], r["oracle_split"], r["criterion"]): r["spearman"] for r in settings}
-        rel = {(r["weights"], r["oracle_split"]): (r["oracle_reliability"], r["oracle_images"]) for r in settings}
+        relset = {(r["weights"], r["oracle_split"]): (r["oracle_reliability"], r["oracle_images"]) for r in settings}
         lines += ["## How much the setting matters", "",
                   ("Spearman with the oracle, same channels and scoring images. The pretrained weights were trained on the "
                    "original PNG CIFAR-10, not this JPEG copy, so they do not sit at a minimum of the loss here: single "
@@ -210,7 +234,7 @@ def markdown(out, rows, best, settings, sweep, res, notes, total) -> str:
                   "|---|---|---:|---:|" + "---:|" * len(crits)]
         for w, sp in (("finetuned", "train"), ("finetuned", "test"), ("pretrained", "train"), ("pretrained", "test")):
             if any((w, sp, c) in cells for c in crits):
-                rr, ni = rel[(w, sp)]
+                rr, ni = relset[(w, sp)]
                 lines.append(f"| {w} | {sp} | {ni} | {rr:.3f} | "
                              + " | ".join(f"{cells.get((w, sp, c), float('nan')):+.3f}" for c in crits) + " |")
         lines.append("")
@@ -219,10 +243,10 @@ def markdown(out, rows, best, settings, sweep, res, notes, total) -> str:
         for r in sorted(sweep, key=lambda r: (r["criterion"], r["images"])):
             lines.append(f"| {r['criterion']} | {r['images']} | {r['spearman']:+.3f} | {r['seconds']:.1f} |")
         lines.append("")
-    lines += [f"Note: {n}" for n in notes]
-    lines += [(f"Wall time {total:.0f} s (oracle {res.seconds:.0f} s) on {platform.processor() or platform.machine()} with "
-               f"{out['host']['threads']} torch thread(s), load average at the end {out['host']['loadavg_at_end']}; "
-               "times are comparable only within this run."), ""]
+    lines += [f"Note: {n}" for n in out["notes"]]
+    lines += [(f"Wall time {out['total_seconds']:.0f} s (oracle {o['seconds']:.0f} s) with {out['host']['threads']} torch "
+               f"thread(s) on a shared 2-core Xeon, load average at the end {out['host']['loadavg_at_end']}; times are "
+               "comparable only within this run."), ""]
     return "\n".join(lines)
 
 

@@ -40,23 +40,29 @@ class OracleResult:
     #: (batches, channels): each held-out batch's summed loss change, for the oracle's own reliability
     per_batch: np.ndarray | None = None
 
-    def reliability(self, seed: int = 0) -> float | None:
+    def reliability(self, seed: int = 0, splits: int = 32) -> float | None:
         """How reproducible the oracle is: Spearman-Brown-corrected split-half rank correlation.
 
         The batches are split at random into two halves; each half's loss changes
-        rank the channels; the Spearman correlation ``r`` of the two rankings is
-        corrected to the full size, ``2r / (1 + r)``. A criterion cannot correlate
-        with this oracle much above ``sqrt(reliability)``: beyond that the
-        oracle's own sampling noise decides. None with fewer than 2 batches.
+        rank the channels; the Spearman correlation ``r`` of the two rankings,
+        averaged over ``splits`` random splits (one split alone varies by a few
+        hundredths), is corrected to the full size, ``2r / (1 + r)``. A criterion
+        cannot be expected to correlate with this oracle much above
+        ``sqrt(reliability)``: beyond that the oracle's own sampling noise decides.
+        None with fewer than 2 batches.
         """
         from scipy.stats import spearmanr
 
         if self.per_batch is None or len(self.per_batch) < 2:
             return None
-        order = np.random.default_rng(seed).permutation(len(self.per_batch))
-        half = len(order) // 2
-        a, b = self.per_batch[order[:half]].sum(0), self.per_batch[order[half:]].sum(0)
-        r = float(spearmanr(a, b).statistic)
+        rng = np.random.default_rng(seed)
+        half = len(self.per_batch) // 2
+        rs = []
+        for _ in range(splits if len(self.per_batch) > 2 else 1):
+            order = rng.permutation(len(self.per_batch))
+            a, b = self.per_batch[order[:half]].sum(0), self.per_batch[order[half:]].sum(0)
+            rs.append(float(spearmanr(a, b).statistic))
+        r = float(np.mean(rs))
         return 2 * r / (1 + r) if r > -1 else r
 
     def gather(self, scores: dict[str, torch.Tensor]) -> np.ndarray:
