@@ -186,9 +186,12 @@ def markdown(out: dict) -> str:
     rows, best, settings, sweep = out["results"], out["best_gradient_criterion"], out["settings"], out["scoring_images_sweep"]
     rel = o.get("reliability")
     ceil = max(rel, 0.0) ** 0.5 if rel is not None else None
+    # runs before the per-batch losses were stored estimated the reliability from one random split
+    how = "mean of 32 random splits" if o.get("per_batch") else "one random split: a noisy estimate"
+    use_ceiling = bool(o.get("per_batch")) and ceil is not None  # too noisy to correct with from one split
 
     def corrected(rho: float) -> str:
-        return f"{rho / ceil:+.3f}" if ceil and math.isfinite(rho) else "n/a"
+        return f"{rho / ceil:+.3f}" if use_ceiling and math.isfinite(rho) else "n/a"
 
     lines = [
         "# Importance criteria vs the oracle: ResNet-20, CIFAR-10",
@@ -203,22 +206,24 @@ def markdown(out: dict) -> str:
     ]
     if rel is not None:
         lines += [(f"The oracle is itself a sample. Ranking the channels on two random halves of its batches agrees to a "
-                   f"split-half reliability of {rel:.3f} (Spearman-Brown corrected). No criterion can therefore correlate "
-                   f"with it much above sqrt({rel:.3f}) = {ceil:.3f}, however right it is. `corrected` divides by that "
-                   "ceiling (Spearman's correction for attenuation). It is an estimate of the correlation with a noise-free "
-                   "oracle, not a measured figure. With 1,024 oracle images the reliability is lower (see the settings "
-                   "table), and a criterion's raw figure moves by several hundredths with the images drawn."), ""]
-    lines += ["| criterion | needs | Spearman | corrected | vs abs | top-k | bottom-k | time (s) |",
-              "|---|---|---:|---:|---:|---:|---:|---:|"]
+                   f"split-half reliability of {rel:.3f} (Spearman-Brown corrected; {how}). A criterion cannot be expected to "
+                   f"correlate with it much above sqrt({rel:.3f}) = {ceil:.3f}, however right it is. "
+                   + ("`corrected` divides by that ceiling (Spearman's correction for attenuation): an estimate of the "
+                      "correlation with a noise-free oracle, not a measured figure. " if use_ceiling else
+                      "This run's estimate comes from one split, too noisy to correct with (criteria above the ceiling show "
+                      "it); `corrected` is left out. ")
+                   + "A criterion's raw figure moves by several hundredths with the oracle images drawn."), ""]
+    lines += ["| criterion | needs | Spearman |" + (" corrected |" if use_ceiling else "") + " vs abs | top-k | bottom-k | time (s) |",
+              "|---|---|---:|" + ("---:|" if use_ceiling else "") + "---:|---:|---:|---:|"]
     for r in sorted(rows, key=lambda r: -(r["spearman"] if r["spearman"] == r["spearman"] else -9)):
         need = "gradients" if r["needs_grad"] else ("data" if r["needs_data"] else "nothing")
-        lines.append(f"| {r['criterion']} | {need} | {r['spearman']:+.3f} | {corrected(r['spearman'])} | {r['spearman_abs']:+.3f} | "
-                     f"{r['topk_overlap']:.2f} | {r['bottomk_overlap']:.2f} | {r['seconds']:.1f} |"
+        lines.append(f"| {r['criterion']} | {need} | {r['spearman']:+.3f} |" + (f" {corrected(r['spearman'])} |" if use_ceiling else "")
+                     + f" {r['spearman_abs']:+.3f} | {r['topk_overlap']:.2f} | {r['bottomk_overlap']:.2f} | {r['seconds']:.1f} |"
                      + (f" error: {r['error']}" if r["error"] else ""))
     if best:
         lines += ["", (f"Best gradient criterion: {best['criterion']} at {best['spearman']:+.3f} (goal >= 0.9: "
                        f"{'met' if best['spearman'] >= 0.9 else 'not met'}"
-                       + (f"; {corrected(best['spearman'])} corrected for the oracle's own noise" if ceil else "") + ")."), ""]
+                       + (f"; {corrected(best['spearman'])} corrected for the oracle's own noise" if use_ceiling else "") + ")."), ""]
     else:
         lines += ["", "No gradient criterion ran.", ""]
     if settings:
@@ -230,6 +235,7 @@ def markdown(out: dict) -> str:
                    "original PNG CIFAR-10, not this JPEG copy, so they do not sit at a minimum of the loss here: single "
                    "removals then often *lower* it, which second-order criteria built for a minimum cannot foresee. The test "
                    "split adds the generalisation gap, which no training-set criterion sees."), "",
+                  f"Oracle reliability: {how}.", "",
                   "| weights | oracle on | images | oracle reliability | " + " | ".join(crits) + " |",
                   "|---|---|---:|---:|" + "---:|" * len(crits)]
         for w, sp in (("finetuned", "train"), ("finetuned", "test"), ("pretrained", "train"), ("pretrained", "test")):

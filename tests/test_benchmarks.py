@@ -1,0 +1,36 @@
+"""The headline benchmark's smoke run (``--quick``) writes the file shape issue 12 fixes."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_headline_quick_writes_the_fixed_shape(tmp_path):
+    out = tmp_path / "results"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "headline.py"), "--model", "resnet20", "--ratio", "0.6", "--quick",
+           "--out", str(out), "--cache", str(tmp_path / "cache"), "--rows", "ep-int8,tp-l1,tp-l1-int8", "--eval-limit", "200"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads((out / "headline-resnet20-cpu-ort.json").read_text())
+    assert set(doc) == {"dense", "rows", "machine", "versions", "protocol"}
+    assert set(doc["dense"]) == {"top1", "latency_ms"} and doc["dense"]["latency_ms"] > 0
+    assert doc["protocol"].startswith("QUICK SMOKE RUN")
+    methods = [r["method"] for r in doc["rows"]]
+    assert len(methods) == 3 and all(m.startswith(("edgeprune", "torch-pruning")) for m in methods)
+    assert any("int8" in m for m in methods if m.startswith("edgeprune"))
+    assert any("int8" in m for m in methods if m.startswith("torch-pruning"))
+    for r in doc["rows"]:
+        assert set(r) == {"method", "latency_ms", "latency_ratio", "top1", "params", "macs", "epochs"}
+        assert isinstance(r["params"], int) and isinstance(r["macs"], int) and isinstance(r["epochs"], int)
+        assert r["latency_ms"] > 0 and 0 <= r["top1"] <= 100
+        assert r["latency_ratio"] == pytest.approx(r["latency_ms"] / doc["dense"]["latency_ms"], rel=1e-3)
+    for ext in ("md", "png", "details.json"):
+        assert (out / f"headline-resnet20-cpu-ort.{ext}").exists()
