@@ -496,45 +496,61 @@ def _plan_milp(dense: nn.Module, graph: ChannelGraph, scores: dict[str, torch.Te
     # plan in the predictor's own scale, translating the measured limit by the dense model's ratio
     pred_dense = pred.model_cost(graph.signatures())
     to_pred = pred_dense / dense_ms
-    scale = cfg.margin
     attempts: list[dict[str, Any]] = []
     best = None
+    errors: list[BudgetMissed] = []  # the first series offers every precision: its error names the true minimum
+    precisions = list(cfg.precisions or tgt.precisions)
+    series = [precisions]
+    if "int8" in precisions and len(precisions) > 1 and "latency_ms" in limits:
+        # the tables price each layer's precision but not the Q/DQ boundaries between fp32 and int8 layers
+        # (docs/plan.md): also plan with every layer int8, which has none, and keep the better measured plan
+        series.append(["int8"])
     with tempfile.TemporaryDirectory(prefix="edgeprune-plan-") as work:
         dense_path, _ = engine_onnx(dense, example, tgt, None, None, Path(work), name="dense")  # once, for every attempt
-        for attempt in range(cfg.max_attempts):
-            lat = {tgt.name: Limit(limits["latency_ms"] * to_pred * scale, "ms")} if "latency_ms" in limits else {}
-            b = Budget(latency=lat, model_bytes=budget.model_bytes, macs=budget.macs, granularity=budget.granularity)
-            try:
-                p = solve(dense, scores, b, {tgt.name: pred}, graph=graph, example=example, targets=[tgt],
-                          dense_costs={tgt.name: pred_dense}, precisions=list(cfg.precisions or tgt.precisions),
-                          model_name=model_name)
-            except BudgetMissed as err:
-                if best is not None:
+        for precs in series:
+            uniform = precs == ["int8"] and len(series) > 1
+            scale = cfg.margin
+            seen: set = set()
+            for _ in range(cfg.max_attempts):
+                lat = {tgt.name: Limit(limits["latency_ms"] * to_pred * scale, "ms")} if "latency_ms" in limits else {}
+                b = Budget(latency=lat, model_bytes=budget.model_bytes, macs=budget.macs, granularity=budget.granularity)
+                try:
+                    p = solve(dense, scores, b, {tgt.name: pred}, graph=graph, example=example, targets=[tgt],
+                              dense_costs={tgt.name: pred_dense}, precisions=precs, model_name=model_name)
+                except BudgetMissed as err:  # no tighter plan with these precisions: try the next series
+                    errors.append(err)
                     break
-                if not attempts:
-                    raise
-                last = attempts[-1]
-                raise BudgetMissed(f"the measured latency misses the budget: best plan measured {last['measured_ms']:.3f} ms "
-                                   f"(predicted {last['predicted_ms']:.3f} ms), budget is {limits['latency_ms']:.3f} ms, and "
-                                   f"no tighter plan exists ({first_line(err)})") from None
-            keep = {gid: list(map(int, idx)) for gid, idx in p.keep.items()}
-            cost, _ = _candidate_cost(dense, keep, example, tgt, cfg, dict(p.precisions), calib, (dense_path, dense_ms))
-            n8 = sum(v == "int8" for v in p.precisions.values())
-            attempts.append({"scale": scale, "predicted_ms": p.targets[tgt.name]["predicted"] / to_pred, "measured_ms": cost["latency_ms"],
-                             "solver_s": p.wall_s, "int8_layers": n8, "label": f"plan {attempt + 1}"})
-            ui.log(f"  plan {attempt + 1}: {n8} int8 layers, predicted {attempts[-1]['predicted_ms']:.3f} ms, "
-                   f"measured {cost['latency_ms']:.3f} ms (limit {limits.get('latency_ms', float('nan')):.3f} ms)")
-            if "latency_ms" not in limits:
-                best = (p, keep, cost)
-                break
-            if _fits(cost, limits, 1.0) and (best is None or p.objective > best[0].objective):
-                best = (p, keep, cost)
-            # aim the next plan at the margin: tighter when measurement missed, looser when it left
-            # more than 10% of the budget unused (the predictor errs both ways; slack costs accuracy)
-            ratio = cost["latency_ms"] / limits["latency_ms"]
-            if cfg.margin * 0.9 <= ratio <= 1.0 and best is not None:
-                break
-            scale *= cfg.margin / max(ratio, 1e-9)
+                keep = {gid: list(map(int, idx)) for gid, idx in p.keep.items()}
+                key = (tuple(sorted((g, tuple(k)) for g, k in keep.items())), tuple(sorted(p.precisions.items())))
+                if key in seen:  # the solver returned a plan this series already measured: nothing new to learn
+                    break
+                seen.add(key)
+                cost, _ = _candidate_cost(dense, keep, example, tgt, cfg, dict(p.precisions), calib, (dense_path, dense_ms))
+                n8 = sum(v == "int8" for v in p.precisions.values())
+                label = f"plan {len(attempts) + 1}" + (" (every layer int8)" if uniform else "")
+                attempts.append({"scale": scale, "predicted_ms": p.targets[tgt.name]["predicted"] / to_pred,
+                                 "measured_ms": cost["latency_ms"], "solver_s": p.wall_s, "int8_layers": n8, "label": label,
+                                 "objective": p.objective})
+                ui.log(f"  {label}: {n8} int8 layers, predicted {attempts[-1]['predicted_ms']:.3f} ms, "
+                       f"measured {cost['latency_ms']:.3f} ms (limit {limits.get('latency_ms', float('nan')):.3f} ms)")
+                if "latency_ms" not in limits:
+                    best = (p, keep, cost)
+                    break
+                if _fits(cost, limits, 1.0) and (best is None or p.objective > best[0].objective):
+                    best = (p, keep, cost)
+                # aim the next plan at the margin: tighter when measurement missed, looser when it left
+                # more than 10% of the budget unused (the predictor errs both ways; slack costs accuracy)
+                ratio = cost["latency_ms"] / limits["latency_ms"]
+                if cfg.margin * 0.9 <= ratio <= 1.0 and _fits(cost, limits, 1.0):
+                    break
+                scale *= cfg.margin / max(ratio, 1e-9)
+    if best is None and errors:
+        if not attempts:
+            raise errors[0]
+        last = min(attempts, key=lambda a: a["measured_ms"])
+        raise BudgetMissed(f"the measured latency misses the budget: best plan measured {last['measured_ms']:.3f} ms "
+                           f"(predicted {last['predicted_ms']:.3f} ms), budget is {limits['latency_ms']:.3f} ms, and "
+                           f"no tighter plan exists ({first_line(errors[0])})")
     if best is None:
         raise BudgetMissed(f"no plan met the measured latency budget after {len(attempts)} attempts "
                            f"(last measured {attempts[-1]['measured_ms']:.3f} ms, budget {limits['latency_ms']:.3f} ms)")
