@@ -540,6 +540,17 @@ def write_markdown(path: Path, doc: dict, ratio: float, model: str, target: str)
     path.write_text("\n".join(lines))
 
 
+def short_label(method: str) -> str:
+    """A legend-sized name for a row's method (the table keeps the full one)."""
+    over = " [over budget]" if "[over budget" in method else ""
+    if method.startswith("torch-pruning"):
+        base = "torch-pruning " + ("Taylor" if "Taylor" in method else "L1")
+        return base + (" + int8" if "int8" in method else "") + over
+    if "MACs" in method:
+        return "edgeprune MACs-budget plan" + over
+    return "edgeprune " + ("fp32/int8 plan" if "int8" in method else "fp32 plan") + over
+
+
 def plot(path: Path, doc: dict, ratio: float, model: str, target: str) -> None:
     import matplotlib
 
@@ -552,8 +563,7 @@ def plot(path: Path, doc: dict, ratio: float, model: str, target: str) -> None:
     ax.axvline(ratio * d["latency_ms"], ls="--", color="grey", lw=1, label=f"budget {ratio}x dense")
     for r in doc["rows"]:
         ep = r["method"].startswith("edgeprune")
-        ax.scatter([r["latency_ms"]], [r["top1"]], s=60, marker="o" if ep else "s", zorder=3,
-                   label=r["method"] if len(r["method"]) < 70 else r["method"][:67] + "...")
+        ax.scatter([r["latency_ms"]], [r["top1"]], s=60, marker="o" if ep else "s", zorder=3, label=short_label(r["method"]))
     ax.set_xlabel(f"measured latency on {target}, batch 1 (ms)")
     ax.set_ylabel("top-1 (%)")
     ax.set_title(f"{model}: accuracy vs measured latency")
