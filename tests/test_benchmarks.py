@@ -12,6 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_headline_quick_writes_the_fixed_shape(tmp_path):
     out = tmp_path / "results"
     cmd = [sys.executable, str(ROOT / "benchmarks" / "headline.py"), "--model", "resnet20", "--ratio", "0.6", "--quick",
