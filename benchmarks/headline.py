@@ -392,8 +392,8 @@ def main(argv: list[str] | None = None) -> int:
     order: dict[str, list[str]] = {}
     for m in methods:
         names = [n for n, c in candidates.items() if c["method"] == m]
-        # least pruned first: more MACs first
-        names.sort(key=lambda n: -figures(candidates[n]["model"], example)[1])
+        # least pruned first: more MACs first; among equally pruned ones (precision variants) the faster first
+        names.sort(key=lambda n: (-figures(candidates[n]["model"], example)[1], candidates[n]["search_ratio"]))
         order[m] = names
         log("  " + m + ": " + ", ".join(f"{candidates[n]['knob']:g}->{candidates[n]['search_ratio']:.3f}" for n in names))
     chosen: dict[str, str] = {}
