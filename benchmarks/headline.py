@@ -128,11 +128,6 @@ def build_engine(model: nn.Module, tgt: Any, directory: Path, example: torch.Ten
     return emit(model, tgt, directory, example, **opts)
 
 
-def engine_file(engine: Any) -> tuple[Path, list[str]]:
-    """The file an engine runs and the ORT optimisers its session disables (what measure_engines takes)."""
-    return Path(engine.files.get("onnx_int8", engine.files["onnx"])), list(engine.manifest.get("disabled_optimizers", []))
-
-
 def figures(model: nn.Module, example: torch.Tensor) -> tuple[int, int]:
     from edgeprune.metrics import count_macs, count_params
 
@@ -378,10 +373,10 @@ def main(argv: list[str] | None = None) -> int:
     # ---- 3. measure all candidates with the dense model, interleaved; select per method
     t0 = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="headline-engines-"))
-    files = {"dense": engine_file(build_engine(pretrained, tgt, work / "dense", example, None, calib))}
+    files = {"dense": build_engine(pretrained, tgt, work / "dense", example, None, calib).onnx_engine()}
     with ui.progress("building candidate engines", total=len(candidates)) as bar:
         for i, (n, c) in enumerate(candidates.items()):
-            files[n] = engine_file(build_engine(c["model"], tgt, work / f"c{i}", example, c["exclude"], calib))
+            files[n] = build_engine(c["model"], tgt, work / f"c{i}", example, c["exclude"], calib).onnx_engine()
             bar.advance()
     tim, _ = measure_engines(files, tgt, mproto, ui=ui, desc="timing candidates")
     d_ms = tim["dense"].median
@@ -446,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"  -> top-1 {top1:.2f}%{f' (int8 engine; fp32 PyTorch {top1_fp32:.2f}%)' if c['exclude'] is not None else ''} "
             f"({rr.images_per_s:.0f} img/s, data wait {100 * rr.data_wait_fraction:.1f}%)")
         params, macs = figures(small, example)
-        results[m] = {"model": small, "engine": engine_file(engine), "top1": top1, "top1_fp32_pytorch": top1_fp32,
+        results[m] = {"model": small, "engine": engine.onnx_engine(), "top1": top1, "top1_fp32_pytorch": top1_fp32,
                       "int8_layers": c.get("int8_layers", "all" if c["exclude"] == [] else "0"), "top1_before_finetune": before, "params": params, "macs": macs,
                       "history": rr.history, "images_per_s": rr.images_per_s, "data_wait_fraction": rr.data_wait_fraction,
                       "finetune_s": time.perf_counter() - t0, "candidate": n, "knob": c["knob"],
@@ -454,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # ---- 5. final measurement: every reported model with the dense reference, interleaved
     t0 = time.perf_counter()
-    final = {"dense": engine_file(build_engine(dense, tgt, engines_dir / "dense", example, None, calib)),
+    final = {"dense": build_engine(dense, tgt, engines_dir / "dense", example, None, calib).onnx_engine(),
              **{m: r["engine"] for m, r in results.items()}}
     tf, per_pass = measure_engines(final, tgt, final_proto, ui=ui, desc="final timing")
     shutil.rmtree(engines_dir, ignore_errors=True)

@@ -566,8 +566,7 @@ def _measure_pair(dense: nn.Module, engine: Any, example: torch.Tensor, tgt: Tar
     from edgeprune.compile.onnx_export import export_onnx
     from edgeprune.profile.timing import interleaved
 
-    comp_path = engine.files.get("onnx_int8", engine.files.get("onnx"))
-    disabled = list(engine.manifest.get("disabled_optimizers", []))
+    comp_path, disabled = engine.onnx_engine()
     with tempfile.TemporaryDirectory() as d:
         pd = export_onnx(dense, example, Path(d) / "dense.onnx")
         if tgt.backend == "ort":

@@ -25,6 +25,11 @@ class Engine:
     manifest: dict[str, Any] = field(default_factory=dict)
     runner: Callable[[np.ndarray], np.ndarray] | None = None
 
+    def onnx_engine(self) -> tuple[Path | None, list[str]]:
+        """The ONNX file this engine runs (int8 QDQ when quantised; None if it has none) and the ORT optimisers
+        its session disables."""
+        return self.files.get("onnx_int8", self.files.get("onnx")), list(self.manifest.get("disabled_optimizers", []))
+
     def run(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
         """Run the engine on a batch (NCHW float32); one image at a time if the engine is batch-1."""
         if self.runner is None:

@@ -273,18 +273,11 @@ def measure_configs(
 
     Returns the timings and each one's per-pass values (test-retest).
     """
-    from edgeprune.compile.onnx_export import export_onnx
     from edgeprune.ui import QUIET
 
     ui = ui or QUIET
     with tempfile.TemporaryDirectory(prefix="edgeprune-models-") as d:
-        paths = {}
-        with ui.progress("exporting models", total=len(configs)) as bar:
-            for i, (name, cfg) in enumerate(configs.items()):
-                m = cfg if hasattr(cfg, "forward") else (_pruned(model, example, cfg) if cfg else model)
-                paths[name] = export_onnx(m, example, Path(d) / f"m{i}.onnx")
-                bar.advance()
-        return measure_engines(paths, target, protocol, ui, desc)
+        return measure_engines(_export_engines(model, example, target, configs, (), Path(d), ui), target, protocol, ui, desc)
 
 
 def measure_engines(
@@ -594,9 +587,10 @@ def _calibrate(prof: Profile, model: Any, example: Any, graph: ChannelGraph, tar
 INT8_CALIBRATION = 3
 
 
-def _export_engines(model: Any, example: Any, target: Target, configs: Mapping[str, Mapping[str, int]],
+def _export_engines(model: Any, example: Any, target: Target, configs: Mapping[str, Mapping[str, int] | nn.Module],
                     int8_names: Sequence[str], d: Path, ui: UI) -> dict[str, Any]:
-    """fp32 ONNX files of ``configs``, plus ``NAME@int8`` QDQ engines of ``int8_names`` (random calibration: timing only)."""
+    """fp32 ONNX files of ``configs`` (pruned widths of ``model``, or modules), plus ``NAME@int8`` QDQ
+    engines of ``int8_names`` (random calibration: timing only)."""
     import warnings
 
     from edgeprune.compile.onnx_export import export_onnx
@@ -604,8 +598,9 @@ def _export_engines(model: Any, example: Any, target: Target, configs: Mapping[s
 
     engines: dict[str, Any] = {}
     with ui.progress("exporting models", total=len(configs) + len(int8_names)) as bar:
-        for i, (name, widths) in enumerate(configs.items()):
-            path = export_onnx(_pruned(model, example, widths) if widths else model, example, d / f"m{i}.onnx")
+        for i, (name, cfg) in enumerate(configs.items()):
+            m = cfg if hasattr(cfg, "forward") else (_pruned(model, example, cfg) if cfg else model)
+            path = export_onnx(m, example, d / f"m{i}.onnx")
             engines[name] = path
             bar.advance()
             if name in int8_names:
@@ -624,17 +619,17 @@ def fit_int8_scale(pred: Predictor, graph: ChannelGraph, coef: Mapping[str, floa
     features and the prediction with the fitted scale (in-sample error).
     """
     dtypes8 = {name: "int8" for name in graph.layers}
-    scales = []
+    a = float(coef.get("layers", 1.0))
+    layers, rest = [], []  # each model's raw int8 layer sum, and the fitted line's other terms
     for r in rows8:
         f = pred.features(graph.signatures(r["widths"], dtypes8))
-        rest = sum(float(v) * f[k] for k, v in coef.items() if k in f and k != "layers") + float(coef.get("offset", 0.0))
         r["features_int8_raw"] = f
-        scales.append((r["measured"]["median"] - rest) / max(float(coef.get("layers", 1.0)) * f["layers"], 1e-12))
+        layers.append(f["layers"])
+        rest.append(sum(float(v) * f[k] for k, v in coef.items() if k in f and k != "layers") + float(coef.get("offset", 0.0)))
+    scales = [(r["measured"]["median"] - o) / max(a * x, 1e-12) for r, x, o in zip(rows8, layers, rest)]
     s8 = float(min(2.0, max(0.2, _median(scales) or 1.0)))
-    for r in rows8:
-        f = r["features_int8_raw"]
-        pred_ms = (float(coef.get("layers", 1.0)) * f["layers"] * s8
-                   + sum(float(v) * f[k] for k, v in coef.items() if k in f and k != "layers") + float(coef.get("offset", 0.0)))
+    for r, x, o in zip(rows8, layers, rest):
+        pred_ms = a * x * s8 + o
         r["predicted"] = pred_ms
         r["error_in_sample"] = pred_ms / r["measured"]["median"] - 1.0
     return s8
