@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 import os
 import shutil
 import sys
@@ -68,6 +69,11 @@ TP_RATIOS = (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _wtag(args: argparse.Namespace) -> str:
+    """The planner weighting as the method name says it (nothing for the default)."""
+    return "" if args.weighting == "importance" else f", {args.weighting} group weights"
 
 
 def log(msg: str) -> None:
@@ -144,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs for every row (and the dense reference)")
     ap.add_argument("--max-images", type=int, default=None, help="train images per epoch (a random subset each epoch; default all 50k)")
     ap.add_argument("--criterion", default="taylor", help="edgeprune importance criterion")
+    ap.add_argument("--weighting", default="importance", choices=["importance", "uniform"],
+                    help="edgeprune planner objective (plan()'s weighting; default importance)")
     ap.add_argument("--lr", type=float, default=None, help="fine-tuning learning rate (default: RecoverConfig's)")
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--kd-alpha", type=float, default=None)
@@ -288,13 +296,13 @@ def main(argv: list[str] | None = None) -> int:
         from edgeprune.plan import plan as solve
 
         methods["ep-int8"] = (f"edgeprune (latency-LUT plan, fp32/int8 per layer, int8 post-training quantised, "
-                              f"{args.criterion}, granularity {tgt.channel_multiple}, KD)")
+                              f"{args.criterion}{_wtag(args)}, granularity {tgt.channel_multiple}, KD)")
         # as compress does: mixed plans, and plans with every layer int8 (the tables do not price fp32/int8 boundaries)
         for precs, tag in ((["fp32", "int8"], ""), (["int8"], "all-int8 ")):
             for s in EP_SCALES:
                 try:
                     p = solve(pretrained, scores, Budget.parse(f"latency={ratio * s:.4f}x"), {tgt.name: pred}, graph=graph,
-                              example=example, targets=[tgt], model_name=model_name, precisions=precs)
+                              example=example, targets=[tgt], model_name=model_name, precisions=precs, weighting=args.weighting)
                 except Exception as err:  # noqa: BLE001 - recorded in the notes, the benchmark goes on
                     notes.append(f"edgeprune {tag or 'mixed-precision '}plan at {ratio * s:.3f}x failed: {str(err).splitlines()[0]}")
                     break
@@ -310,12 +318,12 @@ def main(argv: list[str] | None = None) -> int:
         from edgeprune.plan import plan as solve
 
         if pred is not None:
-            methods["ep"] = f"edgeprune (latency-LUT plan, {args.criterion}, granularity {tgt.channel_multiple}, KD)"
+            methods["ep"] = f"edgeprune (latency-LUT plan, {args.criterion}{_wtag(args)}, granularity {tgt.channel_multiple}, KD)"
             for s in EP_SCALES:
                 try:
                     # fp32 only: every row here is an fp32 channel-pruned model (int8 would be another row)
                     p = solve(pretrained, scores, Budget.parse(f"latency={ratio * s:.4f}x"), {tgt.name: pred}, graph=graph,
-                              example=example, targets=[tgt], model_name=model_name, precisions=["fp32"])
+                              example=example, targets=[tgt], model_name=model_name, precisions=["fp32"], weighting=args.weighting)
                 except Exception as err:  # an unreachable limit: the smaller ones are too  # noqa: BLE001 - recorded in the notes, the benchmark goes on
                     notes.append(f"edgeprune plan at {ratio * s:.3f}x failed: {str(err).splitlines()[0]}")
                     break
@@ -337,12 +345,12 @@ def main(argv: list[str] | None = None) -> int:
         if pred is None:
             notes.append(f"no MACs-budget row: plan() needs a target profile ({prof_error})")
         else:
-            methods["macs"] = f"edgeprune MACs-budget plan (no latency limit, {args.criterion}, granularity 1, KD)"
+            methods["macs"] = f"edgeprune MACs-budget plan (no latency limit, {args.criterion}{_wtag(args)}, granularity 1, KD)"
             for f in MACS_FRACTIONS:
                 try:  # the profile is passed only because plan() wants one; the budget has no latency limit
                     p = solve(pretrained, scores, Budget.parse(f"macs={f}x"), {tgt.name: pred}, graph=graph, example=example,
                               targets=[tgt], granularity=1, model_name=model_name, time_limit=60.0,
-                              precisions=["fp32"])
+                              precisions=["fp32"], weighting=args.weighting)
                 except Exception as err:  # noqa: BLE001 - recorded in the notes, the benchmark goes on
                     notes.append(f"MACs plan at {f}x failed: {str(err).splitlines()[0]}")
                     continue
@@ -483,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
         f"median over passes of the median of per-round p10 latencies). Torch-Pruning {versions().get('torch-pruning', '?')}: "
         f"MagnitudePruner with uniform pruning_ratio, round_to {tgt.channel_multiple}, classifier ignored, custom SelectShortcut pruner "
         f"via customized_pruners; Taylor gradients from {score_batches} train batches of 64 (the batches edgeprune scores on). "
-        f"edgeprune criterion {args.criterion} on the same batches. "
+        f"edgeprune criterion {args.criterion} on the same batches; planner objective weighting {args.weighting} (plan()). "
         f"int8 rows: fine-tuned in fp32 like every row, then post-training quantised to ORT int8 QDQ (U8S8, per-channel "
         f"weights, min-max ranges calibrated on 256 random train images), exactly as `edgeprune compress` ships them; their "
         f"top-1 and latency are the int8 engine's. The edgeprune int8 row plans per layer between fp32 and int8, and with every layer int8 "
@@ -496,7 +504,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     doc = {"dense": {"top1": round(dense_top1, 3), "latency_ms": round(dense_ms, 5)}, "rows": rows, "machine": machine,
            "versions": versions(), "protocol": protocol}
-    stem = f"headline-{args.model}-{tgt.name}"
+    default_ratio = 0.6 if args.model == "resnet20" else 0.5
+    stem = f"headline-{args.model}-{tgt.name}" + ("" if math.isclose(ratio, default_ratio) else f"-{ratio:g}x")
     write_json(out_dir / f"{stem}.json", doc)
     details = {
         "ratio": ratio, "notes": notes, "timings_s": timings, "dense_pretrained_top1": pre_top1,

@@ -35,6 +35,7 @@ class CompressConfig:
 
     criterion: str = "taylor"
     planner: str = "auto"  # auto | milp | uniform
+    weighting: str = "importance"  # milp objective: groups weighted by their total importance, or "uniform"
     epochs: float = 2.0
     kd: bool = True
     lr: float = 0.02
@@ -516,7 +517,8 @@ def _plan_milp(dense: nn.Module, graph: ChannelGraph, scores: dict[str, torch.Te
                 b = Budget(latency=lat, model_bytes=budget.model_bytes, macs=budget.macs, granularity=budget.granularity)
                 try:
                     p = solve(dense, scores, b, {tgt.name: pred}, graph=graph, example=example, targets=[tgt],
-                              dense_costs={tgt.name: pred_dense}, precisions=precs, model_name=model_name)
+                              dense_costs={tgt.name: pred_dense}, precisions=precs, model_name=model_name,
+                              weighting=cfg.weighting)
                 except BudgetMissed as err:  # no tighter plan with these precisions: try the next series
                     errors.append(err)
                     break

@@ -158,6 +158,8 @@ def brute_reference(model, graph, scores, preds, budget, **kw):
     problem = captured["problem"]
     precs = kw.get("precisions") or ["fp32"]
     penalty = C.quant_proxy(model, list(graph.layers), precs) if len(precs) > 1 else {}
+    ids = {g.id for g in graph.groups}
+    mean_total = np.mean([np.clip(v.double().numpy(), 0, None).sum() for k, v in scores.items() if k in ids])
 
     def evaluator(choice):
         widths = dict(problem.fixed_widths)
@@ -166,9 +168,9 @@ def brute_reference(model, graph, scores, preds, budget, **kw):
             (widths if f.kind == "group" else dtypes)[f.key] = f.values[choice[fi]]
         sigs = graph.signatures(widths, dtypes)
         obj = 0.0
-        for g in graph.groups:
+        for g in graph.groups:  # default weighting: the retained importance over the mean group total
             s = np.sort(np.clip(scores[g.id].double().numpy(), 0, None))[::-1] if g.id in scores else None
-            obj += 1.0 if s is None else s[: widths[g.id]].sum() / s.sum()
+            obj += 1.0 if s is None else s[: widths[g.id]].sum() / mean_total
         obj -= sum(penalty.get(n, {}).get(d, 0.0) for n, d in dtypes.items())
         _, totals = C.evaluate(problem, choice)
         for t, pr in preds.items():
@@ -455,3 +457,33 @@ def test_resnet56_channels_and_int8_solves_exactly():
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_group_weights_for():
+    from edgeprune.plan.plan import group_weights_for
+
+    scores = {"a": torch.tensor([3.0, 1.0, -5.0]), "b": torch.tensor([1.0, 1.0]), "c": torch.zeros(4)}
+    w = group_weights_for(scores)
+    assert w == pytest.approx({"a": 4 / 2, "b": 2 / 2, "c": 0.0})  # positive totals 4, 2, 0 over their mean 2
+    assert sum(w.values()) / len(w) == pytest.approx(1.0)
+    assert group_weights_for(scores, "uniform") == {"a": 1.0, "b": 1.0, "c": 1.0}
+    assert group_weights_for({"a": torch.zeros(3)}) == {"a": 1.0}  # nothing positive: no basis to weigh by
+    with pytest.raises(BadInput, match="unknown weighting 'share'"):
+        group_weights_for(scores, "share")
+
+
+def test_importance_weighting_keeps_the_group_that_matters_more():
+    """Two groups with the same share curve: "uniform" sees them alike, "importance" keeps more of the one
+    whose channels carry 50x the importance (the residual-stream case of docs/plan.md)."""
+    model, graph, scores = setup("chain", seed=3)
+    ids = [g.id for g in graph.prunable]
+    boosted = max(ids, key=lambda gid: graph.group(gid).size)
+    scores[boosted] = scores[boosted] * 50.0
+    kw = {"graph": graph, "granularity": 1}
+    preds = {"a": SynthPredictor()}
+    imp = plan(model, scores, "latency=0.5x", preds, **kw)
+    uni = plan(model, scores, "latency=0.5x", preds, weighting="uniform", **kw)
+    assert imp.solver["weighting"] == "importance" and uni.solver["weighting"] == "uniform"
+    assert imp.groups[boosted].kept > uni.groups[boosted].kept
+    given = plan(model, scores, "latency=0.5x", preds, group_weights={gid: 1.0 for gid in ids}, **kw)
+    assert given.solver["weighting"] == "given" and given.widths == uni.widths

@@ -52,6 +52,8 @@ def add_compress_options(p: argparse.ArgumentParser, default_budget: str = "late
     p.add_argument("--budget", default=default_budget,
                    help="limits: latency=0.6x | latency=1.2ms | latency@vta-pynq=40000cycles, bytes=2MB, macs=20M, granularity=8")
     p.add_argument("--criterion", default="taylor", help="importance criterion (edgeprune importance --list)")
+    p.add_argument("--weighting", default="importance", choices=["importance", "uniform"],
+                   help="milp objective: weigh each channel group by its total importance (default) or count every group alike")
     p.add_argument("--planner", default="auto", choices=["auto", "milp", "uniform"],
                    help="milp: exact planner on the latency table; uniform: one keep ratio searched on measurement")
     p.add_argument("--epochs", type=float, default=2.0, help="fine-tuning epochs (0 to skip)")
@@ -70,7 +72,7 @@ def config_from_args(args: argparse.Namespace):
         raise BadInput(f"--epochs must be >= 0, got {args.epochs}")
     if args.lr <= 0:
         raise BadInput(f"--lr must be positive, got {args.lr}")
-    return CompressConfig(criterion=args.criterion, planner=args.planner, epochs=args.epochs, kd=not args.no_kd,
+    return CompressConfig(criterion=args.criterion, planner=args.planner, weighting=args.weighting, epochs=args.epochs, kd=not args.no_kd,
                           lr=args.lr, seed=args.seed, resume=args.resume)
 
 

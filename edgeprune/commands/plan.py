@@ -37,6 +37,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--freeze", action="append", default=[], metavar="PATTERN", help="layer-name glob kept whole (repeatable)")
     p.add_argument("--granularity", type=int, help="channel multiple (default: budget's granularity=, else LCM of the targets')")
     p.add_argument("--precisions", help="comma list of allowed precisions (default: those every target supports)")
+    p.add_argument("--weighting", default="importance", choices=["importance", "uniform"],
+                   help="objective: weigh each channel group by its total importance (default) or count every group alike")
     p.add_argument("--time-limit", type=float, default=10.0, help="solver time limit in seconds (default 10)")
     p.add_argument("--schedule", choices=("oneshot", "iterative"), default="oneshot",
                    help="iterative: re-score the shrinking model between --steps smaller steps (no fine-tuning here)")
@@ -149,7 +151,8 @@ def run(args: argparse.Namespace, ui: UI) -> int:
         return s
 
     kw = {"targets": targets, "freeze": args.freeze, "granularity": args.granularity, "precisions": precisions,
-          "time_limit": args.time_limit, "model_name": model_name}
+          "time_limit": args.time_limit, "model_name": model_name,
+          "weighting": args.weighting}
     if args.schedule == "iterative":
         if args.scores:
             raise BadInput("--schedule iterative re-scores the model between steps: drop --scores (use --criterion/--data)")
