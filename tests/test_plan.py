@@ -430,6 +430,10 @@ def test_cli_plan(tmp_path, monkeypatch, capsys):
     res = json.loads(capsys.readouterr().out)
     assert res["solver"]["wall_s"] > 0 and res["targets"]["cpu-ort"]["predicted"] <= res["targets"]["cpu-ort"]["limit"]
     assert Plan.load(out).widths == {k: v["kept"] for k, v in res["groups"].items()}
+    assert res["solver"]["weighting"] == "importance"
+    code = main(["plan", "--model", str(mfile), "--target", "cpu-ort", "--budget", "latency=0.5x,granularity=1",
+                 "--scores", str(sfile), "--weighting", "uniform", "--json", "-q"])
+    assert code == 0 and json.loads(capsys.readouterr().out)["solver"]["weighting"] == "uniform"
     code = main(["plan", "--model", str(mfile), "--target", "cpu-ort", "--budget", "latency=0.0001ms",
                  "--scores", str(sfile), "-q"])
     err = capsys.readouterr().err
