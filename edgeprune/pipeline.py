@@ -506,10 +506,14 @@ def _plan_milp(dense: nn.Module, graph: ChannelGraph, scores: dict[str, torch.Te
         # the tables price each layer's precision but not the Q/DQ boundaries between fp32 and int8 layers
         # (docs/plan.md): also plan with every layer int8, which has none, and keep the better measured plan
         series.append(["int8"])
+    # int8 plans can all miss on measurement where the int8 kernels hit a floor (ResNet-20 on ORT: pruned int8 models
+    # ran no faster than the unpruned int8 one), while an fp32 plan would fit: then plan fp32 only as well
+    fp32_fallback = "fp32" in precisions and "int8" in precisions and "latency_ms" in limits
     with tempfile.TemporaryDirectory(prefix="edgeprune-plan-") as work:
         dense_path, _ = engine_onnx(dense, example, tgt, None, None, Path(work), name="dense")  # once, for every attempt
         for precs in series:
-            uniform = precs == ["int8"] and len(series) > 1
+            only = " (every layer int8)" if precs == ["int8"] and len(series) > 1 else \
+                " (fp32 only)" if precs == ["fp32"] and len(series) > 1 else ""
             scale = cfg.margin
             seen: set = set()
             for _ in range(cfg.max_attempts):
@@ -529,7 +533,7 @@ def _plan_milp(dense: nn.Module, graph: ChannelGraph, scores: dict[str, torch.Te
                 seen.add(key)
                 cost, _ = _candidate_cost(dense, keep, example, tgt, cfg, dict(p.precisions), calib, (dense_path, dense_ms))
                 n8 = sum(v == "int8" for v in p.precisions.values())
-                label = f"plan {len(attempts) + 1}" + (" (every layer int8)" if uniform else "")
+                label = f"plan {len(attempts) + 1}{only}"
                 attempts.append({"scale": scale, "predicted_ms": p.targets[tgt.name]["predicted"] / to_pred,
                                  "measured_ms": cost["latency_ms"], "solver_s": p.wall_s, "int8_layers": n8, "label": label,
                                  "objective": p.objective})
@@ -546,6 +550,8 @@ def _plan_milp(dense: nn.Module, graph: ChannelGraph, scores: dict[str, torch.Te
                 if cfg.margin * 0.9 <= ratio <= 1.0 and _fits(cost, limits, 1.0):
                     break
                 scale *= cfg.margin / max(ratio, 1e-9)
+            if best is None and fp32_fallback and precs is series[-1] and ["fp32"] not in series:
+                series.append(["fp32"])
     if best is None and errors:
         if not attempts:
             raise errors[0]

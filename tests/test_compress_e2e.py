@@ -60,3 +60,36 @@ def test_same_seed_same_plan_and_weights(tmp_path) -> None:
     assert plans[0] == plans[1]
     a, b = (r.model.state_dict() for r in runs)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_milp_planner_falls_back_to_fp32_when_every_int8_plan_misses(monkeypatch) -> None:
+    """The int8 tables can promise what the int8 kernels do not deliver (a per-op floor): when every mixed and
+    all-int8 plan misses on measurement, compress also plans fp32 only and ships that plan if it fits."""
+    import torch
+
+    import edgeprune.pipeline as pl
+    from edgeprune.config import Budget, get_target
+    from edgeprune.graph import channel_groups
+    from edgeprune.models import load_model
+    from edgeprune.ui import QUIET
+
+    model = load_model("resnet20-cifar10").eval()
+    example = torch.zeros(1, 3, 32, 32)
+    graph = channel_groups(model, example)
+    scores = {g.id: torch.rand(g.size, generator=torch.Generator().manual_seed(0)) for g in graph.prunable}
+    tgt = get_target("cpu-ort")
+    limit = 0.7  # ms; "measured" below: any int8 layer -> 0.9 ms (misses), fp32 -> 0.6 ms (fits)
+    measured: list[int] = []
+
+    def fake_cost(dense, keep, example, tgt, cfg, precisions, calib, dense_pair):
+        n8 = sum(v == "int8" for v in precisions.values())
+        measured.append(n8)
+        return {"latency_ms": 0.9 if n8 else 0.6}, None
+
+    monkeypatch.setattr(pl, "_candidate_cost", fake_cost)
+    cfg = CompressConfig(max_attempts=2)
+    doc = pl._plan_milp(model, graph, scores, Budget.parse("latency=0.7ms"), {"latency_ms": limit}, tgt, example, cfg,
+                        QUIET, "resnet20-cifar10", 1.0)
+    assert any(measured[:-1]) and measured[-1] == 0
+    assert set(doc["precisions"].values()) == {"fp32"} and doc["measured"]["latency_ms"] == 0.6
+    assert doc["attempts"][-1]["label"].endswith("(fp32 only)")
