@@ -7,7 +7,7 @@ Protocol (all in one run on one machine):
    compressed model gets (labels only: it is the teacher of the others). Cached in
    benchmarks/cache/ (outside git).
 3. Candidates, all pruned from the same pretrained weights:
-   - edgeprune: channel scores (``--criterion``, default taylor) -> the exact planner
+   - edgeprune: channel scores (``--criterion``, default taylor-logit) -> the exact planner
      (``edgeprune.plan.plan``) on the checked-in cpu-ort latency profile, granularity from the
      target, at several latency limits (ratio x 1.0, 0.96, ...);
    - edgeprune MACs-budget plan: the same planner and scores with a MACs limit only, no
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ratio", type=float, default=None, help="latency budget as a fraction of dense (default 0.5; 0.6 for resnet20)")
     ap.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs for every row (and the dense reference)")
     ap.add_argument("--max-images", type=int, default=None, help="train images per epoch (a random subset each epoch; default all 50k)")
-    ap.add_argument("--criterion", default="taylor", help="edgeprune importance criterion")
+    ap.add_argument("--criterion", default="taylor-logit", help="edgeprune importance criterion (default taylor-logit)")
     ap.add_argument("--weighting", default="importance", choices=["importance", "uniform"],
                     help="edgeprune planner objective (plan()'s weighting; default importance)")
     ap.add_argument("--lr", type=float, default=None, help="fine-tuning learning rate (default: RecoverConfig's)")

@@ -33,7 +33,7 @@ from edgeprune.ui import QUIET, UI
 class CompressConfig:
     """Options of one compression run (the CLI flags of ``edgeprune compress``)."""
 
-    criterion: str = "taylor"
+    criterion: str = "fisher"  # benchmarks/results/planner-weighting-resnet56.md; docs/importance.md
     planner: str = "auto"  # auto | milp | uniform
     weighting: str = "importance"  # milp objective: groups weighted by their total importance, or "uniform"
     epochs: float = 2.0

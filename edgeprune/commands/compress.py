@@ -51,7 +51,7 @@ def add_compress_options(p: argparse.ArgumentParser, default_budget: str = "late
     p.add_argument("--target", default="cpu-ort", help="target name (edgeprune targets) or a target .toml file")
     p.add_argument("--budget", default=default_budget,
                    help="limits: latency=0.6x | latency=1.2ms | latency@vta-pynq=40000cycles, bytes=2MB, macs=20M, granularity=8")
-    p.add_argument("--criterion", default="taylor", help="importance criterion (edgeprune importance --list)")
+    p.add_argument("--criterion", default="fisher", help="importance criterion (default fisher; edgeprune importance --list)")
     p.add_argument("--weighting", default="importance", choices=["importance", "uniform"],
                    help="milp objective: weigh each channel group by its total importance (default) or count every group alike")
     p.add_argument("--planner", default="auto", choices=["auto", "milp", "uniform"],

@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     add_model_data_options(p)
     p.add_argument("--list", action="store_true", help="list the criteria and what each needs")
-    p.add_argument("--criterion", default="taylor", help="criterion name (see --list)")
+    p.add_argument("--criterion", default="fisher", help="criterion name (default fisher; see --list)")
     p.add_argument("--out", default=None, help="save the scores ({group: tensor}) with torch.save")
     p.add_argument("--oracle", type=int, default=0, metavar="N", help="grade criteria on N channels removed one at a time")
     p.add_argument("--criteria", default="", help="comma-separated criteria to grade (default: all)")

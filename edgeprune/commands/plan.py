@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--profile", action="append", default=[], metavar="FILE",
                    help="profile per --target, in the same order (default: profiles/TARGET--MODEL.json, measured when missing)")
     p.add_argument("--scores", metavar="FILE", help="importance scores {group: [scores]} (.json, or .pt saved with torch.save)")
-    p.add_argument("--criterion", default="taylor", help="importance criterion when --scores is not given (default taylor)")
+    p.add_argument("--criterion", default="fisher", help="importance criterion when --scores is not given (default fisher)")
     p.add_argument("--data", help="dataset for importance scores (default: the model's, or cifar10-demo)")
     p.add_argument("--freeze", action="append", default=[], metavar="PATTERN", help="layer-name glob kept whole (repeatable)")
     p.add_argument("--granularity", type=int, help="channel multiple (default: budget's granularity=, else LCM of the targets')")
