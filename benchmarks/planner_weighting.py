@@ -8,10 +8,11 @@ headline's cached dense reference) and scored on a fixed random subset of the
 test set. Variants:
 
 - ``tp-l1``: Torch-Pruning's uniform ratio with group L1 (the headline's peer);
-- ``CRITERION:WEIGHTING``: edgeprune's exact planner with that importance
+- ``CRITERION:WEIGHTING[:MAX_PRUNE]``: edgeprune's exact planner with that importance
   criterion and objective weighting (``plan(weighting=...)``): ``uniform`` counts
   each group's retained *share* alike, ``importance`` weighs it by the group's
-  total score (the default since this benchmark).
+  total score (the default since this benchmark); ``MAX_PRUNE`` caps the fraction
+  of any group removed (``plan(max_prune=...)``).
 
 A proxy, not the headline: one seed, a short fine-tune (differences of a couple
 of points are within its noise; the headline's 3-epoch rows are the figures to
@@ -63,6 +64,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=6000, help="train images of the one-epoch fine-tune")
     ap.add_argument("--eval", type=int, default=2000, help="random test images for top-1")
     ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--stem", default=None, help="output file stem (default planner-weighting-MODEL)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -90,11 +92,12 @@ def main() -> None:
         if variant == "tp-l1":
             model = copy.deepcopy(tp)
         else:
-            criterion, weighting = variant.split(":")
+            criterion, weighting, *floor = variant.split(":")  # CRITERION:WEIGHTING[:MAX_PRUNE]
             if criterion not in scores:
                 scores[criterion] = importance(pretrained, ds, criterion, graph=graph, batches=8, seed=0)
             p = plan(pretrained, scores[criterion], Budget.parse(f"latency={limit_ms:.5f}ms"), {tgt.name: pred}, graph=graph,
-                     example=example, targets=[tgt], model_name=name, precisions=["fp32"], weighting=weighting)
+                     example=example, targets=[tgt], model_name=name, precisions=["fp32"], weighting=weighting,
+                     max_prune=float(floor[0]) if floor else None)
             model = prune(pretrained, p.keep, example, graph=graph)
         small = channel_groups(model, example)
         t0 = time.perf_counter()
@@ -116,7 +119,8 @@ def main() -> None:
            "protocol": "one seed; 1 epoch of the given train images, KD from the headline's dense reference; "
                        "top-1 on a fixed random test subset; all variants at the same predicted cpu-ort latency"}
     out = Path(args.out)
-    write_json(out / f"planner-weighting-{args.model}.json", doc)
+    stem = args.stem or f"planner-weighting-{args.model}"
+    write_json(out / f"{stem}.json", doc)
     lines = [f"# Planner objective and criterion on {name} (short-recovery proxy)", "",
              (f"All variants at the predicted cpu-ort latency of Torch-Pruning L1 at ratio {args.tp_ratio} "
              f"({limit_ms / dense_ms:.3f}x of dense on the table), then 1 epoch x {args.images} images with KD, "
@@ -128,7 +132,7 @@ def main() -> None:
         streams = [w.get(k) for k in ("conv1", "layer2.0.conv2", "layer3.0.conv2")]
         lines.append(f"| {r['variant']} | {r['top1']:.2f} | {r['predicted_ratio']:.3f} | {r['params']:,} | {streams} |")
     lines += ["", f"Machine: {doc['machine']}. Wall time {doc['wall_s'] / 60:.1f} min."]
-    write_text(out / f"planner-weighting-{args.model}.md", "\n".join(lines) + "\n")
+    write_text(out / f"{stem}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -36,6 +36,7 @@ class CompressConfig:
     criterion: str = "fisher"  # benchmarks/results/planner-weighting-resnet56.md; docs/importance.md
     planner: str = "auto"  # auto | milp | uniform
     weighting: str = "importance"  # milp objective: groups weighted by their total importance, or "uniform"
+    max_prune: float | None = None  # milp: at most this fraction of any group's channels removed
     epochs: float = 2.0
     kd: bool = True
     lr: float = 0.02
@@ -522,7 +523,7 @@ def _plan_milp(dense: nn.Module, graph: ChannelGraph, scores: dict[str, torch.Te
                 try:
                     p = solve(dense, scores, b, {tgt.name: pred}, graph=graph, example=example, targets=[tgt],
                               dense_costs={tgt.name: pred_dense}, precisions=precs, model_name=model_name,
-                              weighting=cfg.weighting)
+                              weighting=cfg.weighting, max_prune=cfg.max_prune)
                 except BudgetMissed as err:  # no tighter plan with these precisions: try the next series
                     errors.append(err)
                     break

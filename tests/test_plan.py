@@ -432,8 +432,10 @@ def test_cli_plan(tmp_path, monkeypatch, capsys):
     assert Plan.load(out).widths == {k: v["kept"] for k, v in res["groups"].items()}
     assert res["solver"]["weighting"] == "importance"
     code = main(["plan", "--model", str(mfile), "--target", "cpu-ort", "--budget", "latency=0.5x,granularity=1",
-                 "--scores", str(sfile), "--weighting", "uniform", "--json", "-q"])
-    assert code == 0 and json.loads(capsys.readouterr().out)["solver"]["weighting"] == "uniform"
+                 "--scores", str(sfile), "--weighting", "uniform", "--max-prune", "0.25", "--json", "-q"])
+    res = json.loads(capsys.readouterr().out)
+    assert code == 0 and res["solver"]["weighting"] == "uniform" and res["solver"]["max_prune"] == 0.25
+    assert all(g["kept"] >= 0.75 * g["size"] for g in res["groups"].values())
     code = main(["plan", "--model", str(mfile), "--target", "cpu-ort", "--budget", "latency=0.0001ms",
                  "--scores", str(sfile), "-q"])
     err = capsys.readouterr().err
@@ -491,3 +493,15 @@ def test_importance_weighting_keeps_the_group_that_matters_more():
     assert imp.groups[boosted].kept > uni.groups[boosted].kept
     given = plan(model, scores, "latency=0.5x", preds, group_weights={gid: 1.0 for gid in ids}, **kw)
     assert given.solver["weighting"] == "given" and given.widths == uni.widths
+
+
+def test_max_prune_floors_every_group():
+    model, graph, scores = setup("residual", seed=2)
+    preds = {"a": SynthPredictor()}
+    free = plan(model, scores, "latency=0.5x", preds, graph=graph, granularity=1)
+    floored = plan(model, scores, "latency=0.5x", preds, graph=graph, granularity=1, max_prune=0.5)
+    assert any(g.kept < 0.5 * g.size for g in free.groups.values()), "case should prune some group past half"
+    assert all(g.kept >= 0.5 * g.size for g in floored.groups.values())
+    assert floored.solver["max_prune"] == 0.5 and floored.objective <= free.objective + 1e-9
+    with pytest.raises(BadInput, match="max_prune must be in"):
+        plan(model, scores, "latency=0.6x", preds, graph=graph, max_prune=1.0)

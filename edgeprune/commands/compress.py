@@ -52,6 +52,8 @@ def add_compress_options(p: argparse.ArgumentParser, default_budget: str = "late
     p.add_argument("--budget", default=default_budget,
                    help="limits: latency=0.6x | latency=1.2ms | latency@vta-pynq=40000cycles, bytes=2MB, macs=20M, granularity=8")
     p.add_argument("--criterion", default="fisher", help="importance criterion (default fisher; edgeprune importance --list)")
+    p.add_argument("--max-prune", type=float, default=None, metavar="FRACTION",
+                   help="remove at most this fraction of any channel group (e.g. 0.5; default: no floor)")
     p.add_argument("--weighting", default="importance", choices=["importance", "uniform"],
                    help="milp objective: weigh each channel group by its total importance (default) or count every group alike")
     p.add_argument("--planner", default="auto", choices=["auto", "milp", "uniform"],
@@ -72,7 +74,7 @@ def config_from_args(args: argparse.Namespace):
         raise BadInput(f"--epochs must be >= 0, got {args.epochs}")
     if args.lr <= 0:
         raise BadInput(f"--lr must be positive, got {args.lr}")
-    return CompressConfig(criterion=args.criterion, planner=args.planner, weighting=args.weighting, epochs=args.epochs, kd=not args.no_kd,
+    return CompressConfig(criterion=args.criterion, planner=args.planner, weighting=args.weighting, max_prune=args.max_prune, epochs=args.epochs, kd=not args.no_kd,
                           lr=args.lr, seed=args.seed, resume=args.resume)
 
 

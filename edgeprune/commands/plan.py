@@ -37,6 +37,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--freeze", action="append", default=[], metavar="PATTERN", help="layer-name glob kept whole (repeatable)")
     p.add_argument("--granularity", type=int, help="channel multiple (default: budget's granularity=, else LCM of the targets')")
     p.add_argument("--precisions", help="comma list of allowed precisions (default: those every target supports)")
+    p.add_argument("--max-prune", type=float, default=None, metavar="FRACTION",
+                   help="remove at most this fraction of any channel group (e.g. 0.5; default: no floor)")
     p.add_argument("--weighting", default="importance", choices=["importance", "uniform"],
                    help="objective: weigh each channel group by its total importance (default) or count every group alike")
     p.add_argument("--time-limit", type=float, default=10.0, help="solver time limit in seconds (default 10)")
@@ -152,7 +154,7 @@ def run(args: argparse.Namespace, ui: UI) -> int:
 
     kw = {"targets": targets, "freeze": args.freeze, "granularity": args.granularity, "precisions": precisions,
           "time_limit": args.time_limit, "model_name": model_name,
-          "weighting": args.weighting}
+          "weighting": args.weighting, "max_prune": args.max_prune}
     if args.schedule == "iterative":
         if args.scores:
             raise BadInput("--schedule iterative re-scores the model between steps: drop --scores (use --criterion/--data)")

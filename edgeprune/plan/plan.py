@@ -372,6 +372,7 @@ def plan(
     quant_weight: float = 1.0,
     group_weights: Mapping[str, float] | None = None,
     weighting: str = "importance",
+    max_prune: float | None = None,
     model_name: str = "",
 ) -> Plan:
     """Choose per group the kept channels and per layer the precision, maximising retained importance.
@@ -397,6 +398,8 @@ def plan(
     alike (edgeprune 0.1's objective; on ResNet-56 it cut the last stage's
     stream to 16 of 64 channels and recovered 10 points worse than uniform
     pruning, docs/plan.md). ``group_weights`` given explicitly replace both.
+    ``max_prune``: at most this fraction of any group's channels is removed (0.5: every
+    group keeps at least half, rounded up to the granularity); None = no floor.
 
     Raises :class:`~edgeprune.errors.BudgetMissed` naming the smallest reachable
     value when no choice meets the budget.
@@ -419,6 +422,8 @@ def plan(
     if scores is None:
         scores = {g.id: torch.ones(g.size) for g in graph.prunable}
     score_t = _check_scores(graph, scores)
+    if max_prune is not None and not 0.0 <= max_prune < 1.0:
+        raise BadInput(f"max_prune must be in [0, 1), got {max_prune}")
     explicit_weights = group_weights
     if group_weights is None:
         group_weights = group_weights_for(score_t, weighting)
@@ -427,7 +432,11 @@ def plan(
     for g in graph.groups:
         unit = _unit(g)
         if g.prunable and g.id not in frozen and g.id in score_t and g.size % unit == 0:
-            counts[g.id] = allowed_counts(g.size, math.lcm(gran, unit))
+            allowed = allowed_counts(g.size, math.lcm(gran, unit))
+            if max_prune is not None:
+                floor = (1.0 - max_prune) * g.size - 1e-9
+                allowed = [c for c in allowed if c >= floor] or [allowed[-1]]
+            counts[g.id] = allowed
         else:
             counts[g.id] = [g.size]
     # groups with unit > 1 (grouped convs, attention heads) are ranked by whole blocks of `unit` channels
@@ -540,7 +549,7 @@ def plan(
                 "build_s": build_s,
                 "cpu_s": sol.cpu_s + build_cpu, "mip_gap": sol.gap, "variables": sol.variables, "constraints": sol.constraints,
                 "time_limit_s": time_limit, "bitwidth_cost": pen_source,
-                "weighting": weighting if explicit_weights is None else "given"},
+                "weighting": weighting if explicit_weights is None else "given", "max_prune": max_prune},
         feasible=feasible,
         budget=str(budget),
         granularity=gran,
