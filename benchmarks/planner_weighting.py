@@ -121,7 +121,8 @@ def main() -> None:
     out = Path(args.out)
     stem = args.stem or f"planner-weighting-{args.model}"
     write_json(out / f"{stem}.json", doc)
-    lines = [f"# Planner objective and criterion on {name} (short-recovery proxy)", "",
+    kind = "short-recovery proxy" if args.images < 20000 else "recovery proxy, the headline's amount of training"
+    lines = [f"# Planner objective and criterion on {name} ({kind})", "",
              (f"All variants at the predicted cpu-ort latency of Torch-Pruning L1 at ratio {args.tp_ratio} "
              f"({limit_ms / dense_ms:.3f}x of dense on the table), then 1 epoch x {args.images} images with KD, "
              f"top-1 on {args.eval} random test images. One seed: a proxy, see the headline for 3-epoch figures."), "",
