@@ -41,6 +41,7 @@ class CompressConfig:
     kd: bool = True
     lr: float = 0.02
     batch_size: int = 128
+    train_device: str | None = None  # torch device for fine-tuning ("cuda"); None: the CPU
     seed: int = 0
     eval_limit: int | None = None
     score_batches: int = 8
@@ -208,6 +209,10 @@ def compress(model: str | nn.Module = "resnet20-cifar10", data: str | Dataset | 
     ok, reason = tgt.availability()
     if not ok:
         raise BadInput(f"target {tgt.name} cannot run here: {reason}")
+    if cfg.train_device is not None and cfg.epochs > 0:
+        from edgeprune.recover.finetune import resolve_device
+
+        resolve_device(cfg.train_device, nn.Module())  # a bad device fails now, not after profiling and planning
     torch.manual_seed(cfg.seed)
     dense = load_model(model).eval()
     ds = load_data(data) if data is not None else None
@@ -268,7 +273,7 @@ def compress(model: str | nn.Module = "resnet20-cifar10", data: str | Dataset | 
 
             ui.log(f"fine-tuning {cfg.epochs:g} epoch(s) on {len(ds.train)} images{' with KD from the dense model' if cfg.kd else ''} ...")
             rc = RecoverConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
-                               checkpoint_dir=str(stages.dir))
+                               checkpoint_dir=str(stages.dir), device=cfg.train_device)
             recover(small, ds, teacher=dense if cfg.kd else None, config=rc, ui=ui)
             return small.state_dict()
 

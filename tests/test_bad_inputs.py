@@ -155,3 +155,14 @@ def test_data_dependent_control_flow_is_pruned_as_python() -> None:
     for sign in (1.0, -1.0):  # both branches still run
         assert small(sign * torch.ones(1, 3, 8, 8) * 5).shape == (1, 2)
     assert [grp.id for grp in g.prunable] == ["conv"]
+
+
+@pytest.mark.parametrize("device, message", [("banana", "bad device 'banana'"), ("meta", "not supported for fine-tuning")]
+                         + ([] if torch.cuda.is_available() else [("cuda", "sees no CUDA GPU")]))
+def test_bad_train_device_cli(tmp_path, device: str, message: str) -> None:
+    # refused before any profiling or planning: the run takes seconds, not minutes
+    data = tiny_npz(tmp_path / "d.npz", n=40)
+    err = _one_line_error(run_cli("compress", "--model", "tests.tiny:tiny_net", "--data", data, "--budget", "macs=0.5x",
+                                  "--train-device", device, "--out", str(tmp_path / "out")))
+    assert message in err
+    assert not (tmp_path / "out").exists()

@@ -35,3 +35,17 @@ def test_headline_quick_writes_the_fixed_shape(tmp_path):
         assert r["latency_ratio"] == pytest.approx(r["latency_ms"] / doc["dense"]["latency_ms"], rel=1e-3)
     for ext in ("md", "png", "details.json"):
         assert (out / f"headline-resnet20-cpu-ort.{ext}").exists()
+
+
+def test_recover_speed_writes_per_device_rows(tmp_path):
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "recover_speed.py"), "--images", "256", "--repeats", "1",
+           "--out", str(tmp_path / "rs.json")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads((tmp_path / "rs.json").read_text())
+    devices = {"cpu", "cuda"} if __import__("torch").cuda.is_available() else {"cpu"}
+    assert {(r["model"], r["device"]) for r in doc["rows"]} == {(m, d) for m in ("resnet20-cifar10", "resnet56-cifar10")
+                                                                   for d in devices}
+    assert all(r["images_per_s"] > 0 and 0 <= r["data_wait_fraction"] < 1 for r in doc["rows"])
+    assert doc["machine"] and doc["versions"]["torch"]

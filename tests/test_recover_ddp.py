@@ -1,4 +1,4 @@
-"""DistributedDataParallel fine-tuning: 2 CPU processes with gloo end with identical weights."""
+"""DistributedDataParallel fine-tuning: 2 processes (CPU with gloo; CUDA where present) end with identical weights."""
 from __future__ import annotations
 
 import os
@@ -23,7 +23,7 @@ def _free_port() -> int:
 RUNS: tuple[str, ...] = ()
 
 
-def _worker(rank: int, world: int, port: int, npz: str, out: str) -> None:
+def _worker(rank: int, world: int, port: int, npz: str, out: str, device: str | None = None, backend: str = "auto") -> None:
     # what torchrun sets for each process
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
                        "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world)})
@@ -45,7 +45,7 @@ def _worker(rank: int, world: int, port: int, npz: str, out: str) -> None:
                 p.add_(0.01 * torch.randn_like(p))
         os.makedirs(os.path.join(out, run), exist_ok=True)
         r = recover(model, data, epochs=2, lr=0.05, batch_size=32, bn_batches=2, val_fraction=0.1,
-                    checkpoint_dir=os.path.join(out, run, "ck"))
+                    checkpoint_dir=os.path.join(out, run, "ck"), device=device, backend=backend)
         torch.save({"state": model.state_dict(), "world": r.world_size, "hist": r.history},
                    os.path.join(out, run, f"rank{rank}.pt"))
         if run == "user-init":
@@ -54,28 +54,47 @@ def _worker(rank: int, world: int, port: int, npz: str, out: str) -> None:
             assert not dist.is_initialized()  # recover() cleaned up what it set up
 
 
-def _run_one(rank: int, run: str, world: int, port: int, npz: str, out: str) -> None:
+def _run_one(rank: int, run: str, world: int, port: int, npz: str, out: str, device: str | None = None,
+             backend: str = "auto") -> None:
     global RUNS
     RUNS = (run,)
-    _worker(rank, world, port, npz, out)
+    _worker(rank, world, port, npz, out, device, backend)
 
 
-def test_two_gloo_ranks_end_identical(tmp_path):
-    if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
-        pytest.skip("torch.distributed with gloo is not available")
-    npz = tiny_npz(tmp_path / "tiny.npz", n=300)
-    for run in ("torchrun-env", "user-init"):
-        ctx = mp.spawn(_run_one, args=(run, 2, _free_port(), npz, str(tmp_path)), nprocs=2, join=False)
+def _spawn_all(runs: tuple[str, ...], npz: str, out: str, device: str | None = None, backend: str = "auto") -> None:
+    for run in runs:
+        ctx = mp.spawn(_run_one, args=(run, 2, _free_port(), npz, out, device, backend), nprocs=2, join=False)
         deadline = time.monotonic() + 180
         while not ctx.join(timeout=5):
             if time.monotonic() > deadline:
                 for p in ctx.processes:
                     p.kill()
                 pytest.fail(f"DDP case {run} did not finish in 180 s (gloo hang)")
+
+
+def test_two_gloo_ranks_end_identical(tmp_path):
+    if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
+        pytest.skip("torch.distributed with gloo is not available")
+    npz = tiny_npz(tmp_path / "tiny.npz", n=300)
+    _spawn_all(("torchrun-env", "user-init"), npz, str(tmp_path))
+    _check_identical(tmp_path, ("torchrun-env", "user-init"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine (torch sees none)")
+def test_two_cuda_ranks_end_identical(tmp_path):
+    # one GPU per rank with NCCL where there are two; on one GPU both ranks share it through gloo
+    # (NCCL refuses two ranks on one device)
+    two = torch.cuda.device_count() >= 2
+    npz = tiny_npz(tmp_path / "tiny.npz", n=300)
+    _spawn_all(("torchrun-env",), npz, str(tmp_path), device="cuda" if two else "cuda:0", backend="auto" if two else "gloo")
+    _check_identical(tmp_path, ("torchrun-env",))
+
+
+def _check_identical(tmp_path, runs: tuple[str, ...]) -> None:
     fresh = tiny_net().state_dict()
-    for run in ("torchrun-env", "user-init"):
-        a = torch.load(tmp_path / run / "rank0.pt", weights_only=True)
-        b = torch.load(tmp_path / run / "rank1.pt", weights_only=True)
+    for run in runs:
+        a = torch.load(tmp_path / run / "rank0.pt", weights_only=True, map_location="cpu")
+        b = torch.load(tmp_path / run / "rank1.pt", weights_only=True, map_location="cpu")
         assert a["world"] == b["world"] == 2
         for k in a["state"]:
             assert torch.equal(a["state"][k], b["state"][k]), (run, k)

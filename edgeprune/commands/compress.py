@@ -61,6 +61,8 @@ def add_compress_options(p: argparse.ArgumentParser, default_budget: str = "late
     p.add_argument("--epochs", type=float, default=2.0, help="fine-tuning epochs (0 to skip)")
     p.add_argument("--no-kd", action="store_true", help="fine-tune on labels only (no distillation from the dense model)")
     p.add_argument("--lr", type=float, default=0.02, help="fine-tuning learning rate")
+    p.add_argument("--train-device", default=None, metavar="DEVICE",
+                   help="torch device to fine-tune on, e.g. cuda or cuda:1 (default: cpu); profiling and engines stay on the target")
     p.add_argument("--seed", type=int, default=0, help="random seed (runs with one seed agree)")
     p.add_argument("--out", default=None, help="output folder (default build/<model>-<target>)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoints in --out")
@@ -75,7 +77,7 @@ def config_from_args(args: argparse.Namespace):
     if args.lr <= 0:
         raise BadInput(f"--lr must be positive, got {args.lr}")
     return CompressConfig(criterion=args.criterion, planner=args.planner, weighting=args.weighting, max_prune=args.max_prune, epochs=args.epochs, kd=not args.no_kd,
-                          lr=args.lr, seed=args.seed, resume=args.resume)
+                          lr=args.lr, seed=args.seed, resume=args.resume, train_device=args.train_device)
 
 
 def run(args: argparse.Namespace, ui: UI) -> int:

@@ -1,9 +1,9 @@
 """Fine-tuning with SGD (Nesterov) + cosine schedule, augmentation, optional KD from the dense model.
 
-Runs in one process, or under ``torchrun --nproc_per_node=N`` with
-DistributedDataParallel (gloo on CPU): each rank takes its slice of every
-global batch, gradients are averaged, and only rank 0 writes checkpoints and
-shows progress. See docs/recover.md for the recipe and the measurements
+Runs in one process, on the CPU or a CUDA device, or under ``torchrun
+--nproc_per_node=N`` with DistributedDataParallel (gloo on CPU, NCCL on CUDA,
+one GPU per rank): each rank takes its slice of every global batch, gradients
+are averaged, and only rank 0 writes checkpoints and shows progress. See docs/recover.md for the recipe and the measurements
 behind its defaults.
 """
 from __future__ import annotations
@@ -45,7 +45,12 @@ class RecoverConfig:
     part of the train split for early stop (``patience`` epochs without a
     better validation top-1), and ``restore_best`` returns the best epoch's
     weights. ``checkpoint_dir`` gets a checkpoint each epoch; a later call
-    with the same model, data and config resumes from it (``resume``).
+    with the same model, data and config resumes from it (``resume``), also on
+    another device. ``device`` is the torch device to train on ("cpu", "cuda",
+    "cuda:1"; None: where the model's parameters already are); the model and
+    the teacher are moved there for the run and back afterwards. Under
+    torchrun a plain "cuda" means each rank's ``LOCAL_RANK`` GPU, and
+    ``backend`` "auto" picks NCCL for CUDA and gloo for the CPU.
     """
 
     epochs: float = 1.0
@@ -67,7 +72,8 @@ class RecoverConfig:
     resume: bool = True
     bn_l1: float = 0.0  # network-slimming L1 penalty on BN scales
     distributed: str = "auto"  # auto: DDP when torchrun's WORLD_SIZE > 1 or a process group exists; off: never
-    backend: str = "gloo"
+    backend: str = "auto"  # auto: nccl when training on CUDA, else gloo
+    device: str | None = None  # None: the device of the model's parameters
     prefetch: int = 3
     threads: int | None = None  # torch intra-op threads while fine-tuning (None: leave as is); restored after
 
@@ -97,18 +103,22 @@ def _train_split(data: Dataset | ImageSet) -> ImageSet:
 class _Dist:
     """Rank, world size and the few collectives fine-tuning needs (no-ops in one process)."""
 
-    def __init__(self, cfg: RecoverConfig) -> None:
+    def __init__(self, cfg: RecoverConfig, device: torch.device) -> None:
         import torch.distributed as dist
 
         self.dist = dist
         self.owned = False
         self.rank, self.world = 0, 1
+        self.device = device  # where collective tensors must live (NCCL reduces CUDA tensors only)
         if cfg.distributed not in ("auto", "off"):
             raise BadInput(f"distributed must be 'auto' or 'off', not {cfg.distributed!r}")
+        if cfg.backend not in ("auto", "gloo", "nccl", "mpi"):
+            raise BadInput(f"backend must be 'auto', 'gloo', 'nccl' or 'mpi', not {cfg.backend!r}")
         if cfg.distributed == "off" or not dist.is_available():
             return
         if not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            dist.init_process_group(backend=cfg.backend)  # env:// from torchrun
+            backend = cfg.backend if cfg.backend != "auto" else ("nccl" if device.type == "cuda" else "gloo")
+            dist.init_process_group(backend=backend)  # env:// from torchrun
             self.owned = True
         if dist.is_initialized():
             self.rank, self.world = dist.get_rank(), dist.get_world_size()
@@ -127,9 +137,9 @@ class _Dist:
     def sum(self, value: torch.Tensor) -> torch.Tensor:
         if not self.active:
             return value
-        v = value.clone()
+        v = value.to(self.device, copy=True)
         self.dist.all_reduce(v)
-        return v
+        return v.cpu()
 
     def sync_bn(self, model: nn.Module) -> None:
         """Average the BN running statistics over ranks (each rank updated them on its own shard)."""
@@ -174,15 +184,50 @@ def recover(model: nn.Module, data: Dataset | ImageSet, teacher: nn.Module | Non
     train = _train_split(data)
     if len(train) == 0:
         raise BadInput("no training images")
-    dist = _Dist(cfg)
+    device = resolve_device(cfg.device, model)
+    dist = _Dist(cfg, device)
+    homes = [(m, _device_of(m)) for m in (model, teacher) if m is not None]
     threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     try:
+        for m, _ in homes:
+            m.to(device)
         return _recover(model, train, teacher, cfg, ui if dist.rank == 0 else QUIET, dist)
     finally:
+        for m, home in homes:
+            m.to(home)
         torch.set_num_threads(threads)
         dist.close()
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    p = next(iter(model.parameters()), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def resolve_device(spec: str | None, model: nn.Module) -> torch.device:
+    """The device fine-tuning runs on: ``spec`` ("cpu", "cuda", "cuda:1"), or the model's own if None.
+
+    Under torchrun a plain "cuda" is the rank's ``LOCAL_RANK`` GPU. Asking
+    for CUDA where torch has none is a clear error, not a silent CPU run.
+    """
+    if spec is None:
+        return _device_of(model)
+    try:
+        dev = torch.device(spec)
+    except (RuntimeError, TypeError) as err:
+        raise BadInput(f"bad device {spec!r}: {err}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise BadInput(f"device {spec!r} asked for, but this torch ({torch.__version__}) sees no CUDA GPU")
+        if dev.index is None:
+            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        if dev.index >= torch.cuda.device_count():
+            raise BadInput(f"device {str(dev)!r} asked for, but only {torch.cuda.device_count()} CUDA GPU(s) are visible")
+    elif dev.type != "cpu":
+        raise BadInput(f"device {spec!r} is not supported for fine-tuning (cpu or cuda)")
+    return dev
 
 
 def _recover(model: nn.Module, train: ImageSet, teacher: nn.Module | None, cfg: RecoverConfig, ui: UI, dist: _Dist) -> RecoverResult:
@@ -207,7 +252,7 @@ def _recover(model: nn.Module, train: ImageSet, teacher: nn.Module | None, cfg: 
     if dist.active:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        net = DDP(model)  # broadcasts rank 0's weights and buffers: every rank starts equal
+        net = DDP(model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)  # broadcasts rank 0's weights and buffers: every rank starts equal
     fingerprint = _fingerprint(model, cfg, n_total)
     if cfg.bn_recalibrate and total_steps > 0:
         recalibrate_bn(model, train, batch_size=min(256, n_total), batches=cfg.bn_batches, seed=cfg.seed)
@@ -242,6 +287,7 @@ def _recover(model: nn.Module, train: ImageSet, teacher: nn.Module | None, cfg: 
                 except StopIteration:
                     break
                 wait_s += time.perf_counter() - tw
+                x, y = x.to(dist.device, non_blocking=True), y.to(dist.device, non_blocking=True)
                 net.train()
                 logits = net(x)
                 loss = F.cross_entropy(logits, y)
@@ -314,7 +360,8 @@ def _evaluate(model: nn.Module, data: ImageSet, dist: _Dist, batch_size: int = 5
     correct = 0
     for i in range(0, len(idx), batch_size):
         j = idx[i : i + batch_size]
-        correct += int((model(norm(data.images[j])).argmax(1) == torch.as_tensor(data.labels[j])).sum())
+        pred = model(norm(data.images[j]).to(dist.device)).argmax(1).cpu()
+        correct += int((pred == torch.as_tensor(data.labels[j])).sum())
     tot = dist.sum(torch.tensor([correct, len(idx)], dtype=torch.float64))
     return float(100.0 * tot[0] / max(float(tot[1]), 1.0))
 
@@ -325,7 +372,8 @@ def recalibrate_bn(model: nn.Module, data: ImageSet, batch_size: int = 256, batc
 
     After channels are removed the downstream BN statistics no longer match the
     activations; re-estimating them is a cheap first step before fine-tuning.
-    Every rank draws the same images, so distributed runs stay equal.
+    Every rank draws the same images, so distributed runs stay equal. Runs on
+    the device the model is on.
     """
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
     if not bns:
@@ -340,9 +388,10 @@ def recalibrate_bn(model: nn.Module, data: ImageSet, batch_size: int = 256, batc
     n = min(len(data), batch_size * batches)
     pick = np.sort(rng.permutation(len(data))[:n])
     model.train()
+    device = _device_of(model)
     try:
         for i in range(0, n, batch_size):
-            model(norm(data.images[pick[i : i + batch_size]]))
+            model(norm(data.images[pick[i : i + batch_size]]).to(device))
     finally:
         for m, mom in zip(bns, momenta):
             m.momentum = mom
@@ -360,7 +409,7 @@ def _fingerprint(model: nn.Module, cfg: RecoverConfig, n_train: int) -> str:
         t = v.detach().cpu().contiguous()
         h.update(str(tuple(t.shape)).encode())
         h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
-    keep = {k: v for k, v in asdict(cfg).items() if k not in ("checkpoint_dir", "resume", "distributed", "backend", "prefetch", "patience", "threads")}
+    keep = {k: v for k, v in asdict(cfg).items() if k not in ("checkpoint_dir", "resume", "distributed", "backend", "prefetch", "patience", "threads", "device")}
     h.update(repr(sorted(keep.items())).encode())
     h.update(str(n_train).encode())
     return h.hexdigest()
