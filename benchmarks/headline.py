@@ -72,8 +72,9 @@ TP_RATIOS = (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0
 
 
 def _wtag(args: argparse.Namespace) -> str:
-    """The planner weighting as the method name says it (nothing for the default)."""
-    return "" if args.weighting == "importance" else f", {args.weighting} group weights"
+    """The planner weighting and floor as the method name says them (nothing for the defaults)."""
+    return ("" if args.weighting == "importance" else f", {args.weighting} group weights") + \
+        ("" if args.max_prune is None else f", max-prune {args.max_prune:g}")
 
 
 def log(msg: str) -> None:
@@ -152,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--criterion", default="taylor-logit", help="edgeprune importance criterion (default taylor-logit)")
     ap.add_argument("--weighting", default="importance", choices=["importance", "uniform"],
                     help="edgeprune planner objective (plan()'s weighting; default importance)")
+    ap.add_argument("--max-prune", type=float, default=None, metavar="FRACTION",
+                    help="edgeprune plans remove at most this fraction of any channel group (plan()'s max_prune; default none)")
     ap.add_argument("--lr", type=float, default=None, help="fine-tuning learning rate (default: RecoverConfig's)")
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--kd-alpha", type=float, default=None)
@@ -302,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
             for s in EP_SCALES:
                 try:
                     p = solve(pretrained, scores, Budget.parse(f"latency={ratio * s:.4f}x"), {tgt.name: pred}, graph=graph,
-                              example=example, targets=[tgt], model_name=model_name, precisions=precs, weighting=args.weighting)
+                              example=example, targets=[tgt], model_name=model_name, precisions=precs, weighting=args.weighting,
+                              max_prune=args.max_prune)
                 except Exception as err:  # noqa: BLE001 - recorded in the notes, the benchmark goes on
                     notes.append(f"edgeprune {tag or 'mixed-precision '}plan at {ratio * s:.3f}x failed: {str(err).splitlines()[0]}")
                     break
@@ -323,7 +327,8 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     # fp32 only: every row here is an fp32 channel-pruned model (int8 would be another row)
                     p = solve(pretrained, scores, Budget.parse(f"latency={ratio * s:.4f}x"), {tgt.name: pred}, graph=graph,
-                              example=example, targets=[tgt], model_name=model_name, precisions=["fp32"], weighting=args.weighting)
+                              example=example, targets=[tgt], model_name=model_name, precisions=["fp32"], weighting=args.weighting,
+                              max_prune=args.max_prune)
                 except Exception as err:  # an unreachable limit: the smaller ones are too  # noqa: BLE001 - recorded in the notes, the benchmark goes on
                     notes.append(f"edgeprune plan at {ratio * s:.3f}x failed: {str(err).splitlines()[0]}")
                     break
@@ -350,7 +355,8 @@ def main(argv: list[str] | None = None) -> int:
                 try:  # the profile is passed only because plan() wants one; the budget has no latency limit
                     p = solve(pretrained, scores, Budget.parse(f"macs={f}x"), {tgt.name: pred}, graph=graph, example=example,
                               targets=[tgt], granularity=1, model_name=model_name, time_limit=60.0,
-                              precisions=["fp32"], weighting=args.weighting)
+                              precisions=["fp32"], weighting=args.weighting,
+                              max_prune=args.max_prune)
                 except Exception as err:  # noqa: BLE001 - recorded in the notes, the benchmark goes on
                     notes.append(f"MACs plan at {f}x failed: {str(err).splitlines()[0]}")
                     continue
