@@ -43,11 +43,8 @@ def test_finetune_improves_accuracy(data, trained):
     assert not m.training
 
 
-def test_resume_continues_from_checkpoint(data, tmp_path, monkeypatch):
-    cfg = FAST.__class__(**{**vars(FAST), "epochs": 2, "checkpoint_dir": str(tmp_path / "ck")})
-    ref = tiny_net()
-    recover(ref, data, config=FAST.__class__(**{**vars(cfg), "checkpoint_dir": None}))
-
+def crash_after_first_epoch(monkeypatch, run) -> None:
+    """Call ``run`` (a fine-tune) so that it dies right after writing its first checkpoint."""
     real = ft._checkpoint
 
     def crash_after_first(*a, **k):
@@ -56,8 +53,16 @@ def test_resume_continues_from_checkpoint(data, tmp_path, monkeypatch):
 
     monkeypatch.setattr(ft, "_checkpoint", crash_after_first)
     with pytest.raises(KeyboardInterrupt):
-        recover(tiny_net(), data, config=cfg)
+        run()
     monkeypatch.setattr(ft, "_checkpoint", real)
+
+
+def test_resume_continues_from_checkpoint(data, tmp_path, monkeypatch):
+    cfg = FAST.__class__(**{**vars(FAST), "epochs": 2, "checkpoint_dir": str(tmp_path / "ck")})
+    ref = tiny_net()
+    recover(ref, data, config=FAST.__class__(**{**vars(cfg), "checkpoint_dir": None}))
+
+    crash_after_first_epoch(monkeypatch, lambda: recover(tiny_net(), data, config=cfg))
     assert (tmp_path / "ck" / ft.CHECKPOINT).exists()
 
     resumed = tiny_net()

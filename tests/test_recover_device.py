@@ -15,6 +15,7 @@ from edgeprune.errors import BadInput
 from edgeprune.metrics import evaluate
 from edgeprune.recover import RecoverConfig, recover
 from edgeprune.recover import finetune as ft
+from tests.test_recover import crash_after_first_epoch
 from tests.tiny import tiny_net, tiny_npz
 
 FAST = RecoverConfig(epochs=3, lr=0.05, batch_size=32, threads=1, bn_batches=2)
@@ -94,16 +95,7 @@ def test_model_already_on_cuda_stays_there(data):
 @cuda
 def test_checkpoint_from_cuda_resumes_on_cpu(data, tmp_path, monkeypatch):
     cfg = {"epochs": 2, "checkpoint_dir": str(tmp_path / "ck")}
-    real = ft._checkpoint
-
-    def crash_after_first(*a, **k):
-        real(*a, **k)
-        raise KeyboardInterrupt("simulated crash after epoch 1")
-
-    monkeypatch.setattr(ft, "_checkpoint", crash_after_first)
-    with pytest.raises(KeyboardInterrupt):
-        recover(tiny_net(), data, config=FAST, device="cuda", **cfg)
-    monkeypatch.setattr(ft, "_checkpoint", real)
+    crash_after_first_epoch(monkeypatch, lambda: recover(tiny_net(), data, config=FAST, device="cuda", **cfg))
     m = copy.deepcopy(tiny_net())
     r = recover(m, data, config=FAST, device="cpu", **cfg)  # the fingerprint ignores the device
     assert r.resumed_from_step > 0 and r.epochs_run == pytest.approx(2.0)
