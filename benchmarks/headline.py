@@ -43,6 +43,7 @@ import argparse
 import copy
 import math
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -167,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-limit", type=int, default=None, help="test images for top-1 (default all 10k)")
     ap.add_argument("--score-batches", type=int, default=8)
     ap.add_argument("--rows", default="ep-int8,ep,macs,tp-l1,tp-taylor,tp-l1-int8",
-                    help="which rows (comma list of ep-int8, ep, macs, tp-l1, tp-taylor, tp-l1-int8)")
+                    help="which rows (comma list of ep-int8, ep, macs, tp-l1, tp-taylor, tp-l1-int8; ep-nofloor: with --max-prune, "
+                         "the ep row's plans without the floor too)")
     ap.add_argument("--quick", action="store_true", help="smoke version: tiny fine-tune, short timing, 500 test images")
     ap.add_argument("--out", default=None, help="results folder (default benchmarks/results; --quick: benchmarks/cache/quick)")
     ap.add_argument("--cache", default=str(ROOT / "benchmarks" / "cache"))
@@ -269,11 +271,11 @@ def main(argv: list[str] | None = None) -> int:
 
     scores, pred = None, None
     calib = ds.train.sample(256, args.seed)  # int8 calibration: random train images (the split is stored by class)
-    if {"ep", "ep-int8", "macs"} & set(rows_wanted):
+    if {"ep", "ep-nofloor", "ep-int8", "macs"} & set(rows_wanted):
         log(f"edgeprune: scoring channels ({args.criterion}, {score_batches} batches)")
         scores = importance(pretrained, ds, args.criterion, graph=graph, batches=score_batches, seed=args.seed)
     prof_error = ""
-    if {"ep", "ep-int8", "macs"} & set(rows_wanted):
+    if {"ep", "ep-nofloor", "ep-int8", "macs"} & set(rows_wanted):
         try:
             from edgeprune.profile import default_profile_path, load_profile
 
@@ -322,18 +324,22 @@ def main(argv: list[str] | None = None) -> int:
         from edgeprune.plan import plan as solve
 
         if pred is not None:
-            methods["ep"] = f"edgeprune (latency-LUT plan, {args.criterion}{_wtag(args)}, granularity {tgt.channel_multiple}, KD)"
-            for s in EP_SCALES:
-                try:
-                    # fp32 only: every row here is an fp32 channel-pruned model (int8 would be another row)
-                    p = solve(pretrained, scores, Budget.parse(f"latency={ratio * s:.4f}x"), {tgt.name: pred}, graph=graph,
-                              example=example, targets=[tgt], model_name=model_name, precisions=["fp32"], weighting=args.weighting,
-                              max_prune=args.max_prune)
-                except Exception as err:  # an unreachable limit: the smaller ones are too  # noqa: BLE001 - recorded in the notes, the benchmark goes on
-                    notes.append(f"edgeprune plan at {ratio * s:.3f}x failed: {str(err).splitlines()[0]}")
-                    break
-                add("ep", s, prune(pretrained, p.keep, example, graph=graph),
-                    {"predicted_ratio": p.targets[tgt.name]["predicted"] / p.targets[tgt.name]["dense"]})
+            # ep-nofloor: the same plans without --max-prune, to show what the floor does in the same run
+            floors = [("ep", args.max_prune)] + ([("ep-nofloor", None)] if "ep-nofloor" in rows_wanted and args.max_prune else [])
+            for key, floor in floors:
+                wtag = _wtag(argparse.Namespace(weighting=args.weighting, max_prune=floor))
+                methods[key] = f"edgeprune (latency-LUT plan, {args.criterion}{wtag}, granularity {tgt.channel_multiple}, KD)"
+                for s in EP_SCALES:
+                    try:
+                        # fp32 only: every row here is an fp32 channel-pruned model (int8 would be another row)
+                        p = solve(pretrained, scores, Budget.parse(f"latency={ratio * s:.4f}x"), {tgt.name: pred}, graph=graph,
+                                  example=example, targets=[tgt], model_name=model_name, precisions=["fp32"],
+                                  weighting=args.weighting, max_prune=floor)
+                    except Exception as err:  # an unreachable limit: the smaller ones are too  # noqa: BLE001 - recorded in the notes, the benchmark goes on
+                        notes.append(f"edgeprune plan{wtag} at {ratio * s:.3f}x failed: {str(err).splitlines()[0]}")
+                        break
+                    add(key, s, prune(pretrained, p.keep, example, graph=graph),
+                        {"predicted_ratio": p.targets[tgt.name]["predicted"] / p.targets[tgt.name]["dense"]})
         else:
             from edgeprune.pipeline import _keep_from_counts
             from edgeprune.prune.granularity import round_channels
@@ -558,7 +564,8 @@ def short_label(method: str) -> str:
         return base + (" + int8" if "int8" in method else "") + over
     if "MACs" in method:
         return "edgeprune MACs-budget plan" + over
-    return "edgeprune " + ("fp32/int8 plan" if "int8" in method else "fp32 plan") + over
+    floor = re.search(r"max-prune [0-9.]+", method)
+    return "edgeprune " + ("fp32/int8 plan" if "int8" in method else "fp32 plan") + (f", {floor.group(0)}" if floor else "") + over
 
 
 def plot(path: Path, doc: dict, ratio: float, model: str, target: str) -> None:
