@@ -25,7 +25,9 @@ Protocol (all in one run on one machine):
 4. Every candidate's engine (fp32 ONNX or int8 QDQ) and the dense model are measured interleaved on cpu-ort (batch 1, the
    target's thread count, ``edgeprune.profile.measure_configs``: median over passes of the
    median of per-round p10s); per method the least-pruned candidate with measured latency
-   <= ratio x dense is selected (re-measured together, stepping down while one misses).
+   <= ratio x dense is selected (re-measured together, stepping down while one misses):
+   Torch-Pruning's by its ratio (smallest first), edgeprune's by MACs (most first); see
+   ``selection_order``.
 5. Every selected model is fine-tuned E epochs with the same recipe and KD from the
    fine-tuned dense model (``edgeprune.recover``; int8 rows then post-training quantised),
    evaluated on the test set (int8 rows: their int8 engine), and all final engines are measured once more, interleaved with the dense model: the reported
@@ -85,6 +87,21 @@ def log(msg: str) -> None:
 def widths_key(model: nn.Module) -> tuple:
     """Architecture signature: every conv/linear weight shape (dedupes identical candidates)."""
     return tuple(tuple(p.shape) for n, p in model.named_parameters() if n.endswith("weight"))
+
+
+def selection_order(method: str, cands: dict[str, dict[str, Any]], macs: dict[str, int]) -> list[str]:
+    """Candidate names of one method, least pruned first: the order the budget search walks.
+
+    Torch-Pruning rows walk their pruning ratio upwards, as the issue's protocol says (the
+    ratio is searched until the latency fits). Their MACs are not monotone in the ratio on
+    the option-A CIFAR ResNets (ResNet-56, round_to 8: ratio 0.4 -> 31M MACs, 0.55 -> 51M,
+    0.8 -> 85M), so a MACs order would hand them a lopsided model at a larger ratio.
+    edgeprune rows go by MACs (more first), the faster one first among equally pruned ones
+    (precision variants of one plan).
+    """
+    if method.startswith("tp-"):
+        return sorted(cands, key=lambda n: (cands[n]["knob"], cands[n]["search_ratio"]))
+    return sorted(cands, key=lambda n: (-macs[n], cands[n]["search_ratio"]))
 
 
 def tp_prune(model: nn.Module, example: torch.Tensor, ratio: float, importance: str, grad_batches: list, round_to: int) -> nn.Module:
@@ -407,9 +424,8 @@ def main(argv: list[str] | None = None) -> int:
     order: dict[str, list[str]] = {}
     for m in methods:
         names = [n for n, c in candidates.items() if c["method"] == m]
-        # least pruned first: more MACs first; among equally pruned ones (precision variants) the faster first
-        names.sort(key=lambda n: (-figures(candidates[n]["model"], example)[1], candidates[n]["search_ratio"]))
-        order[m] = names
+        order[m] = selection_order(m, {n: candidates[n] for n in names},
+                                   {n: figures(candidates[n]["model"], example)[1] for n in names})
         log("  " + m + ": " + ", ".join(f"{candidates[n]['knob']:g}->{candidates[n]['search_ratio']:.3f}" for n in names))
     chosen: dict[str, str] = {}
     for m, names in order.items():
@@ -498,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
         f"model (kd_alpha {base_rc.kd_alpha}, T {base_rc.temperature}), the dense reference trains on labels only. "
         f"All rows pruned from the same pretrained weights (dense pretrained top-1 {pre_top1:.2f}% on {diag_limit} random test images). "
         f"Selection: candidates of each method measured interleaved with the dense model, least-pruned one at <= {ratio}x kept "
-        f"(then confirmed in a second interleaved measurement). Reported latencies: one final interleaved measurement of the "
+        f"(Torch-Pruning: smallest ratio; edgeprune: most MACs; then confirmed in a second interleaved measurement). Reported latencies: one final interleaved measurement of the "
         f"fine-tuned models and the dense reference (edgeprune.profile.measure_configs, ModelProtocol {final_proto.to_dict()}: "
         f"median over passes of the median of per-round p10 latencies). Torch-Pruning {versions().get('torch-pruning', '?')}: "
         f"MagnitudePruner with uniform pruning_ratio, round_to {tgt.channel_multiple}, classifier ignored, custom SelectShortcut pruner "

@@ -49,3 +49,16 @@ def test_recover_speed_writes_per_device_rows(tmp_path):
                                                                    for d in devices}
     assert all(r["images_per_s"] > 0 and 0 <= r["data_wait_fraction"] < 1 for r in doc["rows"])
     assert doc["machine"] and doc["versions"]["torch"]
+
+
+def test_selection_walks_tp_ratios_up_and_edgeprune_macs_down():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from headline import selection_order
+
+    # Torch-Pruning at ratio 0.55 has more MACs than at 0.4 on ResNet-56: the search still tries 0.4 first
+    tp = {"tp-l1@0.4": {"knob": 0.4, "search_ratio": 0.47}, "tp-l1@0.55": {"knob": 0.55, "search_ratio": 0.49},
+          "tp-l1@0.1": {"knob": 0.1, "search_ratio": 0.94}}
+    assert selection_order("tp-l1", tp, {"tp-l1@0.4": 31, "tp-l1@0.55": 51, "tp-l1@0.1": 65}) == \
+        ["tp-l1@0.1", "tp-l1@0.4", "tp-l1@0.55"]
+    ep = {"a": {"knob": 1.0, "search_ratio": 0.5}, "b": {"knob": -1.0, "search_ratio": 0.45}, "c": {"knob": 0.9, "search_ratio": 0.4}}
+    assert selection_order("ep-int8", ep, {"a": 100, "b": 100, "c": 80}) == ["b", "a", "c"]
