@@ -68,16 +68,17 @@ from torch import nn
 # gains in a whole fused QDQ graph, so an int8 plan at the nominal limit prunes more than it needs to)
 EP_SCALES = (1.5, 1.4, 1.3, 1.25, 1.2, 1.15, 1.1, 1.06, 1.03, 1.0, 0.98, 0.96, 0.94, 0.92, 0.9, 0.87, 0.84, 0.8, 0.75, 0.7)
 MACS_FRACTIONS = (0.75, 0.65, 0.55, 0.47, 0.4, 0.34, 0.28, 0.22, 0.17, 0.12)
+EP_ROWS = frozenset({"ep", "ep-nofloor", "ep-int8", "macs"})  # the rows that need edgeprune's scores and profile
 TP_RATIOS = (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8)
 
 
 # --------------------------------------------------------------------------- helpers
 
 
-def _wtag(args: argparse.Namespace) -> str:
+def _wtag(weighting: str, max_prune: float | None) -> str:
     """The planner weighting and floor as the method name says them (nothing for the defaults)."""
-    return ("" if args.weighting == "importance" else f", {args.weighting} group weights") + \
-        ("" if args.max_prune is None else f", max-prune {args.max_prune:g}")
+    return ("" if weighting == "importance" else f", {weighting} group weights") + \
+        ("" if max_prune is None else f", max-prune {max_prune:g}")
 
 
 def log(msg: str) -> None:
@@ -216,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     tgt = get_target(args.target)
     ui = UI()
     rows_wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
+    if "ep-nofloor" in rows_wanted and (args.max_prune is None or "ep" not in rows_wanted):
+        ap.error("row ep-nofloor is the ep row without --max-prune: it needs --max-prune and the ep row")
     torch.manual_seed(args.seed)
 
     if args.quick:
@@ -288,11 +291,11 @@ def main(argv: list[str] | None = None) -> int:
 
     scores, pred = None, None
     calib = ds.train.sample(256, args.seed)  # int8 calibration: random train images (the split is stored by class)
-    if {"ep", "ep-nofloor", "ep-int8", "macs"} & set(rows_wanted):
+    if EP_ROWS & set(rows_wanted):
         log(f"edgeprune: scoring channels ({args.criterion}, {score_batches} batches)")
         scores = importance(pretrained, ds, args.criterion, graph=graph, batches=score_batches, seed=args.seed)
     prof_error = ""
-    if {"ep", "ep-nofloor", "ep-int8", "macs"} & set(rows_wanted):
+    if EP_ROWS & set(rows_wanted):
         try:
             from edgeprune.profile import default_profile_path, load_profile
 
@@ -318,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         from edgeprune.plan import plan as solve
 
         methods["ep-int8"] = (f"edgeprune (latency-LUT plan, fp32/int8 per layer, int8 post-training quantised, "
-                              f"{args.criterion}{_wtag(args)}, granularity {tgt.channel_multiple}, KD)")
+                              f"{args.criterion}{_wtag(args.weighting, args.max_prune)}, granularity {tgt.channel_multiple}, KD)")
         # as compress does: mixed plans, and plans with every layer int8 (the tables do not price fp32/int8 boundaries)
         for precs, tag in ((["fp32", "int8"], ""), (["int8"], "all-int8 ")):
             for s in EP_SCALES:
@@ -344,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
             # ep-nofloor: the same plans without --max-prune, to show what the floor does in the same run
             floors = [("ep", args.max_prune)] + ([("ep-nofloor", None)] if "ep-nofloor" in rows_wanted and args.max_prune else [])
             for key, floor in floors:
-                wtag = _wtag(argparse.Namespace(weighting=args.weighting, max_prune=floor))
+                wtag = _wtag(args.weighting, floor)
                 methods[key] = f"edgeprune (latency-LUT plan, {args.criterion}{wtag}, granularity {tgt.channel_multiple}, KD)"
                 for s in EP_SCALES:
                     try:
@@ -373,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         if pred is None:
             notes.append(f"no MACs-budget row: plan() needs a target profile ({prof_error})")
         else:
-            methods["macs"] = f"edgeprune MACs-budget plan (no latency limit, {args.criterion}{_wtag(args)}, granularity 1, KD)"
+            methods["macs"] = f"edgeprune MACs-budget plan (no latency limit, {args.criterion}{_wtag(args.weighting, args.max_prune)}, granularity 1, KD)"
             for f in MACS_FRACTIONS:
                 try:  # the profile is passed only because plan() wants one; the budget has no latency limit
                     p = solve(pretrained, scores, Budget.parse(f"macs={f}x"), {tgt.name: pred}, graph=graph, example=example,

@@ -12,9 +12,6 @@ Writes benchmarks/results/recover-speed-<machine tag>.json (cpu, or the GPU's na
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import re
 import statistics
 import time
@@ -26,27 +23,24 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _machine() -> tuple[str, str]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    desc = f"{cpu} ({os.cpu_count()} cores)"
+    """The machine as the results say it (CPU from edgeprune.environment, plus the GPU), and a file-name tag."""
+    from edgeprune.environment import machine_info
+
+    m = machine_info()
+    desc = f"{m['cpu']} ({m['cores']} cores, {m['isa']})"
     tag = "cpu"
     if torch.cuda.is_available():
         name = torch.cuda.get_device_name(0)
         desc += f", GPU {name} x{torch.cuda.device_count()}"
         tag = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-    return desc + f", {platform.platform()}, python {platform.python_version()}", tag
+    return f"{desc}, {m['os']}, python {m['python']}", tag
 
 
 def main(images: int = 3840, repeats: int = 3, out: str | None = None) -> dict:
     """Measure and write the JSON; returns it."""
-    import edgeprune
     from edgeprune.data import load_data
+    from edgeprune.environment import versions
+    from edgeprune.fileio import write_json
     from edgeprune.models import load_model
     from edgeprune.recover import RecoverConfig, recover
 
@@ -78,16 +72,12 @@ def main(images: int = 3840, repeats: int = 3, out: str | None = None) -> dict:
                         "random crop + flip, KD from the pretrained dense model (the headline recipe), "
                         f"BN recalibration off; median of {repeats} runs after one warm-up run; "
                         f"torch intra-op threads on the CPU: {threads}"),
-           "versions": {"edgeprune": edgeprune.__version__, "torch": torch.__version__,
-                        "cuda": torch.version.cuda}}
+           "versions": {**versions(), "cuda": torch.version.cuda}}
     for row in rows:
         print(f"{row['model']:18s} {row['device']:5s} {row['images_per_s']:8.0f} img/s  "
               f"(data wait {100 * row['data_wait_fraction']:.1f}%)")
     path = Path(out) if out else ROOT / "benchmarks" / "results" / f"recover-speed-{tag}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    tmp.replace(path)
+    write_json(path, doc)
     print(f"wrote {path}")
     return doc
 

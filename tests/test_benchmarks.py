@@ -44,7 +44,9 @@ def test_recover_speed_writes_per_device_rows(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads((tmp_path / "rs.json").read_text())
-    devices = {"cpu", "cuda"} if __import__("torch").cuda.is_available() else {"cpu"}
+    import torch
+
+    devices = {"cpu", "cuda"} if torch.cuda.is_available() else {"cpu"}
     assert {(r["model"], r["device"]) for r in doc["rows"]} == {(m, d) for m in ("resnet20-cifar10", "resnet56-cifar10")
                                                                    for d in devices}
     assert all(r["images_per_s"] > 0 and 0 <= r["data_wait_fraction"] < 1 for r in doc["rows"])
