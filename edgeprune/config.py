@@ -11,7 +11,6 @@ from typing import Any
 
 from edgeprune.errors import BadInput
 
-BACKENDS = ("ort", "tvm", "trt", "vta")
 PRECISIONS = ("fp32", "fp16", "int8", "int4")
 
 
@@ -36,10 +35,10 @@ class Target:
         return self.host.startswith("rpc://")
 
     def availability(self) -> tuple[bool, str]:
-        """(can run here, reason) from the backend's own check; never imports a heavy package twice."""
-        from edgeprune.profile.backends import backend_availability
+        """(can run here, reason) from the backend's own check (:func:`edgeprune.backends.availability`)."""
+        from edgeprune.backends import availability
 
-        return backend_availability(self)
+        return availability(self)
 
 
 def targets_dirs() -> list[Path]:
@@ -93,8 +92,11 @@ def load_target(path: str | os.PathLike[str]) -> Target:
         if isinstance(value, bool) or not isinstance(value, want):
             names = want.__name__ if isinstance(want, type) else " or ".join(t.__name__ for t in want)
             raise BadInput(f"target file {path}: key {key!r} must be {names}, got {type(value).__name__}")
-    if raw["backend"] not in BACKENDS:
-        raise BadInput(f"target file {path}: unknown backend {raw['backend']!r} (known: {', '.join(BACKENDS)})")
+    from edgeprune.backends import backend_names, get_backend  # lazily: backends import config's types only
+
+    if raw["backend"] not in backend_names():
+        raise BadInput(f"target file {path}: unknown backend {raw['backend']!r} (known: {', '.join(backend_names())})")
+    get_backend(raw["backend"]).check_options(raw.get("options", {}), f"target file {path}")
     precisions = tuple(raw.get("precisions", ["fp32"]))
     bad = [p for p in precisions if p not in PRECISIONS]
     if bad:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-FIGURE_PACKAGES = ("edgeprune", "torch", "onnx", "onnxruntime", "numpy", "scipy", "torch-pruning", "apache-tvm", "tensorrt")
+FIGURE_PACKAGES = ("edgeprune", "torch", "onnx", "onnxruntime", "numpy", "scipy", "torch-pruning")
 
 
 def _cpuinfo() -> str:
@@ -33,10 +33,20 @@ def machine_info() -> dict[str, Any]:
             "python": platform.python_version()}
 
 
-def versions(packages: Sequence[str] = FIGURE_PACKAGES) -> dict[str, str]:
-    """Installed versions of ``packages`` (missing ones are left out)."""
+def figure_packages() -> tuple[str, ...]:
+    """:data:`FIGURE_PACKAGES` plus each backend's runtime packages (``Backend.packages``)."""
+    from edgeprune.backends import backend_names, get_backend
+
+    extra = [p for n in backend_names() for p in get_backend(n).packages]
+    return tuple(dict.fromkeys([*FIGURE_PACKAGES, *extra]))
+
+
+def versions(packages: Sequence[str] | None = None) -> dict[str, str]:
+    """Installed versions of ``packages`` (default :func:`figure_packages`; missing ones are left out)."""
     import importlib.metadata as md
 
+    if packages is None:
+        packages = figure_packages()
     out = {}
     for pkg in packages:
         try:

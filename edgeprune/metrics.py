@@ -57,7 +57,7 @@ def evaluate(model: nn.Module | Any, data: ImageSet, limit: int | None = None, b
     """Top-1 accuracy in percent on ``data`` (first ``limit`` images).
 
     ``model`` is a PyTorch module or a compiled engine (anything with ``run(x) -> logits``,
-    such as :class:`edgeprune.compile.Engine`): an int8 engine's accuracy is the one that ships.
+    such as :class:`edgeprune.backends.Engine`): an int8 engine's accuracy is the one that ships.
     """
     if isinstance(model, nn.Module):
         model.eval()

@@ -137,16 +137,20 @@ def engine_onnx(model: nn.Module, example: torch.Tensor, target: Target, precisi
 
 def time_engine(path: Path, target: Target, protocol: TimingProtocol, disabled: list[str] | None = None) -> Timing:
     """Time an engine file on ``target`` (ORT sessions honour the disabled optimisers)."""
-    if target.backend == "ort":
-        from edgeprune.profile.ort_backend import make_session, random_feeds
-        from edgeprune.profile.timing import measure
+    from edgeprune.backends import get_backend
 
-        sess = make_session(path, target, disabled_optimizers=disabled or [])
-        feeds = random_feeds(sess)
-        return measure(lambda: sess.run(None, feeds), protocol)
-    from edgeprune.profile.backends import get_backend
+    return get_backend(target.backend).time_onnx(path, target, protocol, disabled or ())
 
-    return get_backend(target.backend).time_onnx(path, target, protocol)
+
+def _runners(engines: dict[str, tuple[Path, list[str]]], target: Target) -> dict[str, Any] | None:
+    """In-process runners of engine files (name -> (file, optimisers to disable)); None when the backend has none."""
+    from edgeprune.backends import get_backend
+
+    backend = get_backend(target.backend)
+    try:
+        return {n: backend.make_runner(p, target, dis) for n, (p, dis) in engines.items()}
+    except NotImplementedError:
+        return None
 
 
 def _measure_dense(model: nn.Module, example: torch.Tensor, target: Target, protocol: TimingProtocol) -> Timing:
@@ -427,15 +431,12 @@ def _candidate_cost(dense: nn.Module, keep: dict[str, list[int]], example: torch
     small = prune(dense, keep, example)
     with tempfile.TemporaryDirectory() as d:
         path, disabled = engine_onnx(small, example, tgt, precisions, calib, Path(d))
-        if reference is not None and tgt.backend == "ort":
-            from edgeprune.profile.ort_backend import make_session, random_feeds
+        runners = _runners({"dense": (reference[0], []), "cand": (path, disabled)}, tgt) if reference is not None else None
+        if runners is not None:
             from edgeprune.profile.timing import interleaved
 
-            dense_path, dense_ms = reference
-            sd, sc = make_session(dense_path, tgt), make_session(path, tgt, disabled_optimizers=disabled)
-            fd, fc = random_feeds(sd), random_feeds(sc)
-            t = interleaved({"dense": lambda: sd.run(None, fd), "cand": lambda: sc.run(None, fc)}, cfg.protocol, 2)
-            latency = t["cand"].median * dense_ms / max(t["dense"].median, 1e-12)
+            t = interleaved(runners, cfg.protocol, 2)
+            latency = t["cand"].median * reference[1] / max(t["dense"].median, 1e-12)
         else:
             latency = time_engine(path, tgt, cfg.protocol, disabled).median
     bits = {n: 8 for n, p in (precisions or {}).items() if p == "int8"}
@@ -583,13 +584,9 @@ def _measure_pair(dense: nn.Module, engine: Any, example: torch.Tensor, tgt: Tar
     comp_path, disabled = engine.onnx_engine()
     with tempfile.TemporaryDirectory() as d:
         pd = export_onnx(dense, example, Path(d) / "dense.onnx")
-        if tgt.backend == "ort":
-            from edgeprune.profile.ort_backend import make_session, random_feeds
-
-            sd, sc = make_session(pd, tgt), make_session(comp_path, tgt, disabled_optimizers=disabled)
-            fd, fc = random_feeds(sd), random_feeds(sc)
-            return interleaved({"dense": lambda: sd.run(None, fd), "compressed": lambda: sc.run(None, fc)},
-                               cfg.protocol, cfg.final_repeats)
+        runners = _runners({"dense": (pd, []), "compressed": (comp_path, disabled)}, tgt)
+        if runners is not None:
+            return interleaved(runners, cfg.protocol, cfg.final_repeats)
         return {"dense": time_engine(pd, tgt, cfg.protocol), "compressed": time_engine(comp_path, tgt, cfg.protocol, disabled)}
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgeprune.compile import Engine
+from edgeprune.backends.base import Engine
 from edgeprune.data import ImageSet
 
 

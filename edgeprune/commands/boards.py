@@ -27,8 +27,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace, ui: UI) -> int:
     """List the tracker's keys and boards."""
+    from edgeprune.backends.tvm.rpc import parse_tracker, tracker_summary
     from edgeprune.errors import BadInput
-    from edgeprune.tvm_rpc import parse_tracker, tracker_summary
 
     addr = args.tracker
     if not addr:

@@ -33,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace, ui: UI) -> int:
     """Compile and verify."""
+    from edgeprune.backends import get_backend
     from edgeprune.compile import compile as emit
     from edgeprune.config import get_target
     from edgeprune.data import load_data
@@ -48,34 +49,28 @@ def run(args: argparse.Namespace, ui: UI) -> int:
     data = None if (args.data or "").lower() == "none" else load_data(args.data)
     example = _example_from(data, parse_input_shape(args.input_shape))
     out = Path(args.out or f"build/compile-{target.name}")
-    options: dict = {}
+    backend = get_backend(target.backend)
     calib = data.train.sample(256) if data is not None else example
-    if target.backend == "vta":
-        options["calib"] = calib[:64]
-    if args.int8:
-        if target.backend != "ort":
-            raise BadInput("--int8 applies to ort targets (vta is always int8)")
-        options["quantize"] = {"calib": calib.numpy()}
+    options = backend.compile_options(calib, args.int8)
     ui.log(f"compiling {args.model} for {target.name} into {out} ...")
     engine = emit(model, target, out, example, **options)
     result = {"target": target.name, "out": str(out), "files": {k: str(v) for k, v in engine.files.items()},
               "manifest": {k: v for k, v in engine.manifest.items() if k != "report"}}
     rows = [(k, str(v)) for k, v in engine.files.items()]
-    if target.backend == "vta":
-        rep = engine.manifest["report"]
-        result["vta"] = {k: rep.get(k) for k in ("cycles", "time_ms", "fits", "dram_bytes", "instructions", "verification")}
-        rows += [("simulated cycles", rep.get("cycles")), ("time at clock (ms)", rep.get("time_ms")),
-                 ("bit-exact vs int8 reference", rep.get("verification", {}).get("bit_exact"))]
+    fields, extra_rows = backend.engine_report(engine)
+    result.update(fields)
+    rows += extra_rows
     vrep = None
     if args.verify_images > 0 and data is not None and engine.runner is not None:
         vrep = verify(engine, model, data.test, limit=args.verify_images,
-                      min_agreement=99.0 if target.backend == "ort" and not args.int8 else 90.0)
+                      min_agreement=backend.verify_threshold(quantized=args.int8))
         result["verify"] = vrep.to_dict()
         rows += [("top-1 agreement vs PyTorch (%)", vrep.top1_agreement), ("engine top-1 (%)", vrep.engine_top1)]
     ui.result(result)
     ui.table(f"engine for {target.name}", ["item", "value"], rows)
-    if target.backend == "vta" and not engine.manifest["report"].get("verification", {}).get("bit_exact", True):
-        raise VerificationFailed("VTA simulation is not bit-exact against the int8 reference")
+    failure = backend.check_engine(engine)
+    if failure:
+        raise VerificationFailed(failure)
     if vrep is not None and not vrep.passed:
         raise VerificationFailed(f"engine disagrees with PyTorch: top-1 agreement {vrep.top1_agreement:.1f}%")
     return 0

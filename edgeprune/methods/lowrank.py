@@ -237,8 +237,8 @@ def predictor_cost(predictor: Any) -> Callable[[LayerSignature], float]:
 
 def measured_cost(target: Any) -> Callable[[LayerSignature], float]:
     """Cost measured on ``target`` (a Target or its name) with the profiler's per-layer protocol (median)."""
+    from edgeprune.backends import get_backend
     from edgeprune.config import get_target
-    from edgeprune.profile import get_backend
     from edgeprune.profile.profiler import LAYER_PROTOCOL
 
     tgt = get_target(target) if isinstance(target, str) else target

@@ -1,4 +1,4 @@
-"""Latency profiling: per-backend runners, look-up tables (LUT files in ``profiles/``) and the predictor.
+"""Latency profiling: look-up tables (LUT files in ``profiles/``) and the predictor; backends are :mod:`edgeprune.backends`.
 
     prof = profile(model, example, "cpu-ort")            # measure (resumable), calibrate, write the file
     prof = load_profile("profiles/cpu-ort--resnet56-cifar10.json", target="cpu-ort")
@@ -10,7 +10,6 @@ Heavy packages (onnxruntime, torch) are imported inside the functions that need 
 """
 from __future__ import annotations
 
-from edgeprune.profile.backends import BACKENDS, Backend, backend_availability, get_backend
 from edgeprune.profile.lut import (
     SCHEMA,
     SCHEMA_VERSION,
@@ -44,11 +43,9 @@ from edgeprune.profile.timing import (
 )
 
 __all__ = [
-    "BACKENDS",
     "LAYER_PROTOCOL",
     "SCHEMA",
     "SCHEMA_VERSION",
-    "Backend",
     "ModelProtocol",
     "Predictor",
     "Profile",
@@ -56,9 +53,7 @@ __all__ = [
     "TimingProtocol",
     "aligned_grid",
     "audit_configs",
-    "backend_availability",
     "default_profile_path",
-    "get_backend",
     "interleaved",
     "interleaved_rounds",
     "layer_points",

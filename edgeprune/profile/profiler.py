@@ -206,7 +206,7 @@ def _example_for(model_name: str, example: Any) -> Any:
 
 
 def _backend_for(target: Target):
-    from edgeprune.profile.backends import get_backend
+    from edgeprune.backends import get_backend
 
     backend = get_backend(target.backend)
     ok, reason = backend.availability(target)
@@ -219,17 +219,10 @@ def _supported_precisions(target: Target, backend: Any) -> tuple[list[str], list
     """(precisions to measure, notes about the ones skipped)."""
     out, notes = [], []
     for p in target.precisions:
-        if backend.name == "ort":
-            if p == "int8":
-                from edgeprune.profile.ort_backend import int8_available
-
-                ok, why = int8_available()
-                if not ok:
-                    notes.append(f"int8 not measured: {why}")
-                    continue
-            elif p != "fp32":
-                notes.append(f"{p} not measured: the ort CPU backend times fp32 and int8 only")
-                continue
+        ok, why = backend.precision_support(p)
+        if not ok:
+            notes.append(f"{p} not measured: {why}")
+            continue
         out.append(p)
     if not out:
         raise BackendUnavailable(f"target {target.name}: none of its precisions ({', '.join(target.precisions)}) can be timed here")
@@ -300,8 +293,7 @@ def measure_engines(
     backend = _backend_for(target)
     files = {n: (e, []) if isinstance(e, (str, Path)) else (Path(e[0]), list(e[1])) for n, e in engines.items()}
     try:
-        runners = {n: backend.make_runner(p, target, disabled_optimizers=dis) if dis else backend.make_runner(p, target)
-                   for n, (p, dis) in files.items()}
+        runners = {n: backend.make_runner(p, target, dis) for n, (p, dis) in files.items()}
     except NotImplementedError:
         runners = None
     if runners is None:  # no in-process runner: one model after another with the backend's own protocol
@@ -547,7 +539,7 @@ def _calibrate(prof: Profile, model: Any, example: Any, graph: ChannelGraph, tar
         batch.setdefault(k, v)
     # int8 whole models (dense + a few pruned ones) give the int8 term its own scale
     int8_names = ["dense", *[k for k in configs if k != "dense"][:INT8_CALIBRATION]] \
-        if "int8" in doc["precisions"] and dense_dtype != "int8" and target.backend == "ort" else []
+        if "int8" in doc["precisions"] and dense_dtype != "int8" and backend.int8_model_term else []
     ui.log(f"calibrating the per-model term on {len(configs)} whole models"
            + (f" and {len(int8_names)} int8 ones" if int8_names else "")
            + (f", measured interleaved with {len(batch) - len(configs)} audit models" if len(batch) > len(configs) else ""))

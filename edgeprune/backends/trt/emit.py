@@ -9,7 +9,7 @@ Options (``edgeprune.compile(model, target, out, example, **options)``):
   engines are built from that explicit Q/DQ ONNX, never with a calibrator;
 - ``qdq_onnx``: an already quantised (symmetric int8 Q/DQ) ONNX to build instead.
 
-The builder settings come from the target (:func:`edgeprune.trt_config.build_spec`);
+The builder settings come from the target (:func:`edgeprune.backends.trt.config.build_spec`);
 the timing cache is ``options.timing_cache`` of the target, else
 ``<out>/<target>.timing.cache``, loaded before and saved (atomically) after each
 build, so rebuilding a pruned variant re-times only the kernels it does not share.
@@ -30,12 +30,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgeprune.compile import EMITTERS, Engine
+from edgeprune.backends.base import Engine
+from edgeprune.backends.trt.config import build_spec, check_qdq_for_tensorrt
 from edgeprune.compile.onnx_export import export_onnx
 from edgeprune.config import Target
 from edgeprune.errors import BackendUnavailable, BadInput
 from edgeprune.fileio import write_bytes, write_json, write_text
-from edgeprune.trt_config import build_spec, check_qdq_for_tensorrt
 
 
 def _precision(target: Target, options: dict[str, Any]) -> str | None:
@@ -45,10 +45,9 @@ def _precision(target: Target, options: dict[str, Any]) -> str | None:
     return prec
 
 
-@EMITTERS.register("trt", "TensorRT plan file (fp32 / fp16 / explicit Q/DQ int8), timing cache reused")
 def emit_trt(model: nn.Module, target: Target, out_dir: Path, example: torch.Tensor, options: dict[str, Any]) -> Engine:
     """Export ONNX, quantise when asked, build the engine with the target's builder settings, write a manifest."""
-    from edgeprune.profile.trt_backend import TrtSession, build_engine
+    from edgeprune.backends.trt.runtime import TrtSession, build_engine
 
     spec = build_spec(target, _precision(target, options), engine_dir=out_dir)
     onnx_path = export_onnx(model, example, out_dir / "model.onnx")

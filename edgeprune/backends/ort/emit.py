@@ -7,16 +7,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgeprune.compile import EMITTERS, Engine
+from edgeprune.backends.base import Engine
 from edgeprune.compile.onnx_export import export_onnx
 from edgeprune.config import Target
 from edgeprune.fileio import write_json
 
 
-@EMITTERS.register("ort", "ONNX (+ int8 QDQ) for ONNX Runtime")
 def emit_ort(model: nn.Module, target: Target, out_dir: Path, example: torch.Tensor, options: dict[str, Any]) -> Engine:
     """Export ONNX; quantise to int8 QDQ when ``options['quantize']`` gives a calibration set."""
-    from edgeprune.profile.ort_backend import make_session
+    from edgeprune.backends.ort.runtime import make_session
 
     onnx_path = export_onnx(model, example, out_dir / "model.onnx")
     files = {"onnx": onnx_path}

@@ -2,7 +2,7 @@
 
 Local targets run on this machine; remote ones (``host = "rpc://HOST:PORT/KEY"``)
 lease a board from a TVM RPC tracker, upload the module, time it there and
-free the board (:mod:`edgeprune.tvm_rpc`); a board lost mid-run is replaced by
+free the board (:mod:`edgeprune.backends.tvm.rpc`); a board lost mid-run is replaced by
 another with the same key. tvm is imported inside functions only: this module
 imports (and lists the targets as unavailable) without it.
 
@@ -22,18 +22,21 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edgeprune.backends.base import Backend, Engine
+from edgeprune.backends.tvm.options import TvmOptions
 from edgeprune.errors import BackendUnavailable, BadInput
-from edgeprune.profile.backends import BACKENDS, Backend
-from edgeprune.profile.timing import Timing, TimingProtocol
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from edgeprune.config import Target
+    from edgeprune.profile.timing import Timing, TimingProtocol
 
 INSTALL_HINT = "pip install edgeprune[tvm]"
 
@@ -49,12 +52,6 @@ def tvm_import_error() -> str | None:
     except Exception as err:  # noqa: BLE001 - a broken install (e.g. a mismatched apache-tvm-ffi) fails with other errors
         return f"unavailable: apache-tvm does not import ({type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''})"
     return None
-
-
-def _require_tvm() -> None:
-    err = tvm_import_error()
-    if err is not None:
-        raise BackendUnavailable(err.removeprefix("unavailable: "))
 
 
 # --------------------------------------------------------------------------- targets
@@ -141,7 +138,7 @@ def tune(mod: Any, tgt: Any, target: Target, trials: int, work_dir: Path, log: C
     from tvm import relax
     from tvm.s_tir import meta_schedule as ms
 
-    from edgeprune.tvm_rpc import RemoteSpec, ms_build
+    from edgeprune.backends.tvm.rpc import RemoteSpec, ms_build
 
     opts = target.options
     with tgt:
@@ -303,7 +300,7 @@ class LoadedModule:
         args = [self.tensor(x) for x in xs]
         if protocol.warmup:
             self.vm.time_evaluator("main", self.dev, number=1, repeat=protocol.warmup)(*args)
-        from edgeprune.profile.timing import collect
+        from edgeprune.profile.timing import Timing, collect
 
         def round_of(n: int) -> list[float]:
             res = self.vm.time_evaluator("main", self.dev, number=1, repeat=n, min_repeat_ms=0)(*args)
@@ -324,7 +321,7 @@ def on_target(target: Target, lib_path: Path, fn: Callable[[LoadedModule], Any],
     kind = device_kind(target_dict(target))
     if not target.is_remote:
         return fn(LoadedModule(lib_path, kind))
-    from edgeprune.tvm_rpc import RemoteSpec, run_on_board
+    from edgeprune.backends.tvm.rpc import RemoteSpec, run_on_board
 
     opts = target.options
     return run_on_board(
@@ -342,6 +339,9 @@ class TvmBackend(Backend):
 
     name = "tvm"
     unit = "ms"
+    options_schema = TvmOptions
+    packages = ("apache-tvm",)
+    description = "Apache TVM (Relax) locally or on boards behind a TVM RPC tracker"
 
     def availability(self, target: Target) -> tuple[bool, str]:
         err = tvm_import_error()
@@ -356,7 +356,7 @@ class TvmBackend(Backend):
             if why:
                 return False, f"unavailable: needs CUDA to build ({why})"
         if target.is_remote:
-            from edgeprune.tvm_rpc import RemoteSpec, tracker_summary
+            from edgeprune.backends.tvm.rpc import RemoteSpec, tracker_summary
 
             spec = RemoteSpec.parse(target.host)
             need = f"needs a TVM RPC tracker at {spec.tracker} with a board under key {spec.key!r}"
@@ -380,7 +380,9 @@ class TvmBackend(Backend):
         ex = build(mod, target)
         return export(ex, target, out_dir, Path(onnx_path).stem), inputs
 
-    def time_onnx(self, onnx_path: str | Path, target: Target, protocol: TimingProtocol) -> Timing:
+    def time_onnx(self, onnx_path: str | Path, target: Target, protocol: TimingProtocol,
+                  disabled_optimizers: Sequence[str] = ()) -> Timing:
+        """Build the model (untuned) and time it with ``time_evaluator``, here or on a leased board."""
         self._check(target)
         with tempfile.TemporaryDirectory(prefix="edgeprune-tvm-") as d:
             lib, inputs = self.build_onnx(onnx_path, target, Path(d))
@@ -394,10 +396,14 @@ class TvmBackend(Backend):
         return on_target(target, Path(lib_path), lambda m: m.time(xs, protocol))
 
     def run_onnx(self, onnx_path: str | Path, target: Target, x: np.ndarray) -> np.ndarray:
+        """Build the model and run ``x`` through it, here or on a leased board."""
         self._check(target)
         with tempfile.TemporaryDirectory(prefix="edgeprune-tvm-") as d:
             lib, _ = self.build_onnx(onnx_path, target, Path(d))
             return on_target(target, lib, lambda m: m.run(x.astype(np.float32)))
 
+    def emit(self, model: nn.Module, target: Target, out_dir: Path, example: Any, options: dict[str, Any]) -> Engine:
+        """A Relax module (.so / .tar) built for the target, optionally MetaSchedule-tuned; see :mod:`.emit`."""
+        from edgeprune.backends.tvm.emit import emit_tvm
 
-BACKENDS.register("tvm", "Apache TVM (Relax) locally or on boards behind a TVM RPC tracker")(TvmBackend())
+        return emit_tvm(model, target, out_dir, example, options)

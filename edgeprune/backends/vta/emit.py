@@ -8,12 +8,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgeprune.compile import EMITTERS, Engine
+from edgeprune.backends.base import Engine
 from edgeprune.config import Target
 from edgeprune.fileio import write_json
 
 
-@EMITTERS.register("vta", "VTA instruction stream + weights (cycle-approximate simulation, not hardware)")
 def emit_vta(model: nn.Module, target: Target, out_dir: Path, example: torch.Tensor, options: dict[str, Any]) -> Engine:
     """Compile ``model`` to int8 VTA instructions; ``options['calib']`` is a batch of real images (NCHW)."""
     from edgeprune.vta import VTAConfig, build, quantize_model, reference_forward

@@ -1,17 +1,21 @@
-"""ONNX Runtime CPU backend (``cpu-ort``)."""
+"""ONNX Runtime CPU backend (``cpu-ort``): sessions, layer and engine timing, verification runs."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgeprune.profile.backends import BACKENDS, Backend
-from edgeprune.profile.timing import Timing, TimingProtocol, measure
+from edgeprune.backends.base import Backend, Engine
+from edgeprune.backends.ort.options import OrtOptions
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from edgeprune.config import Target
     from edgeprune.graph.signature import LayerSignature
+    from edgeprune.profile.timing import Timing, TimingProtocol
 
 
 def session_options(target: Target, profiling: bool = False) -> Any:
@@ -34,7 +38,7 @@ def session_options(target: Target, profiling: bool = False) -> Any:
     return so
 
 
-def make_session(onnx_path: str | Path, target: Target, profiling: bool = False, disabled_optimizers: list[str] | None = None) -> Any:
+def make_session(onnx_path: str | Path, target: Target, profiling: bool = False, disabled_optimizers: Sequence[str] | None = None) -> Any:
     """An ORT CPU inference session for ``onnx_path``."""
     import onnxruntime as ort
 
@@ -42,7 +46,7 @@ def make_session(onnx_path: str | Path, target: Target, profiling: bool = False,
         str(onnx_path),
         sess_options=session_options(target, profiling),
         providers=["CPUExecutionProvider"],
-        disabled_optimizers=disabled_optimizers or [],
+        disabled_optimizers=list(disabled_optimizers or []),
     )
 
 
@@ -62,6 +66,10 @@ class OrtBackend(Backend):
 
     name = "ort"
     unit = "ms"
+    options_schema = OrtOptions
+    packages = ("onnxruntime",)
+    int8_model_term = True
+    description = "ONNX Runtime CPU execution provider"
 
     def availability(self, target: Target) -> tuple[bool, str]:
         try:
@@ -72,12 +80,25 @@ class OrtBackend(Backend):
             return False, "unavailable: the ort backend runs locally only (use a tvm target for RPC boards)"
         return True, ""
 
-    def time_onnx(self, onnx_path: str | Path, target: Target, protocol: TimingProtocol) -> Timing:
-        sess = make_session(onnx_path, target)
+    def precision_support(self, precision: str) -> tuple[bool, str]:
+        """fp32 always; int8 when :mod:`edgeprune.quant.ort_int8` can build QDQ layers; nothing else."""
+        if precision == "int8":
+            return int8_available()
+        if precision != "fp32":
+            return False, "the ort CPU backend times fp32 and int8 only"
+        return True, ""
+
+    def time_onnx(self, onnx_path: str | Path, target: Target, protocol: TimingProtocol,
+                  disabled_optimizers: Sequence[str] = ()) -> Timing:
+        """Time a whole model in an ORT session (honouring the optimisers an int8 QDQ engine disables)."""
+        from edgeprune.profile.timing import measure
+
+        sess = make_session(onnx_path, target, disabled_optimizers=disabled_optimizers)
         feeds = random_feeds(sess)
         return measure(lambda: sess.run(None, feeds), protocol)
 
-    def make_runner(self, onnx_path: str | Path, target: Target, disabled_optimizers: list[str] | None = None) -> Any:
+    def make_runner(self, onnx_path: str | Path, target: Target, disabled_optimizers: Sequence[str] = ()) -> Any:
+        """One ORT session on fixed random inputs, run once per call."""
         sess = make_session(onnx_path, target, disabled_optimizers=disabled_optimizers)
         feeds = random_feeds(sess)
         return lambda: sess.run(None, feeds)
@@ -96,6 +117,7 @@ class OrtBackend(Backend):
         import onnx
 
         from edgeprune.profile.layer_onnx import layer_onnx
+        from edgeprune.profile.timing import measure
 
         with tempfile.TemporaryDirectory() as d:
             path = Path(d) / "layer.onnx"
@@ -123,9 +145,24 @@ class OrtBackend(Backend):
             return timing, meta
 
     def run_onnx(self, onnx_path: str | Path, target: Target, x: np.ndarray) -> np.ndarray:
+        """Run the model once on ``x`` in an ORT session."""
         sess = make_session(onnx_path, target)
         name = sess.get_inputs()[0].name
         return sess.run(None, {name: x.astype(np.float32)})[0]
+
+    def emit(self, model: nn.Module, target: Target, out_dir: Path, example: Any, options: dict[str, Any]) -> Engine:
+        """ONNX (+ int8 QDQ when ``options['quantize']`` gives a calibration set); see :mod:`.emit`."""
+        from edgeprune.backends.ort.emit import emit_ort
+
+        return emit_ort(model, target, out_dir, example, options)
+
+    def compile_options(self, calib: Any, int8: bool) -> dict[str, Any]:
+        """``--int8`` quantises to QDQ, calibrated on ``calib``."""
+        return {"quantize": {"calib": calib.numpy()}} if int8 else {}
+
+    def verify_threshold(self, quantized: bool) -> float:
+        """fp32 engines must agree with PyTorch on 99% of images; int8 ones on 90%."""
+        return 90.0 if quantized else 99.0
 
 
 def int8_available() -> tuple[bool, str]:
@@ -151,5 +188,3 @@ def _quantize_layer(d: Path, sig: LayerSignature, target: Target) -> tuple[Path,
         res = quantize_onnx(fp32, d / "layer.int8.onnx", target, calib=None)
     return Path(res.path), list(getattr(res, "disabled_optimizers", []) or [])
 
-
-BACKENDS.register("ort", "ONNX Runtime CPU execution provider")(OrtBackend())

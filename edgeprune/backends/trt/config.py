@@ -1,8 +1,8 @@
 """TensorRT without TensorRT: builder settings from a target file, and fused layer names back to layers.
 
 Everything here is pure Python (``onnx`` at most, imported lazily), so it is
-tested on every machine; :mod:`edgeprune.profile.trt_backend` and
-:mod:`edgeprune.compile.trt` apply it to the real ``tensorrt`` objects.
+tested on every machine; :mod:`edgeprune.backends.trt.runtime` and
+:mod:`edgeprune.backends.trt.emit` apply it to the real ``tensorrt`` objects.
 
 Builder settings
 ----------------
@@ -107,7 +107,7 @@ _KNOWN_OPTIONS: dict[str, type | tuple[type, ...]] = {
 
 @dataclass(frozen=True)
 class TrtBuildSpec:
-    """What :func:`edgeprune.profile.trt_backend.build_engine` sets on ``IBuilderConfig``."""
+    """What :func:`edgeprune.backends.trt.runtime.build_engine` sets on ``IBuilderConfig``."""
 
     target: str
     precision: str

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgeprune.compile import EMITTERS, Engine
+from edgeprune.backends.base import Engine
 from edgeprune.config import Target
 from edgeprune.errors import BackendUnavailable, BadInput
 from edgeprune.fileio import write_json
@@ -57,8 +57,8 @@ class _RemoteRunner:
         self.module = None
 
     def _open(self) -> None:
-        from edgeprune.profile.tvm_backend import LoadedModule
-        from edgeprune.tvm_rpc import RemoteSpec, request_board
+        from edgeprune.backends.tvm.rpc import RemoteSpec, request_board
+        from edgeprune.backends.tvm.runtime import LoadedModule
 
         opts = self.target.options
         sess, _ = request_board(
@@ -84,16 +84,15 @@ class _RemoteRunner:
     def close(self) -> None:
         """Free the board."""
         if self.module is not None:
-            from edgeprune.tvm_rpc import free_board
+            from edgeprune.backends.tvm.rpc import free_board
 
             free_board(self.module.sess)
             self.module = None
 
 
-@EMITTERS.register("tvm", "Apache TVM Relax module (.so / .tar) built for the target, optionally MetaSchedule-tuned")
 def emit_tvm(model: nn.Module, target: Target, out_dir: Path, example: torch.Tensor, options: dict[str, Any]) -> Engine:
     """Import, build (and tune), export; options: ``frontend`` (torch|onnx), ``tune_trials``, ``tune_dir``, ``log``."""
-    from edgeprune.profile.tvm_backend import (
+    from edgeprune.backends.tvm.runtime import (
         LoadedModule,
         build,
         device_kind,

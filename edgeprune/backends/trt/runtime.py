@@ -14,7 +14,7 @@ What is measured, and how (see docs/trt.md):
   until the median settles); no profiler is attached to that context.
 - per layer (:meth:`TrtBackend.profile_layers`): a second execution context
   with an ``IProfiler``; each run's per-engine-layer times are charged to
-  edgeprune layers (:mod:`edgeprune.trt_config`), and the medians over runs
+  edgeprune layers (:mod:`edgeprune.backends.trt.config`), and the medians over runs
   are reported. Profiling adds a little per-layer overhead, so per-layer
   numbers sum to slightly more than the event-timed engine.
 - one layer configuration (:meth:`TrtBackend.time_layer`, for the latency
@@ -27,17 +27,15 @@ from __future__ import annotations
 
 import collections
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgeprune.errors import BackendUnavailable, BadInput
-from edgeprune.profile.backends import BACKENDS, Backend
-from edgeprune.profile.timing import Timing, TimingProtocol
-from edgeprune.trt_config import (
+from edgeprune.backends.base import Backend, Engine
+from edgeprune.backends.trt.config import (
     OTHER,
     LayerMap,
     TrtBuildSpec,
@@ -45,10 +43,15 @@ from edgeprune.trt_config import (
     build_spec,
     check_qdq_for_tensorrt,
 )
+from edgeprune.backends.trt.options import TrtOptions
+from edgeprune.errors import BackendUnavailable, BadInput
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from edgeprune.config import Target
     from edgeprune.graph.signature import LayerSignature
+    from edgeprune.profile.timing import Timing, TimingProtocol
 
 MIN_TRT = (8, 5)  # set_tensor_address / execute_async_v3 / num_io_tensors
 
@@ -95,14 +98,6 @@ def cuda_status() -> tuple[bool, str]:
     err, props = cudart.cudaGetDeviceProperties(0)
     name = props.name.decode(errors="replace").strip("\x00") if err == cudart.cudaError_t.cudaSuccess else "CUDA GPU"
     return True, name
-
-
-def gpu_name() -> str:
-    """The CUDA device's name, or raise :class:`BackendUnavailable`."""
-    ok, text = cuda_status()
-    if not ok:
-        raise BackendUnavailable(text)
-    return text
 
 
 def _cudart() -> Any:
@@ -451,6 +446,8 @@ class TrtSession:
         for _ in range(protocol.warmup):
             self._enqueue(ctx)
         self.cuda.sync()
+        from edgeprune.profile.timing import Timing
+
         samples = _protocol_loop(lambda: self.cuda.time_ms(lambda: self._enqueue(ctx)), protocol)
         return Timing.from_samples(samples)
 
@@ -546,6 +543,8 @@ class LayerProfile:
 
 def summarise_runs(runs: list[dict[str, float]], layer_map: LayerMap) -> tuple[dict[str, Timing], dict[str, Timing]]:
     """Medians over runs: of each edgeprune layer's attributed time, and of each raw engine layer's time."""
+    from edgeprune.profile.timing import Timing
+
     attributed = [layer_map.attribute(r) for r in runs]
     layer_keys = sorted({k for a in attributed for k in a})
     engine_keys = sorted({k for r in runs for k in r})
@@ -565,6 +564,9 @@ class TrtBackend(Backend):
 
     name = "trt"
     unit = "ms"
+    options_schema = TrtOptions
+    packages = ("tensorrt",)
+    description = "TensorRT engines on an NVIDIA GPU / Jetson (IProfiler per layer)"
 
     def availability(self, target: Target) -> tuple[bool, str]:
         if target.is_remote:
@@ -594,7 +596,8 @@ class TrtBackend(Backend):
         onnx_path = Path(onnx_path)
         return build_engine(onnx_path, build_spec(target, self._precision(onnx_path, target, precision)))
 
-    def time_onnx(self, onnx_path: str | Path, target: Target, protocol: TimingProtocol, precision: str | None = None) -> Timing:
+    def time_onnx(self, onnx_path: str | Path, target: Target, protocol: TimingProtocol,
+                  disabled_optimizers: Sequence[str] = (), precision: str | None = None) -> Timing:
         """Whole-model latency (CUDA events), at ``precision`` (default: int8 for a Q/DQ ONNX, else the target's)."""
         built = self.build(onnx_path, target, precision)
         sess = TrtSession(built.plan, built.spec.dla_core)
@@ -615,7 +618,7 @@ class TrtBackend(Backend):
         """Per-layer times of a whole model (``IProfiler``), charged to edgeprune layers, plus the event-timed engine.
 
         ``layer_of`` overrides ONNX node -> layer names; ``known`` limits the layers
-        reported (others' time goes to ``other``); see :func:`edgeprune.trt_config.build_layer_map`.
+        reported (others' time goes to ``other``); see :func:`edgeprune.backends.trt.config.build_layer_map`.
         """
         built = self.build(onnx_path, target, precision)
         layer_map = build_layer_map(built.engine_info, onnx_path, layer_of, known)
@@ -649,7 +652,7 @@ class TrtBackend(Backend):
             path = Path(d) / "layer.onnx"
             path.write_bytes(model.SerializeToString())
             if how == "events":
-                return self.time_onnx(path, target, protocol, precision), meta
+                return self.time_onnx(path, target, protocol, precision=precision), meta
             prof = self.profile_layers(path, target, protocol, precision)
         mine = {k: v for k, v in prof.layers.items() if k != OTHER}
         if len(mine) != 1:
@@ -659,7 +662,7 @@ class TrtBackend(Backend):
         meta["engine_ms"] = prof.engine.median
         return next(iter(mine.values())), meta
 
-    def make_runner(self, onnx_path: str | Path, target: Target) -> Callable[[], None]:
+    def make_runner(self, onnx_path: str | Path, target: Target, disabled_optimizers: Sequence[str] = ()) -> Callable[[], None]:
         """Run the engine once (enqueue + stream sync) on fixed random inputs: for the profiler's interleaved timing."""
         built = self.build(onnx_path, target)
         sess = TrtSession(built.plan, built.spec.dla_core)
@@ -672,6 +675,7 @@ class TrtBackend(Backend):
         return run
 
     def run_onnx(self, onnx_path: str | Path, target: Target, x: np.ndarray) -> np.ndarray:
+        """Build the engine and run ``x`` through it one image at a time."""
         built = self.build(onnx_path, target)
         sess = TrtSession(built.plan, built.spec.dla_core)
         try:
@@ -679,9 +683,15 @@ class TrtBackend(Backend):
         finally:
             sess.close()
 
+    def emit(self, model: nn.Module, target: Target, out_dir: Path, example: Any, options: dict[str, Any]) -> Engine:
+        """A TensorRT plan file (fp32 / fp16 / explicit Q/DQ int8); see :mod:`.emit`."""
+        from edgeprune.backends.trt.emit import emit_trt
+
+        return emit_trt(model, target, out_dir, example, options)
+
 
 def _default(target: Target) -> str:
-    from edgeprune.trt_config import default_precision
+    from edgeprune.backends.trt.config import default_precision
 
     return default_precision(target)
 
@@ -746,5 +756,3 @@ def qdq_layer_model(model: Any, seed: int = 0) -> Any:
     onnx.checker.check_model(model)
     return model
 
-
-BACKENDS.register("trt", "TensorRT engines on an NVIDIA GPU / Jetson (IProfiler per layer)")(TrtBackend())

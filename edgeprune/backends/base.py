@@ -1,0 +1,148 @@
+"""What a backend is: the :class:`Backend` interface, the :class:`Engine` it emits, and the options-schema check.
+
+A backend (``edgeprune/backends/<name>/``) times layers and whole engines on a
+target, runs engines for verification and emits the engine files. Everything a
+caller would otherwise decide by comparing backend names is an attribute or a
+method here (``unit``, ``simulated``, ``int8_model_term``, :meth:`Backend.precision_support`,
+:meth:`Backend.verify_threshold`, :meth:`Backend.compile_options`,
+:meth:`Backend.engine_report`, :meth:`Backend.check_engine`).
+"""
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgeprune.errors import BadInput
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from edgeprune.config import Target
+    from edgeprune.graph.signature import LayerSignature
+    from edgeprune.profile.timing import Timing, TimingProtocol
+
+
+@dataclass
+class Engine:
+    """A compiled model for one target: its files, a manifest, and a way to run it (when possible here)."""
+
+    target: Target
+    out_dir: Path
+    files: dict[str, Path]
+    manifest: dict[str, Any] = field(default_factory=dict)
+    runner: Callable[[np.ndarray], np.ndarray] | None = None
+
+    def onnx_engine(self) -> tuple[Path | None, list[str]]:
+        """The ONNX file this engine runs (int8 QDQ when quantised; None if it has none) and the ORT optimisers
+        its session disables."""
+        return self.files.get("onnx_int8", self.files.get("onnx")), list(self.manifest.get("disabled_optimizers", []))
+
+    def run(self, x: Any) -> np.ndarray:
+        """Run the engine on a batch (NCHW float32, numpy or torch); one image at a time if the engine is batch-1."""
+        if self.runner is None:
+            raise RuntimeError(f"the {self.target.name} engine cannot run on this machine")
+        x = x if isinstance(x, np.ndarray) else x.numpy()
+        return np.concatenate([np.asarray(self.runner(x[i : i + 1])).reshape(1, -1) for i in range(len(x))])
+
+
+def option_names(schema: type | None) -> list[str]:
+    """The ``[options]`` keys a schema dataclass declares (its field names)."""
+    return [f.name for f in dataclasses.fields(schema)] if schema is not None else []
+
+
+def check_options(schema: type | None, options: Mapping[str, Any], where: str) -> None:
+    """Raise a one-line :class:`BadInput` when ``options`` has a key ``schema`` does not declare."""
+    known = option_names(schema)
+    for key in options:
+        if key not in known:
+            raise BadInput(f"{where}: unknown option {key!r} (known: {', '.join(known) or 'none'})")
+
+
+class Backend(ABC):
+    """Builds an executable for a whole ONNX model or one layer configuration, times it on a target, and emits engines."""
+
+    name: str = ""
+    unit: str = "ms"  # "ms", or "cycles" for a simulator
+    simulated: bool = False  # figures are simulated (and must be labelled so)
+    options_schema: type | None = None  # a @dataclass whose fields are the known [options] keys
+    int8_model_term: bool = False  # the profiler times int8 whole models to fit the int8 term's own scale
+    packages: tuple[str, ...] = ()  # pip distributions whose versions are recorded next to figures
+    description: str = ""
+
+    # ------------------------------------------------------------------ target checks
+
+    @abstractmethod
+    def availability(self, target: Target) -> tuple[bool, str]:
+        """(True, "") when this backend can run ``target`` here, else (False, reason)."""
+
+    def check_options(self, options: Mapping[str, Any], where: str) -> None:
+        """Refuse an ``[options]`` key the backend does not know (one-line :class:`BadInput`)."""
+        check_options(self.options_schema, options, where)
+
+    def precision_support(self, precision: str) -> tuple[bool, str]:
+        """(True, "") when layers of ``precision`` can be timed here, else (False, why)."""
+        return True, ""
+
+    # ------------------------------------------------------------------ timing
+
+    @abstractmethod
+    def time_onnx(self, onnx_path: str | Path, target: Target, protocol: TimingProtocol,
+                  disabled_optimizers: Sequence[str] = ()) -> Timing:
+        """Time a whole ONNX model (batch 1) on ``target``."""
+
+    def time_layer(self, sig: LayerSignature, target: Target, protocol: TimingProtocol) -> Timing:
+        """Time one layer configuration (default: build its ONNX graph and time that)."""
+        import tempfile
+
+        from edgeprune.profile.layer_onnx import layer_onnx
+
+        with tempfile.TemporaryDirectory() as d:
+            path = Path(d) / "layer.onnx"
+            path.write_bytes(layer_onnx(sig).SerializeToString())
+            return self.time_onnx(path, target, protocol)
+
+    def time_layer_detail(self, sig: LayerSignature, target: Target, protocol: TimingProtocol) -> tuple[Timing, dict]:
+        """:meth:`time_layer` plus what the backend chose for the layer (e.g. ``{"layout": "nchwc"}``)."""
+        return self.time_layer(sig, target, protocol), {}
+
+    def make_runner(self, onnx_path: str | Path, target: Target, disabled_optimizers: Sequence[str] = ()) -> Callable[[], Any]:
+        """A zero-argument callable running the model once on fixed random inputs (for interleaved timing).
+
+        Backends that cannot hand out a runner raise NotImplementedError; callers
+        then time models one after another with :meth:`time_onnx`.
+        """
+        raise NotImplementedError(f"backend {self.name} has no in-process runner")
+
+    def run_onnx(self, onnx_path: str | Path, target: Target, x: np.ndarray) -> np.ndarray:
+        """Run a whole model once on ``x`` and return its output (for verification)."""
+        raise NotImplementedError(f"backend {self.name} cannot run models here")
+
+    # ------------------------------------------------------------------ engines
+
+    def emit(self, model: nn.Module, target: Target, out_dir: Path, example: Any, options: dict[str, Any]) -> Engine:
+        """Write the engine of ``model`` for ``target`` into ``out_dir`` (files + manifest.json)."""
+        raise NotImplementedError(f"backend {self.name} has no emitter")
+
+    def compile_options(self, calib: Any, int8: bool) -> dict[str, Any]:
+        """Emitter options for ``edgeprune compile`` from a calibration batch (NCHW tensor) and ``--int8``."""
+        if int8:
+            raise BadInput(f"--int8 does not apply to {self.name} targets")
+        return {}
+
+    def verify_threshold(self, quantized: bool) -> float:
+        """The minimum top-1 agreement (%) of an engine with PyTorch for verification to pass."""
+        return 90.0
+
+    def engine_report(self, engine: Engine) -> tuple[dict[str, Any], list[tuple[str, Any]]]:
+        """Extra fields for the compile report and extra rows for its table (none by default)."""
+        return {}, []
+
+    def check_engine(self, engine: Engine) -> str | None:
+        """A failure message when the emitted engine fails the backend's own check, else None."""
+        return None

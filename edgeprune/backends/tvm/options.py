@@ -1,0 +1,21 @@
+"""The ``[options]`` a ``backend = "tvm"`` target may set (see :mod:`edgeprune.backends.tvm.runtime`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TvmOptions:
+    """Known keys of a tvm target's ``[options]`` table."""
+
+    tvm_target: dict[str, Any] = field(default_factory=lambda: {"kind": "llvm", "mcpu": "native"})
+    frontend: str = "torch"  # torch | onnx (the emitter's importer)
+    tune_trials: int = 0  # MetaSchedule trial budget for `edgeprune compile` (0 = no tuning)
+    tune_trials_per_task: int = 0
+    tune_workers: int = 2
+    tune_population: int = 64
+    cross_compiler: str = ""  # e.g. aarch64-linux-gnu-gcc: link a .so; else export a .tar
+    request_timeout_s: float = 60.0  # RPC lease behaviour
+    session_timeout_s: float = 0.0
+    attempts: int = 3
