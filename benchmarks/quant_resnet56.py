@@ -27,12 +27,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from edgeprune.backends.ort.runtime import make_session
 from edgeprune.compile.onnx_export import export_onnx
 from edgeprune.config import get_target
 from edgeprune.data import load_data
 from edgeprune.fileio import write_json
 from edgeprune.models import load_model
-from edgeprune.profile.ort_backend import make_session
 from edgeprune.profile.timing import TimingProtocol, interleaved
 from edgeprune.quant import count_precisions, prepare_qat, quantize_onnx, runtime_precisions
 

@@ -42,7 +42,7 @@ def _check_device() -> str:
         import tensorrt  # noqa: F401
     except ImportError:
         _fail("unavailable: tensorrt not installed")
-    from edgeprune.profile.trt_backend import cuda_status
+    from edgeprune.backends.trt.runtime import cuda_status
 
     ok, text = cuda_status()
     if not ok:
@@ -83,14 +83,14 @@ def main(argv: list[str] | None = None) -> None:
     import numpy as np
     import torch
 
+    from edgeprune.backends.trt.config import build_spec
+    from edgeprune.backends.trt.runtime import TrtSession, build_engine
     from edgeprune.compile.onnx_export import export_onnx
     from edgeprune.config import get_target
     from edgeprune.data import load_data
     from edgeprune.fileio import write_json
     from edgeprune.models import load_model
     from edgeprune.profile.timing import Timing, TimingProtocol
-    from edgeprune.profile.trt_backend import TrtSession, build_engine
-    from edgeprune.trt_config import build_spec
 
     target = get_target(args.target)
     data = load_data("cifar10-demo")

@@ -43,8 +43,8 @@ def main() -> int:
     import onnxruntime as ort
     import tvm
 
-    from edgeprune.profile.ort_backend import make_session
-    from edgeprune.profile.tvm_backend import LoadedModule
+    from edgeprune.backends.ort.runtime import make_session
+    from edgeprune.backends.tvm.runtime import LoadedModule
 
     model = load_model("resnet20-cifar10").eval()
     x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))

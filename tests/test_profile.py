@@ -215,8 +215,8 @@ def test_vta_backend_returns_cycles():
     vta = pytest.importorskip("edgeprune.vta")
     if not hasattr(vta, "layer_cycles"):
         pytest.skip("edgeprune.vta has no layer_cycles yet")
+    from edgeprune.backends import get_backend
     from edgeprune.config import Target
-    from edgeprune.profile import get_backend
 
     target = Target("vta-pynq", "vta", precisions=("int8",), channel_multiple=16, clock_mhz=100.0, options={"board": "pynq"})
     backend = get_backend("vta")

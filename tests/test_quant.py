@@ -13,10 +13,10 @@ from torch import nn
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
+from edgeprune.backends.ort.runtime import make_session
 from edgeprune.compile.onnx_export import export_onnx
 from edgeprune.config import get_target
 from edgeprune.errors import BadInput
-from edgeprune.profile.ort_backend import make_session
 from edgeprune.quant import (
     QuantWarning,
     count_precisions,
@@ -240,9 +240,9 @@ def test_profiler_layer_graph_with_two_inputs_and_random_calibration(target, tmp
     """The profiler times int8 layer variants (conv + residual add + relu: two graph inputs) with calib=None."""
     import onnx
 
+    from edgeprune.backends.ort.runtime import random_feeds
     from edgeprune.graph.signature import LayerSignature
     from edgeprune.profile.layer_onnx import layer_onnx
-    from edgeprune.profile.ort_backend import random_feeds
 
     sig = LayerSignature("conv2d", 16, 16, (3, 3), (1, 1), (1, 1), 1, (8, 8), "int8", "bn+add+relu")
     p = tmp_path / "layer.onnx"

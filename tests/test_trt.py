@@ -17,9 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from edgeprune.config import Target, load_target
-from edgeprune.errors import BackendUnavailable, BadInput
-from edgeprune.trt_config import (
+from edgeprune.backends.trt.config import (
     OTHER,
     OnnxInfo,
     build_layer_map,
@@ -32,6 +30,8 @@ from edgeprune.trt_config import (
     sources_from_name,
     timing_cache_path,
 )
+from edgeprune.config import Target, load_target
+from edgeprune.errors import BackendUnavailable, BadInput
 
 ROOT = Path(__file__).resolve().parents[1]
 TRT_TARGETS = ["jetson-orin-nano-trt", "jetson-agx-orin-trt", "gpu-trt"]
@@ -350,9 +350,9 @@ def test_qdq_check_and_layer_quantiser():
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
+    from edgeprune.backends.trt.runtime import qdq_layer_model
     from edgeprune.graph.signature import LayerSignature
     from edgeprune.profile.layer_onnx import layer_onnx
-    from edgeprune.profile.trt_backend import qdq_layer_model
 
     sig = LayerSignature("conv2d", 16, 24, (3, 3), (1, 1), (1, 1), 1, (16, 16), "int8", "bn+add+relu")
     fp32 = layer_onnx(sig)
@@ -388,19 +388,21 @@ def test_unavailable_without_tensorrt(name, monkeypatch):
 
 
 def test_remote_host_is_refused_with_reason():
-    from edgeprune.profile.backends import get_backend
+    from edgeprune.backends import get_backend
 
     ok, reason = get_backend("trt").availability(Target("x", "trt", host="rpc://127.0.0.1:9190/orin"))
     assert not ok and "runs on the board itself" in reason
 
 
 def test_backend_and_emitter_are_registered():
-    from edgeprune.compile import EMITTERS, _load_all
-    from edgeprune.profile.backends import BACKENDS, get_backend
+    from edgeprune.backends import BACKENDS, Backend, backend_names, get_backend
+    from edgeprune.backends.trt.emit import emit_trt
+    from edgeprune.backends.trt.options import TrtOptions
 
-    assert get_backend("trt").name == "trt" and "trt" in BACKENDS
-    _load_all()
-    assert "trt" in EMITTERS
+    backend = get_backend("trt")
+    assert backend.name == "trt" and "trt" in BACKENDS and "trt" in backend_names()
+    assert backend.options_schema is TrtOptions and callable(emit_trt)
+    assert type(backend).emit is not Backend.emit  # the trt backend has its own emitter
 
 
 def test_emitter_without_tensorrt_writes_onnx_and_manifest(tmp_path, monkeypatch):
@@ -439,7 +441,7 @@ def test_benchmark_exits_cleanly_without_tensorrt(monkeypatch, capsys):
 
 def _need_trt():
     pytest.importorskip("tensorrt", reason="tensorrt is not installed here (it needs an NVIDIA GPU machine)")
-    from edgeprune.profile.trt_backend import cuda_status
+    from edgeprune.backends.trt.runtime import cuda_status
 
     ok, reason = cuda_status()
     if not ok:
@@ -472,8 +474,8 @@ def test_trt_engine_matches_torch(resnet20, tmp_path, precision, tol):
 
 def test_trt_timing_cache_reused(resnet20, tmp_path):
     _need_trt()
+    from edgeprune.backends.trt.runtime import build_engine
     from edgeprune.compile.onnx_export import export_onnx
-    from edgeprune.profile.trt_backend import build_engine
 
     onnx_path = export_onnx(resnet20, torch.zeros(1, 3, 32, 32), tmp_path / "m.onnx")
     spec = build_spec(load_target(ROOT / "targets" / "gpu-trt.toml"), "fp16", engine_dir=tmp_path)
@@ -485,9 +487,9 @@ def test_trt_timing_cache_reused(resnet20, tmp_path):
 
 def test_trt_per_layer_profile(resnet20, tmp_path):
     _need_trt()
+    from edgeprune.backends import get_backend
     from edgeprune.compile.onnx_export import export_onnx
     from edgeprune.graph import channel_groups
-    from edgeprune.profile.backends import get_backend
     from edgeprune.profile.timing import TimingProtocol
 
     x = torch.zeros(1, 3, 32, 32)
@@ -505,8 +507,8 @@ def test_trt_per_layer_profile(resnet20, tmp_path):
 @pytest.mark.parametrize("dtype", ["fp32", "fp16", "int8"])
 def test_trt_time_layer(dtype):
     _need_trt()
+    from edgeprune.backends import get_backend
     from edgeprune.graph.signature import LayerSignature
-    from edgeprune.profile.backends import get_backend
     from edgeprune.profile.timing import TimingProtocol
 
     sig = LayerSignature("conv2d", 32, 32, (3, 3), (1, 1), (1, 1), 1, (16, 16), dtype, "bn+relu")
@@ -516,10 +518,20 @@ def test_trt_time_layer(dtype):
 
 def test_trt_runner_for_interleaved_timing(resnet20, tmp_path):
     _need_trt()
+    from edgeprune.backends import get_backend
     from edgeprune.compile.onnx_export import export_onnx
-    from edgeprune.profile.backends import get_backend
+    from edgeprune.profile.timing import TimingProtocol, interleaved
 
     onnx_path = export_onnx(resnet20, torch.zeros(1, 3, 32, 32), tmp_path / "m.onnx")
-    run = get_backend("trt").make_runner(onnx_path, load_target(ROOT / "targets" / "gpu-trt.toml"))
-    for _ in range(3):
-        run()
+    target = load_target(ROOT / "targets" / "gpu-trt.toml")
+    backend = get_backend("trt")
+    run = backend.make_runner(onnx_path, target)
+    other = backend.make_runner(onnx_path, target, ())
+    assert run() is None  # one enqueue + sync on the runner's fixed inputs
+    t = interleaved({"a": run, "b": other}, TimingProtocol.quick(), 2)
+    assert all(0 < t[k].median < 1000 and t[k].count >= 1 for k in ("a", "b"))
+    # the runner's engine is the model: its session computes what PyTorch does (fp16 tolerance)
+    x = torch.randn(2, 3, 32, 32)
+    got = run.session.run(x[:1].numpy())
+    want = resnet20.eval()(x[:1]).detach().numpy()
+    assert got.shape == want.shape and np.abs(got - want).max() <= 0.05 * max(1.0, float(np.abs(want).max()))

@@ -36,7 +36,7 @@ KEY = "edgeprune-test"
 
 
 def test_availability_reason_when_tvm_does_not_import(monkeypatch):
-    from edgeprune.profile.backends import backend_availability
+    from edgeprune.backends import availability as backend_availability
 
     monkeypatch.setitem(sys.modules, "tvm", None)  # makes `import tvm` raise ImportError
     for name in ("cpu-tvm", "rpi4-tvm", "jetson-orin-tvm"):
@@ -46,7 +46,7 @@ def test_availability_reason_when_tvm_does_not_import(monkeypatch):
 
 
 def test_target_files_and_rpc_urls():
-    from edgeprune.tvm_rpc import RemoteSpec, parse_tracker
+    from edgeprune.backends.tvm.rpc import RemoteSpec, parse_tracker
 
     cpu, rpi, jet = (get_target(n) for n in ("cpu-tvm", "rpi4-tvm", "jetson-orin-tvm"))
     assert cpu.backend == rpi.backend == jet.backend == "tvm"
@@ -61,7 +61,7 @@ def test_target_files_and_rpc_urls():
 
 
 def test_tracker_down_is_one_line():
-    from edgeprune.tvm_rpc import tracker_summary
+    from edgeprune.backends.tvm.rpc import tracker_summary
 
     port = _free_port()
     with pytest.raises(BackendUnavailable, match="no TVM RPC tracker at 127.0.0.1") as err:
@@ -114,7 +114,7 @@ def _remote_target(port: int, **options) -> Target:
 @pytest.fixture(scope="module")
 def farm():
     """An RPC tracker and two RPC servers (boards) on 127.0.0.1 under one key."""
-    from edgeprune.tvm_rpc import tracker_summary
+    from edgeprune.backends.tvm.rpc import tracker_summary
 
     tport = _free_port()
     tracker = _spawn("tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(tport), "--port-end", str(tport + 1), "--silent")
@@ -149,9 +149,9 @@ def farm():
 @needs_tvm
 def test_remote_profile_and_engine_through_tracker(farm, tmp_path, capsys):
     import edgeprune.compile as C
+    from edgeprune.backends import get_backend
     from edgeprune.cli import main
     from edgeprune.graph.signature import LayerSignature
-    from edgeprune.profile.backends import get_backend
     from edgeprune.profile.timing import TimingProtocol
 
     model, x = _small_pruned_model()
@@ -188,7 +188,7 @@ def test_remote_profile_and_engine_through_tracker(farm, tmp_path, capsys):
 
 
 def _free_boards(port: int, want: int = 2, wait: float = 20) -> int:
-    from edgeprune.tvm_rpc import tracker_summary
+    from edgeprune.backends.tvm.rpc import tracker_summary
 
     deadline = time.time() + wait
     while True:
@@ -200,7 +200,7 @@ def _free_boards(port: int, want: int = 2, wait: float = 20) -> int:
 
 @needs_tvm
 def test_missing_key_and_busy_boards_fail_clearly(farm):
-    from edgeprune.tvm_rpc import RemoteSpec, free_board, request_board
+    from edgeprune.backends.tvm.rpc import RemoteSpec, free_board, request_board
 
     with pytest.raises(BackendUnavailable, match="no board with key 'rpi5'") as err:
         request_board(RemoteSpec("127.0.0.1", farm["port"], "rpi5"), timeout=5)
@@ -223,9 +223,9 @@ def test_missing_key_and_busy_boards_fail_clearly(farm):
 @needs_tvm
 def test_run_resumes_on_another_board_when_one_dies(farm, tmp_path, monkeypatch):
     """Kill the board a profiling run got; the run resumes on the other board with the same key."""
-    import edgeprune.tvm_rpc as rpc_mod
+    import edgeprune.backends.tvm.rpc as rpc_mod
+    from edgeprune.backends import get_backend
     from edgeprune.compile.onnx_export import export_onnx
-    from edgeprune.profile.backends import get_backend
     from edgeprune.profile.timing import TimingProtocol
 
     model, x = _small_pruned_model()
