@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test test-fast test-tvm bench install lint clean
+.PHONY: demo test test-fast test-tvm test-openvino bench install lint clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -31,6 +31,13 @@ $(VENV)/.installed-tvm: $(STAMP)
 
 test-tvm: $(VENV)/.installed-tvm
 	$(BIN)/python -m pytest -q -ra tests/test_tvm.py
+
+$(VENV)/.installed-openvino: $(STAMP)
+	$(BIN)/pip install -q -e ".[dev,openvino]"
+	touch $@
+
+test-openvino: $(VENV)/.installed-openvino
+	$(BIN)/python -m pytest -q -ra tests/test_openvino.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/headline.py
