@@ -12,6 +12,7 @@ with PyTorch on 500 test images. Writes benchmarks/results/openvino-vs-ort-resne
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import tempfile
@@ -68,8 +69,7 @@ def main() -> int:
                 info[tag] = {"build_s": round(time.perf_counter() - t0, 2), "engine": eng.manifest["engine"],
                              "top1_agreement_500": float((out.argmax(1) == ref.argmax(1)).mean()),
                              "max_abs_err": float(np.abs(out - ref).max())}
-                runner = eng.runner
-                runs[tag] = (lambda r: lambda: r(x1))(runner)
+                runs[tag] = functools.partial(eng.runner, x1)
                 print(f"{tag}: built in {info[tag]['build_s']} s, agreement {info[tag]['top1_agreement_500']:.3f}", flush=True)
         proto = TimingProtocol(warmup=20, min_runs=50, max_runs=300, round_size=25, rel_tol=0.02, max_seconds=10)
         t0 = time.perf_counter()

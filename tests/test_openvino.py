@@ -169,7 +169,7 @@ def test_profile_cli_end_to_end(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path])}
     r = subprocess.run([sys.executable, "-m", "edgeprune", "profile", "--target", "cpu-openvino", "--model", "resnet20-cifar10",
                         "--out", str(out), "--quick", "--grid", "aligned", "--calibration", "2", "--json", "-q"],
-                       capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+                       check=False, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     doc = json.loads(out.read_text())
     assert doc["target"]["name"] == "cpu-openvino" and doc["records"]
