@@ -110,9 +110,11 @@ def test_whole_model_timing_and_counters_sum_to_the_request(r20, backend):
     assert set(layers) <= set(ct.layers) and "other" in ct.layers
     # every executed node is charged somewhere: the per-layer medians add up to the counters' total
     assert sum(v.median for v in ct.layers.values()) == pytest.approx(ct.total.median, rel=0.10)
-    # the counters cover the request less its dispatch overhead: measured 90-95% of the wall time here
-    assert 0.6 * ct.wall.median <= ct.total.median <= 1.05 * ct.wall.median
-    assert all(ct.layers[name].median > 0 for name in layers)
+    # the counters cover the request less its dispatch overhead (measured 90-95% of the wall time on an idle
+    # machine). They are means over the timed requests (OpenVINO keeps running averages), each node within
+    # ~1 us of truncation; a request's counters never exceed its wall time.
+    assert 0.6 * ct.wall.p10 <= ct.total.median <= 1.05 * ct.wall_mean + 0.05
+    assert all(ct.layers[name].median > 0.005 for name in layers if name != "linear")  # linear: ~1 us
 
 
 @needs_ov

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgeprune.backends.openvino.counters import OTHER, attribute, executed, onnx_output_producers
+from edgeprune.backends.openvino.counters import OTHER, executed, layer_of_counter, onnx_output_producers
 from edgeprune.backends.openvino.options import OpenVinoOptions
 from edgeprune.profile.timing import Timing, TimingProtocol, collect
 
@@ -69,61 +69,78 @@ def run_onnx(onnx_path: str | Path, target: Target, x: np.ndarray) -> np.ndarray
 
 @dataclass
 class CounterTiming:
-    """Per-request wall time and performance-counter times of one compiled model, over many requests."""
+    """Wall time of many requests of one compiled model, and its performance counters over the same requests.
+
+    OpenVINO's counters are running *averages* since the model was compiled (measured:
+    conv1 read 69, 49, 39, 34, ... 23 us over the first requests), so per-request
+    values cannot be read off them. The counter figures here are the mean over the
+    timed requests, from the difference of the cumulative totals before and after
+    them (each counter is truncated to 1 us, so each node's mean is within about
+    1 us * total requests / timed requests). Their Timing has median = p10 = p90 = that mean.
+    """
 
     wall: Timing
-    counters: Timing  # the sum of the selected nodes' counters per request
-    total: Timing  # the sum of every executed node's counters per request
+    counters: Timing  # the sum of the selected nodes' counters, mean per timed request
+    total: Timing  # the sum of every executed node's counters, mean per timed request
     layers: dict[str, Timing] = field(default_factory=dict)  # per edgeprune layer (and "other")
     exec_types: dict[str, str] = field(default_factory=dict)  # executed node -> kernel (e.g. brgconv_avx512_f32)
+    wall_mean: float = 0.0  # mean wall time of the timed requests (the counters' figures are means too)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict."""
         return {"wall": self.wall.to_dict(), "counters": self.counters.to_dict(), "total": self.total.to_dict(),
-                "layers": {k: v.to_dict() for k, v in self.layers.items()}, "exec_types": dict(self.exec_types)}
+                "layers": {k: v.to_dict() for k, v in self.layers.items()}, "exec_types": dict(self.exec_types), "wall_mean": self.wall_mean}
+
+
+def _snapshot(request: Any) -> dict[tuple[str, str], float]:
+    return {(name, typ): ms for name, typ, ms in executed(request.get_profiling_info())}
 
 
 def time_with_counters(path: str | Path, target: Target, protocol: TimingProtocol,
                        select: Callable[[str, str], bool] | None = None,
                        known: Iterable[str] | None = None) -> CounterTiming:
-    """Run ``path`` under ``protocol`` with PERF_COUNT on; per request record the wall time, the counters of the
-    nodes ``select(name, type)`` keeps (all by default), their total, and (with ``known``) per-layer sums.
-
-    The protocol's stopping rule is applied to the selected counters' sum.
+    """Run ``path`` under ``protocol`` (stopping rule on the wall time) with PERF_COUNT on, and read the
+    counters' mean over the timed requests: of the nodes ``select(name, type)`` keeps (all by default), of
+    every node, and (with ``known``) per edgeprune layer. See :class:`CounterTiming`.
     """
     compiled = compile_model(path, target, perf_count=True)
     request = compiled.create_infer_request()
     feeds = random_inputs(compiled)
     renamed = onnx_output_producers(path) if str(path).endswith(".onnx") else {}
-    known_list = list(known) if known is not None else None
-    for _ in range(protocol.warmup):
+    warm = max(1, protocol.warmup)
+    for _ in range(warm):
         request.infer(feeds)
-    walls: list[float] = []
-    totals: list[float] = []
-    per_layer: dict[str, list[float]] = {}
-    exec_types: dict[str, str] = {}
+    before = _snapshot(request)
 
     def round_of(n: int) -> list[float]:
         out = []
         for _ in range(n):
             t0 = time.perf_counter_ns()
             request.infer(feeds)
-            walls.append((time.perf_counter_ns() - t0) / 1e6)
-            infos = request.get_profiling_info()
-            nodes = executed(infos)
-            if not exec_types:
-                exec_types.update({i.node_name: i.exec_type for i in infos if i.node_name in {n for n, _, _ in nodes}})
-            totals.append(sum(ms for _, _, ms in nodes))
-            out.append(sum(ms for name, typ, ms in nodes if select is None or select(name, typ)))
-            if known_list is not None:
-                for layer, ms in attribute(infos, renamed, known_list).items():
-                    per_layer.setdefault(layer, []).append(ms)
+            out.append((time.perf_counter_ns() - t0) / 1e6)
         return out
 
-    samples = collect(round_of, protocol)
-    n = len(samples)
-    layers = {k: Timing.from_samples(v + [0.0] * (n - len(v))) for k, v in per_layer.items()}
-    return CounterTiming(Timing.from_samples(walls), Timing.from_samples(samples), Timing.from_samples(totals), layers, exec_types)
+    walls = collect(round_of, protocol)
+    after = _snapshot(request)
+    n = len(walls)
+    total_runs = warm + n
+    mean = {k: max(0.0, (ms * total_runs - before.get(k, 0.0) * warm) / n) for k, ms in after.items()}
+    exec_types = {i.node_name: i.exec_type for i in request.get_profiling_info() if (i.node_name, i.node_type) in mean}
+
+    def const(ms: float) -> Timing:
+        return Timing(ms, ms, ms, n)
+
+    layers: dict[str, Timing] = {}
+    if known is not None:
+        known_list = list(known)
+        sums: dict[str, float] = {}
+        for (name, typ), ms in mean.items():
+            key = layer_of_counter(name, typ, renamed, known_list)
+            sums[key] = sums.get(key, 0.0) + ms
+        layers = {k: const(v) for k, v in sums.items()}
+    selected = sum(ms for (name, typ), ms in mean.items() if select is None or select(name, typ))
+    return CounterTiming(Timing.from_samples(walls), const(selected), const(sum(mean.values())), layers, exec_types,
+                         sum(walls) / n)
 
 
 def layer_times(onnx_path: str | Path, target: Target, layers: Iterable[str], protocol: TimingProtocol | None = None) -> CounterTiming:
@@ -131,7 +148,7 @@ def layer_times(onnx_path: str | Path, target: Target, layers: Iterable[str], pr
 
     ``layers``: the edgeprune layer names (``channel_groups(model).layers``);
     nodes charged to no known layer are summed under ``"other"``. Each layer's
-    figure is the median over requests of its nodes' counters.
+    figure is the mean over the timed requests of its nodes' counters.
     """
     return time_with_counters(onnx_path, target, protocol or TimingProtocol.quick(), known=list(layers))
 
