@@ -64,7 +64,7 @@ def layer_of_counter(node_name: str, node_type: str, renamed: Mapping[str, str] 
 
 
 def executed(infos: Iterable[Any]) -> list[tuple[str, str, float]]:
-    """``(node name, node type, ms)`` of the executed nodes of one ``get_profiling_info()`` answer."""
+    """``(node name, node type, ms)`` of the executed nodes of one ``get_profiling_info()`` answer (running averages since compile)."""
     out = []
     for i in infos:
         if getattr(i.status, "name", str(i.status)) != "EXECUTED":
@@ -75,7 +75,7 @@ def executed(infos: Iterable[Any]) -> list[tuple[str, str, float]]:
 
 def attribute(infos: Iterable[Any], renamed: Mapping[str, str] | None = None,
               known: Iterable[str] | None = None) -> dict[str, float]:
-    """One request's counters charged to layers: ``{layer or "other": ms}``."""
+    """One ``get_profiling_info()`` answer charged to layers: ``{layer or "other": ms}`` (running averages, see runtime)."""
     known_list = list(known) if known is not None else None
     out: dict[str, float] = {}
     for name, typ, ms in executed(infos):
