@@ -35,14 +35,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_backend_registers_without_importing_openvino():
-    code = ("import sys; from edgeprune.profile.backends import get_backend; b = get_backend('openvino'); "
+    code = ("import sys; from edgeprune.backends import get_backend; b = get_backend('openvino'); "
             "assert b.name == 'openvino' and b.unit == 'ms'; assert 'openvino' not in sys.modules, 'imported openvino'")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=ROOT)
 
 
 def test_availability_reason_when_openvino_does_not_import(monkeypatch):
-    from edgeprune.profile.backends import backend_availability
+    from edgeprune.backends import availability as backend_availability
 
     monkeypatch.setitem(sys.modules, "openvino", None)  # makes `import openvino` raise ImportError
     ok, why = backend_availability(get_target("cpu-openvino"))
@@ -90,7 +90,7 @@ def r20(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def backend():
-    from edgeprune.profile.backends import get_backend
+    from edgeprune.backends import get_backend
 
     return get_backend("openvino")
 

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from edgeprune.compile import Engine
+    from edgeprune.backends.base import Engine
     from edgeprune.config import Target
 
 
@@ -37,7 +37,7 @@ def emit_openvino(model: nn.Module, target: Target, out_dir: Path, example: torc
     import openvino as ov
 
     from edgeprune.backends.openvino.runtime import compile_config, compile_model
-    from edgeprune.compile import Engine
+    from edgeprune.backends.base import Engine
     from edgeprune.compile.onnx_export import export_onnx
     from edgeprune.fileio import write_json
 
