@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgeprune.backends.openvino.options import OpenVinoOptions
 from edgeprune.backends.base import Backend, Engine
+from edgeprune.backends.openvino.options import OpenVinoOptions
 
 if TYPE_CHECKING:
     import torch

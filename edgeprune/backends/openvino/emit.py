@@ -36,8 +36,8 @@ def emit_openvino(model: nn.Module, target: Target, out_dir: Path, example: torc
     (e.g. ``{"calib": images}``); write the engine in the target's ``engine_format`` and a manifest."""
     import openvino as ov
 
-    from edgeprune.backends.openvino.runtime import compile_config, compile_model
     from edgeprune.backends.base import Engine
+    from edgeprune.backends.openvino.runtime import compile_config, compile_model
     from edgeprune.compile.onnx_export import export_onnx
     from edgeprune.fileio import write_json
 
