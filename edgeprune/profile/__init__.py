@@ -1,7 +1,7 @@
-"""Latency profiling: per-backend runners, look-up tables (LUT files in ``profiles/``) and the predictor.
+"""Latency profiling: per-backend runners, look-up tables (LUT files in the user cache, see ``find_profile``) and the predictor.
 
     prof = profile(model, example, "cpu-ort")            # measure (resumable), calibrate, write the file
-    prof = load_profile("profiles/cpu-ort--resnet56-cifar10.json", target="cpu-ort")
+    prof = load_profile(find_profile("cpu-ort", "resnet56-cifar10"), target="cpu-ort")
     pred = prof.predictor()
     pred.layer_cost(sig); pred.model_cost(graph.signatures(widths))
     measure_model(pruned, example, "cpu-ort")            # whole model, the repeatable protocol
@@ -17,6 +17,7 @@ from edgeprune.profile.lut import (
     Predictor,
     Profile,
     default_profile_path,
+    find_profile,
     load_profile,
 )
 from edgeprune.profile.profiler import (
@@ -58,6 +59,7 @@ __all__ = [
     "audit_configs",
     "backend_availability",
     "default_profile_path",
+    "find_profile",
     "get_backend",
     "interleaved",
     "interleaved_rounds",
