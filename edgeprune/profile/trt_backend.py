@@ -97,14 +97,6 @@ def cuda_status() -> tuple[bool, str]:
     return True, name
 
 
-def gpu_name() -> str:
-    """The CUDA device's name, or raise :class:`BackendUnavailable`."""
-    ok, text = cuda_status()
-    if not ok:
-        raise BackendUnavailable(text)
-    return text
-
-
 def _cudart() -> Any:
     try:
         from cuda.bindings import runtime as cudart  # cuda-python >= 12.6

@@ -51,12 +51,6 @@ def tvm_import_error() -> str | None:
     return None
 
 
-def _require_tvm() -> None:
-    err = tvm_import_error()
-    if err is not None:
-        raise BackendUnavailable(err.removeprefix("unavailable: "))
-
-
 # --------------------------------------------------------------------------- targets
 
 
