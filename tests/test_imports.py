@@ -27,3 +27,12 @@ def test_import_edgeprune_is_light() -> None:
 def test_public_api_names_resolve() -> None:
     for name in ("load_model", "get_target", "list_targets", "compress", "Budget", "channel_groups", "prune", "importance"):
         assert callable(getattr(edgeprune, name))
+
+
+def test_commands_do_not_import_the_cli() -> None:
+    """cli.py imports the command modules; none of them imports back into it (shared bits: commands/options.py)."""
+    from pathlib import Path
+
+    folder = Path(edgeprune.__file__).parent / "commands"
+    back = [f.name for f in sorted(folder.glob("*.py")) if "edgeprune.cli" in f.read_text(encoding="utf-8")]
+    assert back == []
