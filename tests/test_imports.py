@@ -36,3 +36,19 @@ def test_commands_do_not_import_the_cli() -> None:
     folder = Path(edgeprune.__file__).parent / "commands"
     back = [f.name for f in sorted(folder.glob("*.py")) if "edgeprune.cli" in f.read_text(encoding="utf-8")]
     assert back == []
+
+
+def test_targets_do_not_import_torch() -> None:
+    """Listing targets (and their availability) stays light: `edgeprune targets` <= 2 s (benchmarks/startup_speed.py)."""
+    code = ("import sys; from edgeprune.config import list_targets; [t.availability() for t in list_targets()]; "
+            "print([m for m in ('torch', 'tvm', 'tensorrt', 'matplotlib') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"
+
+
+def test_lazy_vta_names() -> None:
+    code = ("import types; from edgeprune.vta import layer_cycles; from edgeprune.vta import build, VTAConfig; "
+            "assert callable(build) and not isinstance(build, types.ModuleType); "
+            "from edgeprune.graph import channel_groups, LayerSignature; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "ok"
