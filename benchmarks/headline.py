@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
                          "load average > 0.75 x cores, where 2 threads ran 10x slower; else torch's default)")
     ap.add_argument("--target", default="cpu-ort")
     ap.add_argument("--data", default="cifar10-full")
-    ap.add_argument("--profile", default=None, help="latency profile (default profiles/TARGET--MODEL.json)")
+    ap.add_argument("--profile", default=None, help="latency profile (default: TARGET--MODEL.json from the user cache, else the shipped one)")
     ap.add_argument("--eval-limit", type=int, default=None, help="test images for top-1 (default all 10k)")
     ap.add_argument("--score-batches", type=int, default=8)
     ap.add_argument("--rows", default="ep-int8,ep,macs,tp-l1,tp-taylor,tp-l1-int8",
@@ -297,9 +297,10 @@ def main(argv: list[str] | None = None) -> int:
     prof_error = ""
     if EP_ROWS & set(rows_wanted):
         try:
-            from edgeprune.profile import default_profile_path, load_profile
+            from edgeprune.profile import default_profile_path, find_profile, load_profile
 
-            prof_path = Path(args.profile) if args.profile else default_profile_path(tgt.name, model_name)
+            prof_path = Path(args.profile) if args.profile else (find_profile(tgt.name, model_name)
+                                                                 or default_profile_path(tgt.name, model_name))
             try:
                 prof = load_profile(prof_path, target=tgt)
             except Exception as err:

@@ -142,11 +142,14 @@ def iterative(model, data, args, res):
     preds = {"macs": MacsPredictor()}
     note = "no cpu-ort profile: MACs only"
     try:
-        from edgeprune.profile import load_profile
+        from edgeprune.profile import find_profile, load_profile
 
-        prof = load_profile(ROOT / "profiles" / "cpu-ort--resnet20-cifar10.json", allow_incomplete=True)
+        path = find_profile("cpu-ort", "resnet20-cifar10")
+        if path is None:
+            raise FileNotFoundError("no cpu-ort--resnet20-cifar10.json profile")
+        prof = load_profile(path, allow_incomplete=True)
         preds["cpu-ort"] = prof.predictor()
-        note = "predicted latency from profiles/cpu-ort--resnet20-cifar10.json" + ("" if prof.complete else " (incomplete profile)")
+        note = f"predicted latency from {path.name}" + ("" if prof.complete else " (incomplete profile)")
     except Exception as err:  # noqa: BLE001 - a profile being re-measured by someone else: fall back to MACs
         note = f"no usable cpu-ort profile ({str(err).splitlines()[0]}): MACs only"
     t = time.perf_counter()

@@ -86,10 +86,10 @@ def _scores(model, graph):
 
 def _real_cpu_predictor():
     try:
-        from edgeprune.profile import default_profile_path, load_profile
+        from edgeprune.profile import find_profile, load_profile
 
-        path = default_profile_path("cpu-ort", "resnet56-cifar10")
-        if Path(path).exists():
+        path = find_profile("cpu-ort", "resnet56-cifar10")
+        if path is not None:
             return load_profile(path, target="cpu-ort").predictor(), str(path)
     except Exception as err:  # noqa: BLE001 - a broken profile must not stop the synthetic cases
         return None, f"not used: {type(err).__name__}: {err}"

@@ -24,16 +24,17 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="resnet56-cifar10")
     ap.add_argument("--target", default="cpu-ort")
-    ap.add_argument("--profile", default=None, help="profile file (default profiles/TARGET--MODEL.json)")
+    ap.add_argument("--profile", default=None, help="profile file (default: TARGET--MODEL.json from the user cache, else the shipped one)")
     ap.add_argument("--fresh", type=int, default=0, metavar="N", help="measure N new random configurations instead of reading the stored audit")
     ap.add_argument("--seed", type=int, default=2000)
     args = ap.parse_args(argv)
 
     from edgeprune.fileio import write_json
     from edgeprune.models import load_model, model_spec
-    from edgeprune.profile import default_profile_path, load_profile, run_audit
+    from edgeprune.profile import default_profile_path, find_profile, load_profile, run_audit
 
-    path = Path(args.profile) if args.profile else default_profile_path(args.target, args.model)
+    path = Path(args.profile) if args.profile else (find_profile(args.target, args.model)
+                                                    or default_profile_path(args.target, args.model))
     prof = load_profile(path, target=args.target)
     audit = prof.audit
     if args.fresh or audit is None:

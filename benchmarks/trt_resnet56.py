@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
                     except Exception as err:  # noqa: BLE001 - the quantiser is another module: record, do not hide the rest
                         row["skipped"] = f"int8 Q/DQ export failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
                         continue
-                spec = build_spec(target, prec, engine_dir=RESULTS.parent / ".trt-cache")
+                spec = build_spec(target, prec, engine_dir=RESULTS.parent / "cache" / "trt")  # benchmarks/cache/: ignored by git
                 try:
                     built = build_engine(src, spec)
                 except Exception as err:  # noqa: BLE001 - record the failure, time the others

@@ -12,11 +12,10 @@ import pkgutil
 import sys
 from collections.abc import Sequence
 
+from edgeprune.commands.options import EPILOG, finish_command
 from edgeprune.errors import EdgepruneError, first_line
 from edgeprune.ui import UI
 
-EPILOG = ("exit codes: 0 success, 1 budget missed or verification failed, 2 bad input, "
-          "3 internal error (a bug: please report it), 130 interrupted")
 EXAMPLES = """examples:
   edgeprune demo
   edgeprune targets
@@ -30,13 +29,6 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2, like every other bad input
         sys.stderr.write(f"edgeprune: error: {message} (see --help)\n")
         raise SystemExit(2)
-
-
-def common_options(p: argparse.ArgumentParser) -> None:
-    """--json / --quiet / --verbose on every command."""
-    p.add_argument("--json", action="store_true", help="machine-readable result on stdout (logs stay on stderr)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no logs or progress bars")
-    p.add_argument("-v", "--verbose", action="store_true", help="more detail; tracebacks for internal errors")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,10 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         mod = importlib.import_module(f"edgeprune.commands.{info.name}")
         register = getattr(mod, "register", None)
         if register is not None:
-            p = register(sub)
-            common_options(p)
-            p.epilog = (p.epilog + "\n\n" if p.epilog else "") + EPILOG
-            p.formatter_class = argparse.RawDescriptionHelpFormatter
+            finish_command(register(sub))
     return parser
 
 

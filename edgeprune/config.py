@@ -1,4 +1,4 @@
-"""Targets (targets/*.toml) and budgets ("latency=0.6x,bytes=2MB")."""
+"""Targets (edgeprune/targets/*.toml, ./targets, $EDGEPRUNE_TARGETS) and budgets ("latency=0.6x,bytes=2MB")."""
 from __future__ import annotations
 
 import os
@@ -42,13 +42,13 @@ class Target:
 
 
 def targets_dirs() -> list[Path]:
-    """Folders searched for target files: $EDGEPRUNE_TARGETS, ./targets, then the project's own."""
+    """Folders searched for target files: $EDGEPRUNE_TARGETS, ./targets, then the ones shipped in the package."""
     dirs = []
     env = os.environ.get("EDGEPRUNE_TARGETS")
     if env:
         dirs += [Path(p) for p in env.split(os.pathsep) if p]
     dirs.append(Path.cwd() / "targets")
-    dirs.append(Path(__file__).resolve().parent.parent / "targets")
+    dirs.append(Path(__file__).resolve().parent / "targets")
     seen, out = set(), []
     for d in dirs:
         r = d.resolve()

@@ -52,6 +52,7 @@ class CompressConfig:
     precisions: tuple[str, ...] | None = None  # None: every precision the target supports (milp planner only)
     resume: bool = False
     run_name: str | None = None
+    profiles: str | None = None  # folder of latency profiles (None: the user cache, then the shipped ones)
 
 
 @dataclass
@@ -491,12 +492,13 @@ def _plan_milp(dense: nn.Module, graph: ChannelGraph, scores: dict[str, torch.Te
                calib: Any = None) -> dict[str, Any]:
     """The exact planner on the target's latency table; re-planned with a tighter limit while measurement misses."""
     from edgeprune.plan import plan as solve
-    from edgeprune.profile import default_profile_path, load_profile, profile
+    from edgeprune.profile import default_profile_path, find_profile, load_profile, profile
 
-    path = default_profile_path(tgt.name, model_name)
-    if path.exists():
+    path = find_profile(tgt.name, model_name, cfg.profiles)
+    if path is not None:
         prof = load_profile(path, target=tgt)
     else:
+        path = default_profile_path(tgt.name, model_name, cfg.profiles)
         ui.log(f"no profile for {model_name} on {tgt.name}: measuring one (saved to {path}) ...")
         prof = profile(dense, example, tgt, model_name=model_name, out=path, ui=ui)
     pred = prof.predictor()

@@ -31,11 +31,6 @@ class UI:
         if not self.quiet:
             self.console.print(msg)
 
-    def debug(self, msg: str) -> None:
-        """Only with --verbose."""
-        if self.verbose and not self.quiet:
-            self.console.print(f"[dim]{msg}[/dim]")
-
     @contextmanager
     def progress(self, description: str, total: float | None = None) -> Iterator[Bar]:
         """A progress bar with rate and time left (no-op under --quiet)."""

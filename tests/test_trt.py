@@ -284,7 +284,7 @@ def test_malformed_engine_info():
 
 @pytest.mark.parametrize("name", TRT_TARGETS)
 def test_target_files_load_and_translate(name, tmp_path):
-    t = load_target(ROOT / "targets" / f"{name}.toml")
+    t = load_target(ROOT / "edgeprune" / "targets" / f"{name}.toml")
     assert t.name == name and t.backend == "trt" and t.host == "local"
     assert set(t.precisions) == {"fp32", "fp16", "int8"}
     assert t.channel_multiple == 8
@@ -383,7 +383,7 @@ def test_qdq_check_and_layer_quantiser():
 @pytest.mark.parametrize("name", TRT_TARGETS)
 def test_unavailable_without_tensorrt(name, monkeypatch):
     _no_tensorrt(monkeypatch)
-    ok, reason = load_target(ROOT / "targets" / f"{name}.toml").availability()
+    ok, reason = load_target(ROOT / "edgeprune" / "targets" / f"{name}.toml").availability()
     assert not ok and reason == "unavailable: tensorrt not installed"
 
 
@@ -478,7 +478,7 @@ def test_trt_timing_cache_reused(resnet20, tmp_path):
     from edgeprune.compile.onnx_export import export_onnx
 
     onnx_path = export_onnx(resnet20, torch.zeros(1, 3, 32, 32), tmp_path / "m.onnx")
-    spec = build_spec(load_target(ROOT / "targets" / "gpu-trt.toml"), "fp16", engine_dir=tmp_path)
+    spec = build_spec(load_target(ROOT / "edgeprune" / "targets" / "gpu-trt.toml"), "fp16", engine_dir=tmp_path)
     first = build_engine(onnx_path, spec)
     second = build_engine(onnx_path, spec)
     assert not first.timing_cache_reused and second.timing_cache_reused
@@ -494,7 +494,7 @@ def test_trt_per_layer_profile(resnet20, tmp_path):
 
     x = torch.zeros(1, 3, 32, 32)
     onnx_path = export_onnx(resnet20, x, tmp_path / "m.onnx")
-    target = load_target(ROOT / "targets" / "gpu-trt.toml")
+    target = load_target(ROOT / "edgeprune" / "targets" / "gpu-trt.toml")
     layers = set(channel_groups(resnet20, x).layers)
     prof = get_backend("trt").profile_layers(onnx_path, target, TimingProtocol.quick(), precision="fp16", known=layers)
     timed = set(prof.layers) - {OTHER}
@@ -512,7 +512,7 @@ def test_trt_time_layer(dtype):
     from edgeprune.profile.timing import TimingProtocol
 
     sig = LayerSignature("conv2d", 32, 32, (3, 3), (1, 1), (1, 1), 1, (16, 16), dtype, "bn+relu")
-    t = get_backend("trt").time_layer(sig, load_target(ROOT / "targets" / "gpu-trt.toml"), TimingProtocol.quick())
+    t = get_backend("trt").time_layer(sig, load_target(ROOT / "edgeprune" / "targets" / "gpu-trt.toml"), TimingProtocol.quick())
     assert t.median > 0 and t.count >= 10
 
 
@@ -523,7 +523,7 @@ def test_trt_runner_for_interleaved_timing(resnet20, tmp_path):
     from edgeprune.profile.timing import TimingProtocol, interleaved
 
     onnx_path = export_onnx(resnet20, torch.zeros(1, 3, 32, 32), tmp_path / "m.onnx")
-    target = load_target(ROOT / "targets" / "gpu-trt.toml")
+    target = load_target(ROOT / "edgeprune" / "targets" / "gpu-trt.toml")
     backend = get_backend("trt")
     run = backend.make_runner(onnx_path, target)
     other = backend.make_runner(onnx_path, target, ())

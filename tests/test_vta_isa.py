@@ -95,7 +95,7 @@ def test_targets_load() -> None:
     from edgeprune.config import load_target
 
     for board in ("pynq", "ultra96"):
-        t = load_target(ROOT / "targets" / f"vta-{board}.toml")
+        t = load_target(ROOT / "edgeprune" / "targets" / f"vta-{board}.toml")
         assert t.backend == "vta" and t.channel_multiple == 16 and t.precisions == ("int8",)
         cfg = VTAConfig.preset(t.options["board"])
         assert cfg.clock_mhz == t.clock_mhz

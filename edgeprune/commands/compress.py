@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import re
 
+from edgeprune.commands.profile import add_profiles_option
 from edgeprune.errors import BadInput, BudgetMissed, VerificationFailed
 from edgeprune.ui import UI
 
@@ -66,6 +67,7 @@ def add_compress_options(p: argparse.ArgumentParser, default_budget: str = "late
     p.add_argument("--seed", type=int, default=0, help="random seed (runs with one seed agree)")
     p.add_argument("--out", default=None, help="output folder (default build/<model>-<target>)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoints in --out")
+    add_profiles_option(p)
 
 
 def config_from_args(args: argparse.Namespace):
@@ -77,7 +79,8 @@ def config_from_args(args: argparse.Namespace):
     if args.lr <= 0:
         raise BadInput(f"--lr must be positive, got {args.lr}")
     return CompressConfig(criterion=args.criterion, planner=args.planner, weighting=args.weighting, max_prune=args.max_prune, epochs=args.epochs, kd=not args.no_kd,
-                          lr=args.lr, seed=args.seed, resume=args.resume, train_device=args.train_device)
+                          lr=args.lr, seed=args.seed, resume=args.resume, train_device=args.train_device,
+                          profiles=args.profiles)
 
 
 def run(args: argparse.Namespace, ui: UI) -> int:

@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from edgeprune.commands.compress import add_model_data_options
+from edgeprune.commands.options import finish_command
 from edgeprune.errors import BadInput
 from edgeprune.ui import UI
 
@@ -48,11 +49,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--out", required=True, help="output folder (model.epdc, report.json) or a .epdc file")
     d.set_defaults(func=run_deep_compress)
-    from edgeprune.cli import EPILOG, common_options
-
-    common_options(d)
-    d.epilog = d.epilog + "\n\n" + EPILOG
-    d.formatter_class = argparse.RawDescriptionHelpFormatter
+    finish_command(d)
     return p
 
 

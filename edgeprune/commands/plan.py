@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from edgeprune.commands.profile import add_profiles_option
 from edgeprune.errors import BadInput
 from edgeprune.ui import UI
 
@@ -30,7 +31,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--target", action="append", required=True, help="target name or TOML file (repeat for several)")
     p.add_argument("--budget", required=True, help="e.g. latency=0.5x,bytes=2MB or latency@cpu-ort=1.5ms,latency@vta-pynq=40000cycles")
     p.add_argument("--profile", action="append", default=[], metavar="FILE",
-                   help="profile per --target, in the same order (default: profiles/TARGET--MODEL.json, measured when missing)")
+                   help="profile per --target, in the same order (default: PROFILES/TARGET--MODEL.json, measured when missing)")
+    add_profiles_option(p)
     p.add_argument("--scores", metavar="FILE", help="importance scores {group: [scores]} (.json, or .pt saved with torch.save)")
     p.add_argument("--criterion", default="fisher", help="importance criterion when --scores is not given (default fisher)")
     p.add_argument("--data", help="dataset for importance scores (default: the model's, or cifar10-demo)")
@@ -95,8 +97,10 @@ def _example(model_spec_name: str, model: Any) -> Any:
     return _guess_example(model)
 
 
-def get_profiles(model: Any, example: Any, targets: list, model_name: str, paths: list[str], ui: UI) -> dict[str, Any]:
-    """``{target name: Profile}``: given files in --target order, else the default file, else measured now."""
+def get_profiles(model: Any, example: Any, targets: list, model_name: str, paths: list[str], ui: UI,
+                 profiles: str | None = None) -> dict[str, Any]:
+    """``{target name: Profile}``: given files in --target order, else the one ``find_profile`` finds
+    (``profiles`` or the user cache, then the shipped ones), else measured now and saved in ``profiles`` or the cache."""
     import edgeprune.profile as prof
 
     if len(paths) > len(targets):
@@ -106,13 +110,14 @@ def get_profiles(model: Any, example: Any, targets: list, model_name: str, paths
         if i < len(paths):
             out[t.name] = prof.load_profile(paths[i], target=t)
             continue
-        default = Path(prof.default_profile_path(t.name, model_name))
-        if default.exists():
-            ui.log(f"profile for {t.name}: {default}")
-            out[t.name] = prof.load_profile(default, target=t)
+        found = prof.find_profile(t.name, model_name, profiles)
+        if found is not None:
+            ui.log(f"profile for {t.name}: {found}")
+            out[t.name] = prof.load_profile(found, target=t)
         else:
-            ui.log(f"no profile for {t.name} and {model_name} at {default}: measuring it now")
-            out[t.name] = prof.profile(model, example, t, model_name=model_name)
+            where = prof.default_profile_path(t.name, model_name, profiles)
+            ui.log(f"no profile for {t.name} and {model_name}: measuring it now (saved to {where})")
+            out[t.name] = prof.profile(model, example, t, model_name=model_name, profiles=profiles)
     return out
 
 
@@ -135,7 +140,7 @@ def run(args: argparse.Namespace, ui: UI) -> int:
     model_name = _model_name(args.model)
     example = _example(args.model, model)
     graph = channel_groups(model, example)
-    profiles = get_profiles(model, example, targets, model_name, args.profile, ui)
+    profiles = get_profiles(model, example, targets, model_name, args.profile, ui, args.profiles)
     predictors = {name: p.predictor() for name, p in profiles.items()}
     data = None
 

@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="measure per-layer latency tables (LUT) for a model on a target",
         description=(
             "Measure every layer configuration the planner may choose (in x out channels on the target's "
-            "granularity, each precision), write profiles/TARGET--MODEL.json atomically (resumable), calibrate "
+            "granularity, each precision), write PROFILES/TARGET--MODEL.json (the user cache, or --profiles) atomically (resumable), calibrate "
             "the per-model term on a few whole models, and optionally audit the predictor on N random pruned "
             "configurations. Schema and protocols: docs/profile.md."
         ),
@@ -26,7 +26,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--target", required=True, help="target name (targets/*.toml) or path")
     p.add_argument("--model", required=True, help="registered model name, saved module file, or pkg.mod:function")
     p.add_argument("--input-shape", default=None, help="example input shape for a user model, e.g. 1,3,224,224")
-    p.add_argument("--out", default=None, help="profile file (default profiles/TARGET--MODEL.json)")
+    p.add_argument("--out", default=None, help="profile file (default PROFILES/TARGET--MODEL.json)")
+    add_profiles_option(p)
     p.add_argument("--audit", type=int, default=0, metavar="N", help="audit the predictor on N random pruned configurations")
     p.add_argument("--calibration", type=int, default=6, metavar="K", help="pruned configurations measured whole to fit the per-model term (default 6)")
     p.add_argument("--grid", choices=["default", "aligned"], default="default", help="'aligned' skips the unaligned probes")
@@ -40,6 +41,13 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
     return p
+
+
+def add_profiles_option(p: argparse.ArgumentParser) -> None:
+    """--profiles DIR, shared by profile, plan and compress."""
+    p.add_argument("--profiles", default=None, metavar="DIR",
+                   help="folder of latency profiles to read and write (default: $EDGEPRUNE_CACHE_DIR/profiles, "
+                        "else ~/.cache/edgeprune/profiles; the profiles shipped with edgeprune are read after it)")
 
 
 def run(args: argparse.Namespace, ui: UI) -> int:
@@ -65,7 +73,7 @@ def run(args: argparse.Namespace, ui: UI) -> int:
 
         model_name = Path(model_name).stem
     prof = profile(
-        args.model, example, target, model_name=model_name, grid=args.grid, out=args.out, resume=args.resume,
+        args.model, example, target, model_name=model_name, grid=args.grid, out=args.out, profiles=args.profiles, resume=args.resume,
         audit=args.audit, ui=ui, calibration=args.calibration, seed=args.seed, notes=args.note, recalibrate=args.recalibrate,
         protocol=TimingProtocol.quick() if args.quick else None,
         model_protocol=ModelProtocol.quick() if args.quick else None,

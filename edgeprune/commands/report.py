@@ -19,13 +19,13 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         epilog=(
             "examples:\n"
             "  edgeprune report build/demo\n"
-            "  edgeprune report build/resnet20-cifar10-cpu-ort --profile profiles/cpu-ort--resnet20-cifar10.json\n"
+            "  edgeprune report build/resnet20-cifar10-cpu-ort --profile my-profiles/cpu-ort--resnet20-cifar10.json\n"
             "  edgeprune report build/demo --json | jq -r .html"
         ),
     )
     p.add_argument("run", help="the --out folder of a compress (or demo) run")
     p.add_argument("--profile", default=None,
-                   help="latency profile to price the layers with (default: the plan's, else profiles/TARGET--MODEL.json)")
+                   help="latency profile to price the layers with (default: the plan's, else TARGET--MODEL.json in the user cache or shipped)")
     p.set_defaults(func=run)
     return p
 

@@ -10,7 +10,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the command."""
     p = sub.add_parser(
         "targets",
-        help="list targets (targets/*.toml) and whether each can run here",
+        help="list targets ($EDGEPRUNE_TARGETS, ./targets, the shipped ones) and whether each can run here",
         description="List every target file with its backend and availability.",
         epilog="example:\n  edgeprune targets --json",
     )

@@ -128,7 +128,9 @@ def _decode_jpegs(buf: np.ndarray, offsets: np.ndarray, what: str) -> np.ndarray
 
 
 def _cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgeprune"
+    from edgeprune.paths import cache_dir
+
+    return cache_dir()
 
 
 def _load_jpeg_npz(path: Path, name: str) -> Dataset:

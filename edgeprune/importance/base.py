@@ -117,11 +117,6 @@ def per_group(graph: ChannelGraph, model: nn.Module, tensor_of: Callable[[nn.Mod
     return scores
 
 
-def forward_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of ``model`` on a batch."""
-    return nn.functional.cross_entropy(model(x), y)
-
-
 def run_criterion(name: str, model: nn.Module, graph: ChannelGraph, batches: list[tuple[torch.Tensor, torch.Tensor]] | None, **options: Any) -> Scores:
     """Run a registered criterion and check its output (one finite score per channel of each prunable group)."""
     from edgeprune.errors import BadInput

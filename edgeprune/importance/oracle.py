@@ -288,12 +288,6 @@ def oracle(model: nn.Module, data: Any, graph: ChannelGraph | None = None, n_cha
     return OracleResult(chans, delta, base / n_img, n_img, len(held), batch_size, seed, time.perf_counter() - t0, split, per_batch)
 
 
-def _rankdata(v: np.ndarray) -> np.ndarray:
-    from scipy.stats import rankdata
-
-    return rankdata(v)
-
-
 def grade(criteria: Sequence[str | tuple[str, str, dict[str, Any]]], model: nn.Module, data: Any, result: OracleResult,
           graph: ChannelGraph | None = None, batches: int = 8, batch_size: int = 64, seed: int = 0, k: int | None = None,
           on_done: Callable[[Grade], None] | None = None) -> list[Grade]:

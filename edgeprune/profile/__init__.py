@@ -1,7 +1,7 @@
-"""Latency profiling: look-up tables (LUT files in ``profiles/``) and the predictor; backends are :mod:`edgeprune.backends`.
+"""Latency profiling: look-up tables (LUT files in the user cache, see ``find_profile``) and the predictor; backends are :mod:`edgeprune.backends`.
 
     prof = profile(model, example, "cpu-ort")            # measure (resumable), calibrate, write the file
-    prof = load_profile("profiles/cpu-ort--resnet56-cifar10.json", target="cpu-ort")
+    prof = load_profile(find_profile("cpu-ort", "resnet56-cifar10"), target="cpu-ort")
     pred = prof.predictor()
     pred.layer_cost(sig); pred.model_cost(graph.signatures(widths))
     measure_model(pruned, example, "cpu-ort")            # whole model, the repeatable protocol
@@ -16,6 +16,7 @@ from edgeprune.profile.lut import (
     Predictor,
     Profile,
     default_profile_path,
+    find_profile,
     load_profile,
 )
 from edgeprune.profile.profiler import (
@@ -54,6 +55,7 @@ __all__ = [
     "aligned_grid",
     "audit_configs",
     "default_profile_path",
+    "find_profile",
     "interleaved",
     "interleaved_rounds",
     "layer_points",

@@ -24,16 +24,43 @@ SCHEMA = "edgeprune.profile"
 SCHEMA_VERSION = 1
 
 
-def profiles_dir() -> Path:
-    """The repository's ``profiles/`` folder (beside ``targets/``)."""
-    return Path(__file__).resolve().parent.parent.parent / "profiles"
+def profiles_dir(profiles: str | Path | None = None) -> Path:
+    """Where profiles are written: ``profiles`` when given (``--profiles DIR``), else ``<user cache>/profiles``."""
+    if profiles is not None:
+        return Path(profiles).expanduser()
+    from edgeprune.paths import cache_dir
+
+    return cache_dir() / "profiles"
 
 
-def default_profile_path(target_name: Any, model_name: str) -> Path:
-    """``profiles/{target}--{model}.json`` in the repository root."""
+def shipped_profiles_dir() -> Path:
+    """The read-only profiles shipped inside the package (measured on the project's own machine)."""
+    return Path(__file__).resolve().parent / "shipped"
+
+
+def profile_file_name(target_name: Any, model_name: str) -> str:
+    """``{target}--{model}.json`` (a target object or its name; path separators in the model name replaced)."""
     name = getattr(target_name, "name", target_name)
     safe = str(model_name).replace("/", "_").replace("\\", "_").replace(":", "_")
-    return profiles_dir() / f"{name}--{safe}.json"
+    return f"{name}--{safe}.json"
+
+
+def default_profile_path(target_name: Any, model_name: str, profiles: str | Path | None = None) -> Path:
+    """Where a new profile of ``model_name`` on ``target_name`` is written: ``{profiles_dir(profiles)}/{target}--{model}.json``."""
+    return profiles_dir(profiles) / profile_file_name(target_name, model_name)
+
+
+def find_profile(target_name: Any, model_name: str, profiles: str | Path | None = None) -> Path | None:
+    """The profile to read for ``model_name`` on ``target_name``, or None when there is none.
+
+    Looks in :func:`profiles_dir` (``profiles`` when given, else the user cache), then among the
+    profiles shipped with the package (read-only; a profile measured here takes precedence).
+    """
+    fname = profile_file_name(target_name, model_name)
+    for d in (profiles_dir(profiles), shipped_profiles_dir()):
+        if (d / fname).is_file():
+            return d / fname
+    return None
 
 
 # --------------------------------------------------------------------------- the profile

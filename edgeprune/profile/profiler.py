@@ -25,6 +25,7 @@ from edgeprune.profile.lut import (
     Predictor,
     Profile,
     default_profile_path,
+    find_profile,
     fit_calibration,
     validate,
 )
@@ -383,6 +384,7 @@ def profile(
     grid: Any = None,
     protocol: TimingProtocol | None = None,
     out: str | Path | None = None,
+    profiles: str | Path | None = None,
     resume: bool = True,
     audit: int = 0,
     ui: UI | None = None,
@@ -399,8 +401,10 @@ def profile(
       "aligned" (no unaligned probes), or ``{group_id: [counts]}``.
     - ``protocol``: the per-layer :class:`TimingProtocol` (default :data:`LAYER_PROTOCOL`);
       ``model_protocol`` the whole-model :class:`ModelProtocol`.
-    - ``out``: the profile file (default ``profiles/{target}--{model}.json``), written
-      atomically every few seconds and on interruption; ``resume`` reuses its records.
+    - ``out``: the profile file (default ``{profiles}/{target}--{model}.json``, ``profiles``
+      defaulting to the user cache: :func:`~edgeprune.profile.lut.default_profile_path`), written
+      atomically every few seconds and on interruption; ``resume`` reuses its records
+      (``recalibrate`` with no ``out`` and no file there yet starts from a shipped profile's tables).
     - ``calibration``: pruned configurations (half aligned) measured whole, besides the
       dense model, to fit the per-model term.
     - ``audit``: N random pruned configurations (half aligned) measured whole and
@@ -419,7 +423,12 @@ def profile(
     example = _example_for(model_name, example)
     protocol = protocol or LAYER_PROTOCOL
     mprotocol = model_protocol or ModelProtocol()
-    out = Path(out) if out else default_profile_path(target.name, model_name)
+    seed_from = None
+    if not out:
+        out = default_profile_path(target.name, model_name, profiles)
+        found = find_profile(target.name, model_name, profiles)
+        seed_from = found if found is not None and found != out else None  # shipped: read, never written
+    out = Path(out)
     t_start = time.perf_counter()
 
     graph = channel_groups(model, example)
@@ -427,11 +436,12 @@ def profile(
     precisions, skip_notes = _supported_precisions(target, backend)
 
     doc = None
-    if resume and out.exists():
+    src = out if out.exists() else seed_from if recalibrate else None  # a fresh run measures this machine
+    if resume and src is not None:
         from edgeprune.fileio import read_json
 
-        old = read_json(out, "profile file")
-        validate(old, out)
+        old = read_json(src, "profile file")
+        validate(old, src)
         if old["target"]["name"] != target.name:
             raise BadInput(f"{out} holds a profile for target {old['target']['name']!r}, not {target.name!r}: choose another --out")
         doc = old

@@ -56,7 +56,7 @@ def write_report(run_dir: str | Path, profile: str | Path | None = None) -> tupl
     """Write ``report.html`` and ``report.md`` into ``run_dir`` (a ``compress`` output folder).
 
     ``profile`` overrides the latency profile (default: plan.json's ``profile``,
-    else ``profiles/{target}--{model}.json``). Raises
+    else the one :func:`~edgeprune.profile.lut.find_profile` finds). Raises
     :class:`~edgeprune.errors.BadInput` when ``run_dir`` is missing or has no
     readable report.json.
     """

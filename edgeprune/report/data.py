@@ -293,7 +293,7 @@ def _targets(rr: RunReport) -> list[str]:
 
 
 def _profile_path(rr: RunReport, target: str, explicit: str | Path | None) -> Path:
-    from edgeprune.profile.lut import default_profile_path
+    from edgeprune.profile.lut import default_profile_path, find_profile
 
     if explicit is not None:
         return Path(explicit)
@@ -303,7 +303,7 @@ def _profile_path(rr: RunReport, target: str, explicit: str | Path | None) -> Pa
     if isinstance(p, dict) and isinstance(p.get(target), str):
         return Path(p[target])
     model = (rr.plan or {}).get("model") or rr.model
-    return default_profile_path(target, model)
+    return find_profile(target, model) or default_profile_path(target, model)
 
 
 def _gather_latency(rr: RunReport, explicit: str | Path | None) -> None:

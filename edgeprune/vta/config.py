@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -201,10 +201,6 @@ class VTAConfig:
             "peak_gops": self.peak_gops,
         }
         return d
-
-    def field_names(self) -> tuple[str, ...]:
-        """All dataclass field names."""
-        return tuple(f.name for f in fields(self))
 
 
 #: Board presets: the default 1x16x16 core at each board's clock and AXI width.

@@ -73,11 +73,6 @@ class QLayer:
         """Whether the bias add can be skipped (all zero)."""
         return bool(np.any(self.bias != 0))
 
-    @property
-    def need_shift(self) -> bool:
-        """Whether the requantisation shift can be skipped (all zero)."""
-        return bool(np.any(self.shift != 0))
-
 
 @dataclass
 class QNet:

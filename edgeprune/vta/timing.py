@@ -27,7 +27,7 @@ import numpy as np
 
 from edgeprune.errors import VerificationFailed
 from edgeprune.vta.config import VTAConfig
-from edgeprune.vta.isa import AluInsn, FinishInsn, GemmInsn, Insn, MemInsn, MemType, Module, Opcode
+from edgeprune.vta.isa import AluInsn, GemmInsn, Insn, MemInsn, MemType, Module, Opcode
 
 QUEUES = ("l2c", "c2l", "c2s", "s2c")
 MODULES = ("load", "compute", "store")
@@ -226,8 +226,3 @@ def simulate_timing(insns: Sequence[Insn], config: VTAConfig) -> TimingResult:
         alu_ops=sum(i.ops for i in insns if isinstance(i, AluInsn)),
         max_tokens=max_tokens,
     )
-
-
-def is_finish(insn: Insn) -> bool:
-    """True for FINISH."""
-    return isinstance(insn, FinishInsn)

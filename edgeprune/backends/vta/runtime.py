@@ -52,10 +52,6 @@ class VtaBackend(Backend):
 
     def availability(self, target: Target) -> tuple[bool, str]:
         try:
-            _layer_cycles()
-        except ImportError as err:
-            return False, f"unavailable: edgeprune.vta has no layer_cycles yet ({err})"
-        try:
             vta_config(target)
         except Exception as err:  # noqa: BLE001 - unknown board etc.
             return False, f"unavailable: {err}"
