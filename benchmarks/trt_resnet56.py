@@ -53,8 +53,8 @@ def _check_device() -> str:
 def _prune(model, example, fraction: float, multiple: int):
     import torch
 
-    from edgeprune.graph import channel_groups, prune
-    from edgeprune.prune import round_channels
+    from edgeprune.graph import channel_groups
+    from edgeprune.prune import prune, round_channels
 
     graph = channel_groups(model, example)
     modules = dict(model.named_modules())

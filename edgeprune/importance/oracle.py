@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgeprune.graph.groups import ChannelGraph, ChannelGroup
+from edgeprune.graph import ChannelGraph, ChannelGroup
 
 
 @dataclass
@@ -309,12 +309,12 @@ def grade(criteria: Sequence[str | tuple[str, str, dict[str, Any]]], model: nn.M
     """
     from scipy.stats import spearmanr
 
-    from edgeprune.graph import channel_groups
+    from edgeprune.graph import channel_groups, example_input
     from edgeprune.importance import importance, list_criteria
 
     flags = {name: (c.needs_data, c.needs_grad) for name, c, _ in list_criteria()}
     if graph is None:
-        graph = channel_groups(model, result_example(data))
+        graph = channel_groups(model, example_input(model, data))
     truth = result.delta
     n = len(truth)
     k = k or max(1, n // 10)
@@ -348,17 +348,6 @@ def grade(criteria: Sequence[str | tuple[str, str, dict[str, Any]]], model: nn.M
         if on_done:
             on_done(g)
     return out
-
-
-def result_example(data: Any) -> torch.Tensor:
-    """One example input from ``data`` (for tracing the channel groups)."""
-    if isinstance(data, list):
-        return data[0][0][:1]
-    from edgeprune.data import Dataset
-
-    if isinstance(data, Dataset):
-        return data.test.example()
-    return data.example()
 
 
 __all__ = ["Grade", "OracleResult", "channel_removed", "grade", "oracle", "sample_channels"]
