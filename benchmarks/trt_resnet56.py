@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     from edgeprune.config import get_target
     from edgeprune.data import load_data
     from edgeprune.fileio import write_json
+    from edgeprune.graph import example_input
     from edgeprune.models import load_model
     from edgeprune.profile.timing import Timing, TimingProtocol
     from edgeprune.profile.trt_backend import TrtSession, build_engine
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     target = get_target(args.target)
     data = load_data("cifar10-demo")
     dense = load_model("resnet56-cifar10").eval()
-    example = torch.zeros(1, 3, 32, 32)
+    example = example_input(dense)  # zeros (1, 3, 32, 32)
     models = {
         "dense": dense,
         "pruned-aligned": _prune(dense, example, args.fraction, target.channel_multiple),

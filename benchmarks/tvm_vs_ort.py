@@ -43,11 +43,12 @@ def main() -> int:
     import onnxruntime as ort
     import tvm
 
+    from edgeprune.graph import example_input
     from edgeprune.profile.ort_backend import make_session
     from edgeprune.profile.tvm_backend import LoadedModule
 
     model = load_model("resnet20-cifar10").eval()
-    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    x = example_input(model, shape=(1, 3, 32, 32))  # seeded standard normal
     with torch.no_grad():
         ref = model(x).numpy()
     xn = x.numpy()

@@ -58,10 +58,15 @@ def _analyse(model: nn.Module, example_inputs: Any, ignored: Sequence[nn.Module]
     ignored_ids = {id(m) for m in ignored}
     groups: list[_RawGroup] = []
     roots = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
-    for g in _all_groups(dg, roots):
+    # registered layers root a group only when no conv/linear group holds their outputs (ids stay those of convs)
+    extra = tuple({type(m) for m in mod_names} & set(registered_types()))
+    found = [(g, False) for g in _all_groups(dg, roots)] + [(g, True) for g in (_all_groups(dg, extra) if extra else [])]
+    for g, registered_root in found:
         root = g[0].dep.target.module
         size = dg.get_out_channels(root)
         if size is None or root not in mod_names:
+            continue
+        if registered_root and any((mod_names[root], "out") in r.slices for r in groups):
             continue
         raw = _RawGroup(mod_names[root], int(size), {}, [])
         acc: dict[tuple[str, str], tuple[str, int, list, list]] = {}
@@ -190,7 +195,7 @@ def _check_group(raw: _RawGroup, modules: Mapping[str, nn.Module], params: Mappi
                 raw.reasons.append(f"parameter {name} {tuple(p.shape)} does not carry the group on axis {sl.pdim}")
             continue
         m = modules[name]
-        if not isinstance(m, _PRUNABLE_KINDS + registered_types()):
+        if not isinstance(m, _PRUNABLE_KINDS) and layer_pruner(m) is None:
             raw.reasons.append(f"layer {name} ({type(m).__name__}) cannot be pruned by edgeprune")
         elif isinstance(m, nn.LayerNorm) and len(m.normalized_shape) != 1:
             raw.reasons.append(f"LayerNorm {name} normalises over {len(m.normalized_shape)} axes")
@@ -231,7 +236,7 @@ def channel_groups(model: nn.Module, example_inputs: Any, ignored_layers: Sequen
 
     Example::
 
-        graph = channel_groups(model, torch.randn(1, 3, 32, 32))
+        graph = channel_groups(model, example_input(model))
         keep = {g.id: range(g.size // 2) for g in graph.prunable if g.unit == 1}
         small = prune(model, keep, graph=graph)
     """

@@ -147,7 +147,7 @@ def _check_supported(model: nn.Module) -> None:
         if next(m.children(), None) is not None and not isinstance(m, nn.MultiheadAttention):
             continue
         has_params = any(True for _ in m.parameters(recurse=False))
-        if has_params and not isinstance(m, _KNOWN_PARAM_MODULES + registered_types()):
+        if has_params and not isinstance(m, _KNOWN_PARAM_MODULES) and type(m) not in LAYER_PRUNERS:
             raise UnsupportedLayer(f"unsupported layer {name} ({type(m).__name__}): edgeprune cannot prune it safely")
         if isinstance(m, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
             raise UnsupportedLayer(f"unsupported layer {name} ({type(m).__name__}): transposed convs are not supported")
