@@ -67,6 +67,6 @@ def test_guessed_from_the_model():
 
 def test_nothing_to_go_on_asks_for_an_input_shape():
     for model in (None, nn.Sequential(nn.ReLU())):
-        with pytest.raises(BadInput, match="pass an input shape") as err:
+        with pytest.raises(BadInput, match="data or an input shape") as err:
             example_input(model)
         assert "\n" not in str(err.value)

@@ -23,7 +23,9 @@ def example_input(model: nn.Module | None = None, data: Any = None, shape: Seque
     3. ``model``: guessed from its first layer: ``(1, C, 32, 32)`` zeros for a
        conv model with ``C`` input channels, ``(1, F)`` zeros for a linear one.
 
-    Otherwise raises :class:`BadInput` asking for an input shape.
+    Otherwise raises :class:`BadInput` asking for data or an input shape.
+    Pass ``model=None`` where the input size changes what is measured: then
+    nothing is guessed. An iterator given as ``data`` is advanced by one batch.
     """
     if data is not None:
         return _from_data(data)
@@ -38,7 +40,7 @@ def example_input(model: nn.Module | None = None, data: Any = None, shape: Seque
                 return torch.zeros(1, m.in_channels, _GUESS_SIZE, _GUESS_SIZE)
             if isinstance(m, nn.Linear):
                 return torch.zeros(1, m.in_features)
-    raise BadInput("cannot build an example input for this model: pass an input shape (e.g. --input-shape 1,3,32,32)")
+    raise BadInput("cannot build an example input: give data or an input shape (e.g. --input-shape 1,3,32,32)")
 
 
 def _from_data(data: Any) -> torch.Tensor:
