@@ -4,7 +4,7 @@ Removing channel c of a group is done by zeroing what the channel owns: the
 producers' output filters and biases, the BN scale and shift, the fixed
 selection rows, and the consumers' input slices. For the loss this is exactly
 the same model as the physically pruned one (``tests/test_importance.py``
-checks it against :func:`edgeprune.graph.prune`), and it is much faster: the
+checks it against :func:`edgeprune.prune.prune`), and it is much faster: the
 model is not rebuilt, and with a torch.fx trace only the part of the network
 after the group's first layer is recomputed (the activations before it are
 cached per batch).

@@ -5,7 +5,7 @@ Convolutional Networks through Network Slimming* (ICCV). Training adds
 ``lambda * sum |gamma|`` over every BN scale (a subgradient step), which drives
 the scales of unneeded channels towards zero; one global threshold on
 ``|gamma|`` (the ``ratio`` quantile over all prunable channels) then picks the
-channels to remove, which are removed for real (:func:`edgeprune.graph.prune`)
+channels to remove, which are removed for real (:func:`edgeprune.prune.prune`)
 and the thin network is fine-tuned.
 
 When to use it: networks with BatchNorm after every conv and a fine-tuning
