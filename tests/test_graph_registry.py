@@ -119,7 +119,7 @@ def test_unregistered_leaf_layer_is_refused_with_one_line(registered):
     with pytest.raises(UnsupportedLayer) as err:
         channel_groups(_net(Unknown), X[:1])
     msg = str(err.value)
-    assert "mix" in msg and "Unknown" in msg and "\n" not in msg
+    assert "mix" in msg and "Unknown" in msg and "register_layer" in msg and "\n" not in msg
 
 
 def test_register_layer_checks_its_arguments():

@@ -148,7 +148,8 @@ def _check_supported(model: nn.Module) -> None:
             continue
         has_params = any(True for _ in m.parameters(recurse=False))
         if has_params and not isinstance(m, _KNOWN_PARAM_MODULES) and type(m) not in LAYER_PRUNERS:
-            raise UnsupportedLayer(f"unsupported layer {name} ({type(m).__name__}): edgeprune cannot prune it safely")
+            raise UnsupportedLayer(f"unsupported layer {name} ({type(m).__name__}): edgeprune cannot prune it safely "
+                                   "(a custom leaf layer can be taught with edgeprune.graph.register_layer)")
         if isinstance(m, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
             raise UnsupportedLayer(f"unsupported layer {name} ({type(m).__name__}): transposed convs are not supported")
 
