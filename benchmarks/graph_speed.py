@@ -29,7 +29,8 @@ def main(repeats: int = 3, size: int = 224, threads: int = 1) -> dict:
     )
 
     tv = import_torchvision()
-    from edgeprune.graph import channel_groups, prune
+    from edgeprune.graph import channel_groups
+    from edgeprune.prune import prune
     from edgeprune.prune.granularity import round_channels
 
     model = tv.models.resnet50(weights=None).eval()

@@ -109,7 +109,7 @@ def tp_prune(model: nn.Module, example: torch.Tensor, ratio: float, importance: 
     """Torch-Pruning's documented uniform channel pruning on a copy of ``model``."""
     import torch_pruning as tp
 
-    from edgeprune.graph.groups import _select_pruner
+    from edgeprune.graph import LAYER_PRUNERS
     from edgeprune.models import SelectShortcut
 
     m = copy.deepcopy(model).eval()
@@ -122,7 +122,7 @@ def tp_prune(model: nn.Module, example: torch.Tensor, ratio: float, importance: 
     ignored = [mod for mod in m.modules() if isinstance(mod, nn.Linear)]  # the classifier's outputs stay
     pruner = tp.pruner.MagnitudePruner(
         m, example, importance=imp, pruning_ratio=ratio, ignored_layers=ignored, round_to=round_to,
-        customized_pruners={SelectShortcut: _select_pruner()},
+        customized_pruners={SelectShortcut: LAYER_PRUNERS[SelectShortcut].torch_pruning()},
     )
     if importance == "taylor":
         m.zero_grad()
@@ -198,11 +198,12 @@ def main(argv: list[str] | None = None) -> int:
     from edgeprune.data import load_data
     from edgeprune.environment import machine_info, versions
     from edgeprune.fileio import write_json
-    from edgeprune.graph import channel_groups, prune
+    from edgeprune.graph import channel_groups
     from edgeprune.importance import importance
     from edgeprune.metrics import evaluate
     from edgeprune.models import load_model
     from edgeprune.profile import ModelProtocol, measure_engines
+    from edgeprune.prune import prune
     from edgeprune.recover import RecoverConfig, recover
     from edgeprune.ui import UI
 

@@ -77,8 +77,8 @@ def deep_compression(model, data, args, res):
 
 
 def slimming(model, data, args, res):
-    from edgeprune.graph import prune
     from edgeprune.methods.slimming import scale_stats, slim_keep, sparsity_train
+    from edgeprune.prune import prune
     from edgeprune.recover import RecoverConfig, recover
 
     t = time.perf_counter()

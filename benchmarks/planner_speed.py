@@ -98,12 +98,12 @@ def _real_cpu_predictor():
 
 def main(repeats: int = 3) -> dict:
     torch.set_num_threads(1)
-    from edgeprune.graph import channel_groups
+    from edgeprune.graph import channel_groups, example_input
     from edgeprune.models import load_model
     from edgeprune.plan import plan
 
     model = load_model("resnet56-cifar10")
-    graph = channel_groups(model, torch.zeros(1, 3, 32, 32))
+    graph = channel_groups(model, example_input(model))
     scores, score_src = _scores(model, graph)
     cases = []
     setups = [("one target (cpu-like)", {"cpu": CpuLike()}, [("latency@cpu=0.7x",), ("latency@cpu=0.5x",), ("latency@cpu=0.35x",)]),

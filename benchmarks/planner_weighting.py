@@ -45,12 +45,13 @@ from edgeprune.config import Budget, get_target
 from edgeprune.data import load_data
 from edgeprune.environment import machine_info, versions
 from edgeprune.fileio import write_json, write_text
-from edgeprune.graph import channel_groups, prune
+from edgeprune.graph import channel_groups
 from edgeprune.importance import importance
 from edgeprune.metrics import evaluate
 from edgeprune.models import load_model
 from edgeprune.plan import plan
 from edgeprune.profile import default_profile_path, find_profile, load_profile
+from edgeprune.prune import prune
 from edgeprune.recover import RecoverConfig, recover
 
 VARIANTS = ["tp-l1", "taylor:uniform", "taylor:importance", "taylor-logit:uniform", "taylor-logit:importance",

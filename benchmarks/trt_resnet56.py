@@ -53,8 +53,8 @@ def _check_device() -> str:
 def _prune(model, example, fraction: float, multiple: int):
     import torch
 
-    from edgeprune.graph import channel_groups, prune
-    from edgeprune.prune import round_channels
+    from edgeprune.graph import channel_groups
+    from edgeprune.prune import prune, round_channels
 
     graph = channel_groups(model, example)
     modules = dict(model.named_modules())
@@ -89,13 +89,14 @@ def main(argv: list[str] | None = None) -> None:
     from edgeprune.config import get_target
     from edgeprune.data import load_data
     from edgeprune.fileio import write_json
+    from edgeprune.graph import example_input
     from edgeprune.models import load_model
     from edgeprune.profile.timing import Timing, TimingProtocol
 
     target = get_target(args.target)
     data = load_data("cifar10-demo")
     dense = load_model("resnet56-cifar10").eval()
-    example = torch.zeros(1, 3, 32, 32)
+    example = example_input(dense)  # zeros (1, 3, 32, 32)
     models = {
         "dense": dense,
         "pruned-aligned": _prune(dense, example, args.fraction, target.channel_multiple),

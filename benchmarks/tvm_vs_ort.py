@@ -45,9 +45,10 @@ def main() -> int:
 
     from edgeprune.backends.ort.runtime import make_session
     from edgeprune.backends.tvm.runtime import LoadedModule
+    from edgeprune.graph import example_input
 
     model = load_model("resnet20-cifar10").eval()
-    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    x = example_input(model, shape=(1, 3, 32, 32))  # seeded standard normal
     with torch.no_grad():
         ref = model(x).numpy()
     xn = x.numpy()

@@ -21,10 +21,11 @@ from edgeprune.data import Dataset, check_labels, load_data
 from edgeprune.environment import machine_info, versions
 from edgeprune.errors import BadInput, BudgetMissed, first_line
 from edgeprune.fileio import atomic_path, read_json, write_json
-from edgeprune.graph import ChannelGraph, channel_groups, prune
+from edgeprune.graph import ChannelGraph, channel_groups, example_input
 from edgeprune.metrics import count_macs, count_params, evaluate, model_bytes
 from edgeprune.models import load_model
 from edgeprune.profile.timing import Timing, TimingProtocol
+from edgeprune.prune import prune
 from edgeprune.prune.granularity import round_channels
 from edgeprune.ui import QUIET, UI
 
@@ -98,14 +99,6 @@ class CompressResult:
             ("MACs", d.macs, c.macs, f"{c.macs / max(d.macs, 1):.2f}x"),
             ("latency median (ms)", d.latency_ms, c.latency_ms, f"{self.speedup:.2f}x faster"),
         ]
-
-
-def _example_from(data: Dataset | None, input_shape: tuple[int, ...] | None) -> torch.Tensor:
-    if data is not None:
-        return data.test.example(1)
-    if input_shape is None:
-        raise BadInput("no data and no --input-shape: cannot build an example input")
-    return torch.randn(*input_shape, generator=torch.Generator().manual_seed(0))
 
 
 def _estimate_seconds(cfg: CompressConfig, ds: Dataset | None) -> float:
@@ -221,7 +214,7 @@ def compress(model: str | nn.Module = "resnet20-cifar10", data: str | Dataset | 
     torch.manual_seed(cfg.seed)
     dense = load_model(model).eval()
     ds = load_data(data) if data is not None else None
-    example = _example_from(ds, input_shape)
+    example = example_input(None, ds, input_shape)  # no guess: latency depends on the input size
     with torch.no_grad():
         try:
             logits = dense(example)

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from edgeprune.config import Budget
 from edgeprune.errors import BadInput, EdgepruneError, UnsupportedLayer
 from edgeprune.fileio import read_json, write_json, write_text
-from edgeprune.graph import channel_groups, prune
+from edgeprune.graph import channel_groups
+from edgeprune.prune import prune
 from tests.test_cli import _one_line_error, run_cli
 from tests.tiny import tiny_net, tiny_npz
 

@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from edgeprune.errors import BadInput
-from edgeprune.graph import channel_groups, prune
+from edgeprune.graph import channel_groups
+from edgeprune.prune import prune
 from edgeprune.prune.granularity import round_channels
 
 ZOO = ["resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "densenet121",

@@ -8,10 +8,11 @@ import torch
 import torch.nn.functional as F
 
 from edgeprune.errors import BadInput
-from edgeprune.graph import channel_groups, prune
+from edgeprune.graph import channel_groups
 from edgeprune.importance import importance, list_criteria
 from edgeprune.importance.oracle import channel_removed, grade, oracle
 from edgeprune.models.cifar_resnet import CifarResNet
+from edgeprune.prune import prune
 
 CRITERIA = list_criteria()
 NAMES = [n for n, _, _ in CRITERIA]

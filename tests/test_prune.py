@@ -9,8 +9,9 @@ import torch
 from torch import nn
 
 from edgeprune.errors import BadInput, UnsupportedLayer
-from edgeprune.graph import channel_groups, prune
+from edgeprune.graph import channel_groups
 from edgeprune.models import load_model
+from edgeprune.prune import prune
 from edgeprune.prune.granularity import allowed_counts, round_channels
 
 

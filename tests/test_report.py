@@ -49,7 +49,8 @@ def _profile(path: Path, sigs: list) -> Path:
 
 def make_run(root: Path, budget_met: bool = True) -> Path:
     """A compress run folder like the pipeline writes, without the minutes of fine-tuning and timing."""
-    from edgeprune.graph import channel_groups, prune
+    from edgeprune.graph import channel_groups
+    from edgeprune.prune import prune
 
     run = root / "run"
     run.mkdir(parents=True)

@@ -94,7 +94,8 @@ def _kill(proc: subprocess.Popen) -> None:
 
 
 def _small_pruned_model() -> tuple[torch.nn.Module, torch.Tensor]:
-    from edgeprune.graph import channel_groups, prune
+    from edgeprune.graph import channel_groups
+    from edgeprune.prune import prune
     from tests.tiny import tiny_net
 
     torch.manual_seed(0)
@@ -270,8 +271,9 @@ def test_aarch64_cross_compilation_writes_an_artefact(tmp_path):
 def test_pruned_resnet20_engine_agrees_with_pytorch(tmp_path):
     import edgeprune.compile as C
     from edgeprune.data import load_data
-    from edgeprune.graph import channel_groups, prune
+    from edgeprune.graph import channel_groups
     from edgeprune.models import load_model
+    from edgeprune.prune import prune
 
     data = load_data("cifar10-demo")
     model = load_model("resnet20-cifar10").eval()

@@ -37,8 +37,8 @@ def run(args: argparse.Namespace, ui: UI) -> int:
     from edgeprune.compile import compile as emit
     from edgeprune.config import get_target
     from edgeprune.data import load_data
+    from edgeprune.graph import example_input
     from edgeprune.models import load_model
-    from edgeprune.pipeline import _example_from
     from edgeprune.verify import verify
 
     target = get_target(args.target)
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace, ui: UI) -> int:
         raise BadInput(f"target {target.name} cannot compile here: {reason}")
     model = load_model(args.model).eval()
     data = None if (args.data or "").lower() == "none" else load_data(args.data)
-    example = _example_from(data, parse_input_shape(args.input_shape))
+    example = example_input(None, data, parse_input_shape(args.input_shape))
     out = Path(args.out or f"build/compile-{target.name}")
     backend = get_backend(target.backend)
     calib = data.train.sample(256) if data is not None else example

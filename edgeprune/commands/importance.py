@@ -56,13 +56,12 @@ def run(args: argparse.Namespace, ui: UI) -> int:
         return 0
 
     from edgeprune.data import load_data
-    from edgeprune.graph import channel_groups
+    from edgeprune.graph import channel_groups, example_input
     from edgeprune.models import load_model
-    from edgeprune.pipeline import _example_from
 
     model = load_model(args.model).eval()
     data = None if (args.data or "").lower() == "none" else load_data(args.data)
-    example = _example_from(data, parse_input_shape(args.input_shape))
+    example = example_input(None, data, parse_input_shape(args.input_shape))
     graph = channel_groups(model, example)
     names = {n for n, _, _ in crits}
     if args.oracle:

@@ -85,16 +85,11 @@ def _model_name(spec: str) -> str:
 
 
 def _example(model_spec_name: str, model: Any) -> Any:
-    import torch
-
+    from edgeprune.graph import example_input
     from edgeprune.models import model_spec
 
     spec = model_spec(model_spec_name)
-    if spec is not None:
-        return torch.zeros(*spec.input_shape)
-    from edgeprune.graph.groups import _guess_example
-
-    return _guess_example(model)
+    return example_input(model, shape=spec.input_shape if spec is not None else None)
 
 
 def get_profiles(model: Any, example: Any, targets: list, model_name: str, paths: list[str], ui: UI,

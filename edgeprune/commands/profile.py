@@ -52,10 +52,10 @@ def add_profiles_option(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, ui: UI) -> int:
     """Profile, then print the summary (or JSON)."""
-    import torch
 
     from edgeprune.config import get_target
     from edgeprune.errors import BadInput
+    from edgeprune.graph import example_input
     from edgeprune.profile import ModelProtocol, TimingProtocol, profile
 
     if args.audit < 0 or args.calibration < 0:
@@ -64,9 +64,10 @@ def run(args: argparse.Namespace, ui: UI) -> int:
     example = None
     if args.input_shape:
         try:
-            example = torch.zeros([int(x) for x in args.input_shape.split(",")])
+            dims = [int(x) for x in args.input_shape.split(",")]
         except ValueError:
             raise BadInput(f"--input-shape must be comma-separated integers, got {args.input_shape!r}") from None
+        example = example_input(None, shape=dims)
     model_name = args.model
     if "/" in model_name or model_name.endswith((".pt", ".pth")):
         from pathlib import Path

@@ -1,7 +1,8 @@
-"""Channel groups and layer signatures (the planner's decision variables and the LUT keys).
+"""Tracing and the group model: channel groups, layer signatures, custom leaf layers, example inputs.
 
-Names are imported on first use, so that ``edgeprune.graph.signature`` (the LUT keys) can be
-imported without torch (``edgeprune targets`` stays fast).
+Physical removal of channels is in :mod:`edgeprune.prune`. Names are imported on first use, so
+that ``edgeprune.graph.signature`` (the LUT keys) can be imported without torch (``edgeprune
+targets`` stays fast).
 """
 from __future__ import annotations
 
@@ -9,16 +10,20 @@ import importlib
 from typing import Any
 
 _NAMES = {
-    "ChannelGraph": "edgeprune.graph.groups",
-    "ChannelGroup": "edgeprune.graph.groups",
-    "LayerInfo": "edgeprune.graph.groups",
-    "Member": "edgeprune.graph.groups",
-    "channel_groups": "edgeprune.graph.groups",
-    "prune": "edgeprune.graph.groups",
+    "channel_groups": "edgeprune.graph.analyse",
+    "LAYER_PRUNERS": "edgeprune.graph.custom_layers",
+    "LayerPruner": "edgeprune.graph.custom_layers",
+    "register_layer": "edgeprune.graph.custom_layers",
+    "example_input": "edgeprune.graph.example",
+    "ChannelGraph": "edgeprune.graph.model",
+    "ChannelGroup": "edgeprune.graph.model",
+    "LayerInfo": "edgeprune.graph.model",
+    "Member": "edgeprune.graph.model",
     "LayerSignature": "edgeprune.graph.signature",
 }
 
-__all__ = ["ChannelGraph", "ChannelGroup", "LayerInfo", "LayerSignature", "Member", "channel_groups", "prune"]
+__all__ = ["LAYER_PRUNERS", "ChannelGraph", "ChannelGroup", "LayerInfo", "LayerPruner", "LayerSignature", "Member",
+           "channel_groups", "example_input", "register_layer"]
 
 
 def __getattr__(name: str) -> Any:

@@ -25,12 +25,12 @@ def importance(model: nn.Module, data: Any, criterion: str = "taylor", graph: An
     ``data`` is an :class:`~edgeprune.data.ImageSet`, a :class:`~edgeprune.data.Dataset`
     (its train split is used), a list of (x, y) batches, or None for data-free criteria.
     """
-    from edgeprune.graph import channel_groups
+    from edgeprune.graph import channel_groups, example_input
 
     _load_all()
     batch_list = _batches(data, batches, batch_size)
     if graph is None:
-        example = batch_list[0][0][:1] if batch_list else _example(model)
+        example = example_input(model, batch_list or None)
         graph = channel_groups(model, example)
     torch.manual_seed(seed)
     return run_criterion(criterion, model, graph, batch_list, seed=seed, **options)
@@ -79,12 +79,6 @@ def score_order(n: int) -> np.ndarray:
     order, so they never overlap the images the criteria were scored on.
     """
     return torch.randperm(n, generator=torch.Generator().manual_seed(0)).numpy()
-
-
-def _example(model: nn.Module) -> torch.Tensor:
-    from edgeprune.graph.groups import _guess_example
-
-    return _guess_example(model)
 
 
 __all__ = ["CRITERIA", "Criterion", "Scores", "importance", "layer_sensitivity", "list_criteria", "oracle"]

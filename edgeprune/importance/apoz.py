@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from edgeprune.graph.groups import ChannelGraph, Member
+from edgeprune.graph import ChannelGraph, Member
 from edgeprune.importance.base import Scores, consumer_inputs, criterion
 
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from edgeprune.graph.groups import ChannelGraph, ChannelGroup, Member
+from edgeprune.graph import ChannelGraph, ChannelGroup, Member
 from edgeprune.registry import Registry
 
 if TYPE_CHECKING:

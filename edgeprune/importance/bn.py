@@ -6,7 +6,7 @@ import math
 import torch
 from torch import nn
 
-from edgeprune.graph.groups import ChannelGraph
+from edgeprune.graph import ChannelGraph
 from edgeprune.importance.base import Scores, criterion
 from edgeprune.importance.norms import l2
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from edgeprune.graph.groups import ChannelGraph
+from edgeprune.graph import ChannelGraph
 from edgeprune.importance.base import (
     Masker,
     Scores,

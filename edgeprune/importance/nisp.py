@@ -6,7 +6,7 @@ import copy
 import torch
 from torch import nn
 
-from edgeprune.graph.groups import ChannelGraph
+from edgeprune.graph import ChannelGraph
 from edgeprune.importance.base import Masker, Scores, criterion, mask_points
 
 

@@ -4,7 +4,7 @@ Removing channel c of a group is done by zeroing what the channel owns: the
 producers' output filters and biases, the BN scale and shift, the fixed
 selection rows, and the consumers' input slices. For the loss this is exactly
 the same model as the physically pruned one (``tests/test_importance.py``
-checks it against :func:`edgeprune.graph.prune`), and it is much faster: the
+checks it against :func:`edgeprune.prune.prune`), and it is much faster: the
 model is not rebuilt, and with a torch.fx trace only the part of the network
 after the group's first layer is recomputed (the activations before it are
 cached per batch).
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgeprune.graph.groups import ChannelGraph, ChannelGroup
+from edgeprune.graph import ChannelGraph, ChannelGroup
 
 
 @dataclass
@@ -303,12 +303,12 @@ def grade(criteria: Sequence[str | tuple[str, str, dict[str, Any]]], model: nn.M
     """
     from scipy.stats import spearmanr
 
-    from edgeprune.graph import channel_groups
+    from edgeprune.graph import channel_groups, example_input
     from edgeprune.importance import importance, list_criteria
 
     flags = {name: (c.needs_data, c.needs_grad) for name, c, _ in list_criteria()}
     if graph is None:
-        graph = channel_groups(model, result_example(data))
+        graph = channel_groups(model, example_input(model, data))
     truth = result.delta
     n = len(truth)
     k = k or max(1, n // 10)
@@ -342,17 +342,6 @@ def grade(criteria: Sequence[str | tuple[str, str, dict[str, Any]]], model: nn.M
         if on_done:
             on_done(g)
     return out
-
-
-def result_example(data: Any) -> torch.Tensor:
-    """One example input from ``data`` (for tracing the channel groups)."""
-    if isinstance(data, list):
-        return data[0][0][:1]
-    from edgeprune.data import Dataset
-
-    if isinstance(data, Dataset):
-        return data.test.example()
-    return data.example()
 
 
 __all__ = ["Grade", "OracleResult", "channel_removed", "grade", "oracle", "sample_channels"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from edgeprune.graph.groups import ChannelGraph
+from edgeprune.graph import ChannelGraph
 from edgeprune.importance.base import (
     Scores,
     check_finite_grad,

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgeprune.graph.groups import ChannelGraph, Member
+from edgeprune.graph import ChannelGraph, Member
 from edgeprune.importance.base import Scores, consumer_inputs, criterion
 
 

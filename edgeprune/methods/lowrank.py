@@ -270,10 +270,9 @@ def rank_options(model: nn.Module, layers: Sequence[str] | None = None, ranks: M
     the sum over its signatures. Ranks that would cost more MACs than the dense
     layer are left out.
     """
-    from edgeprune.graph import channel_groups
-    from edgeprune.graph.groups import _guess_example
+    from edgeprune.graph import channel_groups, example_input
 
-    example = example if example is not None else _guess_example(model)
+    example = example if example is not None else example_input(model)
     graph = channel_groups(model, example)
     mods = dict(model.named_modules())
     names = list(layers) if layers is not None else [

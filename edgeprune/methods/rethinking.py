@@ -31,9 +31,10 @@ from edgeprune.methods._train import reinitialise, sgd_loop, test_split
 def prune_channels(model: nn.Module, data: Any, ratio: float = 0.5, criterion: str = "l1", example: Any = None,
                    batches: int = 4) -> tuple[nn.Module, dict[str, list[int]]]:
     """Structured pruning with a uniform keep ``ratio`` per prunable group by ``criterion``: (pruned model, keep)."""
-    from edgeprune.graph import channel_groups, prune
+    from edgeprune.graph import channel_groups
     from edgeprune.importance import importance
     from edgeprune.methods._train import train_split
+    from edgeprune.prune import prune
 
     if not 0.0 < ratio <= 1.0:
         raise BadInput(f"keep ratio must be in (0, 1], got {ratio}")
@@ -63,9 +64,9 @@ def scratch_vs_finetune(model: nn.Module, data: Any, keep: float | Mapping[str, 
     Scratch training uses a larger learning rate (``scratch_lr``), as training
     from random weights needs. The input model is not modified.
     """
-    from edgeprune.graph import prune
     from edgeprune.methods._train import top1
     from edgeprune.metrics import count_params
+    from edgeprune.prune import prune
 
     test = test_split(data)
     if isinstance(keep, Mapping):

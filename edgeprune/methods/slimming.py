@@ -5,7 +5,7 @@ Convolutional Networks through Network Slimming* (ICCV). Training adds
 ``lambda * sum |gamma|`` over every BN scale (a subgradient step), which drives
 the scales of unneeded channels towards zero; one global threshold on
 ``|gamma|`` (the ``ratio`` quantile over all prunable channels) then picks the
-channels to remove, which are removed for real (:func:`edgeprune.graph.prune`)
+channels to remove, which are removed for real (:func:`edgeprune.prune.prune`)
 and the thin network is fine-tuned.
 
 When to use it: networks with BatchNorm after every conv and a fine-tuning
@@ -129,9 +129,9 @@ def slim(model: nn.Module, data: Any, l1: float = 1e-4, epochs: float = 1.0, pru
     before, after sparsity training, after pruning and after fine-tuning. Residual-coupled
     groups stay whole unless ``include_coupled`` (see :func:`slim_keep`).
     """
-    from edgeprune.graph import prune
     from edgeprune.methods._train import top1
     from edgeprune.metrics import count_macs, count_params
+    from edgeprune.prune import prune
     from edgeprune.recover import RecoverConfig, recover
 
     model = copy.deepcopy(model)

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgeprune.graph.custom_layers import register_layer
+
 
 class SelectShortcut(nn.Module):
     """Fixed channel selection + spatial subsampling: ``y[:, i] = x[:, src[i], ::s, ::s]`` (or 0).
@@ -47,6 +49,20 @@ class SelectShortcut(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(x, self.weight[:, :, None, None], stride=self.stride)
+
+
+def _prune_select(layer: SelectShortcut, out_keep: torch.Tensor | None, in_keep: torch.Tensor | None) -> None:
+    """Rows of the 0/1 selection matrix follow the output channels, columns the input channels."""
+    w = layer.weight
+    if out_keep is not None:
+        w = w[out_keep]
+    if in_keep is not None:
+        w = w[:, in_keep]
+    layer._buffers["weight"] = w.contiguous()
+
+
+# traced like a 1x1 conv and sliced by _prune_select (members of kind "select")
+register_layer(SelectShortcut, prune_fn=_prune_select, kind="select")
 
 
 class BasicBlock(nn.Module):

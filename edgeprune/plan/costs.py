@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from edgeprune.errors import BadInput, EdgepruneError
-from edgeprune.graph.groups import ChannelGraph
+from edgeprune.graph import ChannelGraph
 from edgeprune.graph.signature import LayerSignature
 
 WEIGHT_BITS = {"fp32": 32, "fp16": 16, "int8": 8, "int4": 4}

@@ -17,7 +17,7 @@ from torch import nn
 
 from edgeprune.config import Budget, Limit, Target, get_target
 from edgeprune.errors import BadInput, BudgetMissed
-from edgeprune.graph.groups import ChannelGraph, channel_groups
+from edgeprune.graph import ChannelGraph, channel_groups, example_input
 from edgeprune.plan import costs as C
 from edgeprune.plan import milp
 from edgeprune.prune.granularity import allowed_counts
@@ -410,9 +410,7 @@ def plan(
     tmap = _resolve_targets(list(preds), targets, key_targets)
     if graph is None:
         if example is None:
-            from edgeprune.graph.groups import _guess_example
-
-            example = _guess_example(model)
+            example = example_input(model)
         graph = channel_groups(model, example)
     gran = resolve_granularity(budget, tmap, granularity)
     allowed_prec = resolve_precisions(tmap, precisions)
@@ -584,7 +582,7 @@ def _missed(problem: C.Problem, limits: Mapping[str, float], preds: Mapping[str,
 
 def apply(model: nn.Module, plan: Plan, example: Any = None) -> nn.Module:
     """A new, physically smaller model: ``prune(model, plan.keep)``, precisions in ``edgeprune_precisions``."""
-    from edgeprune.graph.groups import prune
+    from edgeprune.prune import prune
 
     mods = dict(model.named_modules())
     for gid, g in plan.groups.items():

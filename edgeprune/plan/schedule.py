@@ -57,7 +57,7 @@ class ScheduleResult:
 
 
 def _dense_predicted(model: nn.Module, predictors: Mapping[Any, Any], example: Any) -> dict[str, float]:
-    from edgeprune.graph.groups import channel_groups
+    from edgeprune.graph import channel_groups
     from edgeprune.plan.plan import _normalise_predictors
 
     preds, _ = _normalise_predictors(predictors)
@@ -143,19 +143,19 @@ def iterative(model: nn.Module, budget: Budget | str, predictors: Mapping[Any, A
     runs after the last step too when given. ``on_step(step, plan, model)`` is
     a progress hook.
     """
-    from edgeprune.graph.groups import _guess_example
+    from edgeprune.graph import example_input
     from edgeprune.plan import costs as C
     from edgeprune.plan.plan import _normalise_predictors
 
     if isinstance(budget, str):
         budget = Budget.parse(budget)
     if example is None:
-        example = _guess_example(model)
+        example = example_input(model)
     preds, _ = _normalise_predictors(predictors)
     dense: dict[str, float] = dict(_dense_predicted(model, preds, example))
     if dense_costs:
         dense.update({k: float(v) for k, v in dense_costs.items()})
-    from edgeprune.graph.groups import channel_groups
+    from edgeprune.graph import channel_groups
 
     graph0 = channel_groups(model, example)
     sigs = graph0.signatures()

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from edgeprune.config import Target
-    from edgeprune.graph.groups import ChannelGraph
+    from edgeprune.graph import ChannelGraph
     from edgeprune.ui import UI
 
 #: The per-layer protocol: layers take 10 us - 1 ms here, so a few hundred runs cost well under a second.
@@ -194,16 +194,14 @@ def _model_and_name(model: Any, model_name: str | None) -> tuple[nn.Module, str]
 
 
 def _example_for(model_name: str, example: Any) -> Any:
+    """``example``, or one of the zoo model's input shape (a user model must pass one: no size is guessed)."""
     if example is not None:
         return example
-    import torch
-
+    from edgeprune.graph import example_input
     from edgeprune.models import model_spec
 
     spec = model_spec(model_name)
-    if spec is None:
-        raise BadInput("an example input is needed to profile a user model")
-    return torch.zeros(spec.input_shape)
+    return example_input(None, shape=spec.input_shape if spec is not None else None)
 
 
 def _backend_for(target: Target):
@@ -248,7 +246,7 @@ def random_widths(graph: ChannelGraph, rng: random.Random, aligned: bool, multip
 
 
 def _pruned(model: nn.Module, example: Any, widths: Mapping[str, int]) -> nn.Module:
-    from edgeprune.graph import prune
+    from edgeprune.prune import prune
 
     keep = {gid: list(range(k)) for gid, k in widths.items()}
     return prune(model, keep, example)

@@ -1,6 +1,6 @@
-"""Physical channel removal and the granularity helper."""
-from edgeprune.graph.groups import prune
+"""Physical channel removal (:func:`prune`) and the granularity helper."""
 from edgeprune.prune.granularity import round_channels
+from edgeprune.prune.remove import prune
 
 __all__ = ["prune", "round_channels"]
 

@@ -191,9 +191,8 @@ def parse_budget(lines: list[str]) -> list[BudgetLine]:
 # --------------------------------------------------------------------------- layers
 
 
-def _example(rr: RunReport):
-    import torch
-
+def _input_shape(rr: RunReport) -> list[int] | None:
+    """The run's input shape, from its manifest or its ONNX model; None when neither says."""
     from edgeprune.fileio import read_json
 
     shape = None
@@ -209,26 +208,20 @@ def _example(rr: RunReport):
         m = onnx.load(str(rr.run_dir / "model.onnx"), load_external_data=False)
         dims = m.graph.input[0].type.tensor_type.shape.dim
         shape = [d.dim_value or 1 for d in dims]
-    if not shape:
-        return None
-    return torch.zeros(*[int(s) for s in shape])
+    return [int(s) for s in shape] if shape else None
 
 
 def _gather_layers(rr: RunReport) -> None:
     import torch
 
-    from edgeprune.graph import channel_groups
+    from edgeprune.graph import channel_groups, example_input
 
     mp = rr.run_dir / "model.pt"
     if not mp.exists():
         rr.layers_note = "no model.pt in the run folder: per-layer figures are not available"
         return
     comp = torch.load(mp, map_location="cpu", weights_only=False).eval()
-    example = _example(rr)
-    if example is None:
-        from edgeprune.graph.groups import _guess_example
-
-        example = _guess_example(comp)
+    example = example_input(comp, shape=_input_shape(rr))
     g_comp = channel_groups(comp, example)
     comp_sigs = g_comp.signatures()
     dense_sigs = _dense_from_module(rr, comp_sigs)

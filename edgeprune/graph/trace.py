@@ -1,0 +1,236 @@
+"""Tracing a model: Torch-Pruning's dependency graph with edgeprune's barrier pass, input shapes and post-ops.
+
+Built on Torch-Pruning's ``DependencyGraph`` (a maintained library that already
+handles residual adds, concatenation, depthwise convs, reshapes and attention;
+see docs/graph.md for why). Custom leaf layers come from
+:mod:`edgeprune.graph.custom_layers`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgeprune.errors import BadInput, UnsupportedLayer
+from edgeprune.graph.custom_layers import LAYER_PRUNERS, registered_types
+
+# leaf modules we know how to prune or that carry no channel state; anything else with
+# parameters (and not registered) is refused with its name rather than pruned wrongly
+_KNOWN_PARAM_MODULES = (
+    nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d,
+    nn.LayerNorm, nn.GroupNorm, nn.PReLU, nn.Embedding, nn.MultiheadAttention,
+)
+
+
+def _tp():
+    try:
+        import torch_pruning as tp
+    except ImportError as err:  # pragma: no cover - a base dependency
+        raise BadInput(f"torch-pruning is required for channel groups: {err}") from None
+    return tp
+
+
+_RESHAPES = {"view", "reshape", "flatten", "unflatten", "view_as", "reshape_as"}
+CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+NORMS = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
+
+
+class _ShapeRecorder(torch.overrides.TorchFunctionMode):
+    """Records the input and output shape of every model-level reshape, keyed by the output's grad_fn.
+
+    Ops inside a function (``F.multi_head_attention_forward``) are not seen: the
+    mode is off while a handled function runs, which is what we want (a module
+    with its own pruner owns its internals).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: dict[Any, tuple[str, tuple[int, ...], tuple[int, ...]]] = {}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        name = getattr(func, "__name__", "")
+        if name in _RESHAPES and isinstance(out, torch.Tensor) and out.grad_fn is not None \
+                and args and isinstance(args[0], torch.Tensor):
+            self.records[out.grad_fn] = (name, tuple(args[0].shape), tuple(out.shape))
+        return out
+
+
+def _reshape_safe(i: tuple[int, ...], o: tuple[int, ...]) -> bool:
+    """A reshape keeps channel identity: no-op, NCHW spatial reshape, or NCHW flatten (channel-major)."""
+    if i == o:
+        return True
+    if len(i) == 4 and len(o) >= 2 and o[:2] == i[:2]:
+        return True
+    return len(i) == 4 and len(o) == 2 and o[0] == i[0] and o[1] == i[1] * i[2] * i[3]
+
+
+def _channel_dim_op(grad_fn: Any) -> bool:
+    """A split/chunk/slice whose axis may be the channel axis (1, or the last one of a token tensor)."""
+    dim = getattr(grad_fn, "_saved_dim", None)
+    sizes = getattr(grad_fn, "_saved_self_sym_sizes", None)
+    if dim is None or sizes is None:
+        return True
+    rank = len(sizes)
+    if dim >= 2**31:  # an unset value on some torch builds
+        return True
+    dim = dim % rank if rank else dim
+    return dim == 1 or (rank == 3 and dim == 2)
+
+
+def build_dependency_graph(model: nn.Module, example_inputs: Any) -> tuple[Any, dict[Any, str], set[Any]]:
+    """Torch-Pruning's dependency graph with edgeprune's barrier pass.
+
+    Returns the graph and the nodes that reorder or split channels (channel
+    shuffle, chunk/split/slice on the channel axis): Torch-Pruning would map
+    indices through them wrongly (a shuffle's transpose is taken for an
+    element-wise op), so they are turned into opaque element-wise nodes and
+    every group that reaches one is marked unprunable.
+    """
+    tp = _tp()
+    from torch_pruning import ops
+    from torch_pruning.dependency import index_mapping, shape_infer
+
+    _check_supported(model)
+    dg = tp.DependencyGraph()
+    dg.verbose = False
+    dg.model = model
+    dg._module2name = {module: name for (name, module) in model.named_modules()}
+    for cls, entry in LAYER_PRUNERS.items():
+        dg.register_customized_layer(cls, entry.torch_pruning())
+    dg.ignored_params = []
+    rec = _ShapeRecorder()
+    try:
+        dg._param_to_name, dg.unwrapped_parameters = dg._detect_unwrapped_parameters(None)
+        outs: list[Any] = []
+
+        def keep_output(out: Any) -> Any:
+            outs.append(out)
+            return out
+
+        with torch.enable_grad(), rec:
+            dg.module2node = dg._trace(model, example_inputs, None, output_transform=keep_output)
+        from torch_pruning import utils as tp_utils
+
+        out_fns = {o.grad_fn for o in tp_utils.flatten_as_list(outs[0]) if isinstance(o, torch.Tensor) and o.grad_fn is not None}
+        dg._build_dependency(dg.module2node)
+        barriers: dict[Any, str] = {}
+        outputs: set[Any] = set()
+        for node in dg.module2node.values():
+            gf = node.grad_fn
+            why = ""
+            if gf in rec.records:
+                fname, i, o = rec.records[gf]
+                if not _reshape_safe(i, o):
+                    why = f"{fname} {list(i)} -> {list(o)} reorders channels (channel shuffle or head split)"
+            elif node.type in (ops.OPTYPE.SPLIT, ops.OPTYPE.UNBIND, ops.OPTYPE.SLICE) and _channel_dim_op(gf):
+                why = f"{type(gf).__name__} splits the channel axis at fixed sizes"
+            if gf in out_fns:
+                outputs.add(node)
+            if why:
+                barriers[node] = why
+                node.type = ops.OPTYPE.ELEMENTWISE
+        shape_infer.init_shape_information(dg)
+        index_mapping.update_index_mapping(dg)
+    except UnsupportedLayer:
+        raise
+    except Exception as err:  # noqa: BLE001 - any tracing failure: one-line user-facing error
+        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UnsupportedLayer(f"cannot trace the model's channel dependencies: {msg}") from None
+    return dg, barriers, outputs
+
+
+def _check_supported(model: nn.Module) -> None:
+    """Refuse (one line, naming it) a leaf layer with parameters that edgeprune cannot prune."""
+    for name, m in model.named_modules():
+        if next(m.children(), None) is not None and not isinstance(m, nn.MultiheadAttention):
+            continue
+        has_params = any(True for _ in m.parameters(recurse=False))
+        if has_params and not isinstance(m, _KNOWN_PARAM_MODULES) and type(m) not in LAYER_PRUNERS:
+            raise UnsupportedLayer(f"unsupported layer {name} ({type(m).__name__}): edgeprune cannot prune it safely "
+                                   "(a custom leaf layer can be taught with edgeprune.graph.register_layer)")
+        if isinstance(m, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
+            raise UnsupportedLayer(f"unsupported layer {name} ({type(m).__name__}): transposed convs are not supported")
+
+
+def capture_inputs(model: nn.Module, example_inputs: Any) -> dict[str, tuple[int, ...]]:
+    """Input shape of every conv/linear/registered layer, and the model's output shapes under ``"__output__"``."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    hooks = []
+    for name, m in model.named_modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear, *registered_types())):
+            def hook(mod: nn.Module, inp: Any, out: Any, name: str = name) -> None:
+                shapes.setdefault(name, tuple(inp[0].shape))
+
+            hooks.append(m.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            shapes["__output__"] = output_shapes(run_model(model, example_inputs))  # type: ignore[assignment]
+    except Exception as err:  # noqa: BLE001 - the user's model may raise anything: one-line user-facing error
+        raise BadInput(f"the model does not run on the example input: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+    finally:
+        for h in hooks:
+            h.remove()
+    return shapes
+
+
+def run_model(model: nn.Module, example_inputs: Any) -> Any:
+    """``model`` called on ``example_inputs`` (a tensor, a tuple/list of positional inputs, or a dict of keywords)."""
+    if isinstance(example_inputs, (tuple, list)):
+        return model(*example_inputs)
+    if isinstance(example_inputs, dict):
+        return model(**example_inputs)
+    return model(example_inputs)
+
+
+def post_ops(model: nn.Module) -> dict[str, str]:
+    """What follows each conv/linear in the traced graph (``bn+relu``, ``bn+add+relu``); empty if fx cannot trace."""
+    try:
+        gm = torch.fx.symbolic_trace(model)
+    except Exception:  # noqa: BLE001 - fx cannot trace every model: no post-ops then
+        return {}
+    mods = dict(gm.named_modules())
+    post: dict[str, str] = {}
+
+    def op_name(n: torch.fx.Node) -> str:
+        if n.op == "call_module":
+            m = mods[n.target]
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                return "bn"
+            if isinstance(m, nn.ReLU):
+                return "relu"
+            return ""
+        if n.op in ("call_function", "call_method"):
+            t = getattr(n.target, "__name__", str(n.target))
+            if t in ("relu", "relu_"):
+                return "relu"
+            if t in ("add", "iadd", "add_"):
+                return "add"
+        return ""
+
+    for n in gm.graph.nodes:
+        if n.op == "call_module" and isinstance(mods[n.target], (nn.Conv2d, nn.Linear)):
+            chain, cur = [], n
+            while len(cur.users) == 1:
+                nxt = next(iter(cur.users))
+                name = op_name(nxt)
+                if not name or name in chain:
+                    break
+                chain.append(name)
+                cur = nxt
+                if name == "relu":
+                    break
+            post[n.target] = "+".join(chain)
+    return post
+
+
+def output_shapes(out: Any) -> Any:
+    """The shapes of a model output (a tensor, or nested tuples/lists/dicts of them)."""
+    if isinstance(out, torch.Tensor):
+        return tuple(out.shape)
+    if isinstance(out, (tuple, list)):
+        return tuple(output_shapes(o) for o in out)
+    if isinstance(out, dict):
+        return {k: output_shapes(v) for k, v in out.items()}
+    return None
