@@ -11,6 +11,12 @@ from edgeprune.data import ImageSet
 
 WEIGHT_BITS = {"fp32": 32, "fp16": 16, "int8": 8, "int4": 4}
 ACT_BYTES = {"fp32": 4.0, "fp16": 2.0, "int8": 1.0, "int4": 1.0}
+_PREC_ORDER = ("fp32", "fp16", "int8", "int4")
+
+
+def sort_precisions(precisions: Any) -> list[str]:
+    """Precisions in a stable order, widest first (duplicates dropped)."""
+    return sorted(set(precisions), key=lambda p: _PREC_ORDER.index(p) if p in _PREC_ORDER else 99)
 
 
 def weight_count(sig: Any) -> int:

@@ -160,7 +160,8 @@ class Budget:
             lim = self.get(metric.name)
             value = metric.dense(dense)
             entries.append(Resolved(metric.name, None, None if lim is None else float(lim.resolve(value)), value,
-                                    "model", None if lim is None else str(lim)))
+                                    "model", None if lim is None else str(lim), None,
+                                    lim.value if lim is not None and lim.is_ratio else None))
         return Limits(tuple(entries), self.granularity, str(self))
 
     def _resolve_target(self, dense: DenseContext, name: str, target: Any) -> Resolved:
@@ -169,13 +170,14 @@ class Budget:
         value = metric.dense(dense, name)
         predicted = None
         if name in dense.predictors:
-            predicted = float(dense.predictors[name].model_cost(dense.signatures))
+            predicted = float(dense.predictors[name].model_cost(dense.signatures_for(name)))
         lim = self.latency_for(name)
         limit = None
         if lim is not None:
             limit = float(lim.resolve(value)) if lim.is_ratio else _convert(lim, unit, target, name)
         source = "measured" if name in dense.measured else "predicted"
-        return Resolved(metric.name, name, limit, value, source, None if lim is None else str(lim), predicted)
+        return Resolved(metric.name, name, limit, value, source, None if lim is None else str(lim), predicted,
+                        lim.value if lim is not None and lim.is_ratio else None)
 
 
 def _parse_limit(part: str, key: str, num: float, unit: str) -> tuple[Metric, Limit]:
@@ -238,6 +240,7 @@ class Resolved:
     dense_source: str  # "measured", "predicted" or "model"
     budget: str | None = None  # the limit as written (``0.6x``)
     dense_predicted: float | None = None
+    ratio: float | None = None  # the limit was this fraction of the dense value
 
     @property
     def key(self) -> str:
@@ -299,6 +302,15 @@ class Limits:
     def with_limit(self, key: str, limit: float | None) -> Limits:
         """A copy with the absolute limit of ``key`` replaced (re-planning against a tighter target)."""
         return replace(self, entries=tuple(replace(e, limit=limit) if e.key == key else e for e in self.entries))
+
+    def rebased(self, key: str, dense: float, source: str = "measured") -> Limits:
+        """A copy whose ``key`` has a new dense value (a fresh measurement); a ratio limit follows it."""
+        def one(e: Resolved) -> Resolved:
+            if e.key != key:
+                return e
+            return replace(e, dense=float(dense), dense_source=source,
+                           limit=e.ratio * float(dense) if e.ratio is not None else e.limit)
+        return replace(self, entries=tuple(one(e) for e in self.entries))
 
     def step(self, t: int, steps: int, decay: str = "geometric") -> Limits:
         """Step ``t`` of ``steps`` from dense to these limits: ``dense * (limit/dense) ** (t/steps)`` or linear."""

@@ -27,6 +27,11 @@ class DenseContext:
     predictors: Mapping[str, Any] = field(default_factory=dict)
     measured: Mapping[str, float] = field(default_factory=dict)
     units: Mapping[str, str] = field(default_factory=dict)  # target -> "ms"/"cycles" where no predictor says
+    target_signatures: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # a target's own dense precisions
+
+    def signatures_for(self, target: str | None) -> Mapping[str, Any]:
+        """The dense signatures as ``target`` runs them (int8 on an int8-only accelerator), else ``signatures``."""
+        return self.target_signatures.get(target, self.signatures) if target is not None else self.signatures
 
 
 class Metric:

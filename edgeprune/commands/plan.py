@@ -121,6 +121,7 @@ def run(args: argparse.Namespace, ui: UI) -> int:
     from edgeprune.config import Budget, get_target
     from edgeprune.graph import channel_groups
     from edgeprune.models import load_model, model_spec
+    from edgeprune.plan import PlanConfig
     from edgeprune.plan import plan as make_plan
 
     budget = Budget.parse(args.budget)
@@ -152,9 +153,9 @@ def run(args: argparse.Namespace, ui: UI) -> int:
             bar.advance(1)
         return s
 
-    kw = {"targets": targets, "freeze": args.freeze, "granularity": args.granularity, "precisions": precisions,
-          "time_limit": args.time_limit, "model_name": model_name,
-          "weighting": args.weighting, "max_prune": args.max_prune}
+    cfg = PlanConfig(freeze=tuple(args.freeze or ()), granularity=args.granularity, precisions=precisions,
+                     time_limit=args.time_limit, model_name=model_name, weighting=args.weighting, max_prune=args.max_prune)
+    kw = {"targets": targets, "config": cfg}
     if args.schedule == "iterative":
         if args.scores:
             raise BadInput("--schedule iterative re-scores the model between steps: drop --scores (use --criterion/--data)")

@@ -15,7 +15,7 @@ class Cycles(Latency):
     unit = "cycles"
     units = {"cycles": 1.0, "kcycles": 1e3, "mcycles": 1e6}
     time_unit = "cycles"
-    what = "predicted cycles (simulated)"
+    what = "predicted latency"
     default_unit = "cycles"
 
     def format_value(self, value: float) -> str:

@@ -23,7 +23,7 @@ class Latency(Metric):
         """Measured dense latency when given, else the target predictor's model cost."""
         if target in ctx.measured:
             return float(ctx.measured[target])
-        return float(ctx.predictors[target].model_cost(ctx.signatures))
+        return float(ctx.predictors[target].model_cost(ctx.signatures_for(target)))
 
     def layer_cost(self, sig: Any, predictor: Any = None) -> float:
         """The layer's marginal share of ``predictor.model_cost`` (exact for additive predictors)."""
