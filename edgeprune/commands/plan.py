@@ -23,12 +23,12 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
             "examples:\n"
             "  edgeprune plan --model resnet56-cifar10 --target cpu-ort --budget latency=0.5x\n"
             "  edgeprune plan --model resnet56-cifar10 --target cpu-ort --target vta-pynq \\\n"
-            "      --budget latency@cpu-ort=1.5ms,latency@vta-pynq=40000cycles --out plan.json --json"
+            "      --budget latency@cpu-ort=1.5ms,latency@vta-pynq=600000cycles --out plan.json --json"
         ),
     )
     p.add_argument("--model", required=True, help="registered model name, saved module file, or pkg.mod:function")
     p.add_argument("--target", action="append", required=True, help="target name or TOML file (repeat for several)")
-    p.add_argument("--budget", required=True, help="e.g. latency=0.5x,bytes=2MB or latency@cpu-ort=1.5ms,latency@vta-pynq=40000cycles")
+    p.add_argument("--budget", required=True, help="e.g. latency=0.5x,bytes=2MB or latency@cpu-ort=1.5ms,latency@vta-pynq=600000cycles")
     p.add_argument("--profile", action="append", default=[], metavar="FILE",
                    help="profile per --target, in the same order (default: profiles/TARGET--MODEL.json, measured when missing)")
     p.add_argument("--scores", metavar="FILE", help="importance scores {group: [scores]} (.json, or .pt saved with torch.save)")
