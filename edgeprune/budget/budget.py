@@ -177,7 +177,8 @@ class Budget:
             limit = float(lim.resolve(value)) if lim.is_ratio else _convert(lim, unit, target, name)
         source = "measured" if name in dense.measured else "predicted"
         return Resolved(metric.name, name, limit, value, source, None if lim is None else str(lim), predicted,
-                        lim.value if lim is not None and lim.is_ratio else None)
+                        lim.value if lim is not None and lim.is_ratio else None,
+                        None if unit == metric.unit else unit)
 
 
 def _parse_limit(part: str, key: str, num: float, unit: str) -> tuple[Metric, Limit]:
@@ -241,6 +242,7 @@ class Resolved:
     budget: str | None = None  # the limit as written (``0.6x``)
     dense_predicted: float | None = None
     ratio: float | None = None  # the limit was this fraction of the dense value
+    native_unit: str | None = None  # a predictor's own unit that no metric has (values are in it)
 
     @property
     def key(self) -> str:
@@ -249,8 +251,8 @@ class Resolved:
 
     @property
     def unit(self) -> str:
-        """The metric's unit."""
-        return get_metric(self.metric).unit
+        """The unit of ``limit`` and ``dense``."""
+        return self.native_unit or get_metric(self.metric).unit
 
     def describe(self) -> str:
         """``predicted latency on cpu-ort``."""
@@ -258,6 +260,8 @@ class Resolved:
 
     def format(self, value: float) -> str:
         """A value of this metric for people."""
+        if self.native_unit:
+            return f"{value:.4g} {self.native_unit}" if value == value and abs(value) != float("inf") else "unreachable"
         return get_metric(self.metric).format_value(value)
 
 

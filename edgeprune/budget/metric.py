@@ -106,11 +106,14 @@ def get_metric(name: str) -> Metric:
 
 
 def time_metric(unit: str) -> Metric:
-    """The per-target metric whose values are in predictor unit ``unit`` (``ms`` -> latency, ``cycles`` -> cycles)."""
+    """The per-target metric whose values are in predictor unit ``unit`` (``ms`` -> latency, ``cycles`` -> cycles).
+
+    Any other unit gets the latency metric, with the values kept in that unit (:attr:`Resolved.native_unit`).
+    """
     for m in metrics().values():
         if m.time_unit == unit:
             return m
-    raise BadInput(f"no budget metric measures {unit!r}")
+    return get_metric("latency")  # a predictor in its own unit (e.g. MMAC): ratios work, an absolute limit is refused
 
 
 def by_key(key: str) -> list[Metric]:
