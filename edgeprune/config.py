@@ -1,4 +1,4 @@
-"""Targets (targets/*.toml); budgets are in :mod:`edgeprune.budget` (re-exported here)."""
+"""Targets (targets/*.toml) and budgets ("latency=0.6x,bytes=2MB")."""
 from __future__ import annotations
 
 import os
@@ -146,4 +146,4 @@ def get_target(name_or_path: str | os.PathLike[str] | Target) -> Target:
 
 
 # budgets live in edgeprune.budget; re-exported here for the many modules that import them from config
-from edgeprune.budget import Budget, Limit  # noqa: E402,F401
+from edgeprune.budget import Budget, Limit  # noqa: F401

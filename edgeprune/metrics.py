@@ -8,7 +8,6 @@ from torch import nn
 
 from edgeprune.data import ImageSet
 
-
 WEIGHT_BITS = {"fp32": 32, "fp16": 16, "int8": 8, "int4": 4}
 ACT_BYTES = {"fp32": 4.0, "fp16": 2.0, "int8": 1.0, "int4": 1.0}
 _PREC_ORDER = ("fp32", "fp16", "int8", "int4")

@@ -105,7 +105,7 @@ def test_metric_parse_resolve_predict_print(name, ctx):
 
 
 def test_resolve_uses_measured_dense_and_converts_with_the_clock(ctx):
-    model, graph, dense = ctx
+    model, _, dense = ctx
     measured = DenseContext(model, dense.signatures, dense.predictors, measured={"cpu": 4.0})
     lim = Budget.parse("latency=0.25x").resolve(measured, ["cpu", "vta"])
     assert lim.target("cpu").limit == pytest.approx(1.0) and lim.target("cpu").dense_source == "measured"
@@ -180,10 +180,8 @@ def test_plan_config_validates():
 def test_no_public_plan_function_takes_more_than_nine_parameters():
     import inspect
 
-    import edgeprune.plan.choices as choices
-    import edgeprune.plan.costs as costs
-    import edgeprune.plan.decode as decode
     import edgeprune.plan.plan as plan_mod
+    from edgeprune.plan import choices, costs, decode
 
     for mod in (plan_mod, choices, costs, decode):
         for name, fn in inspect.getmembers(mod, inspect.isfunction):

@@ -12,11 +12,11 @@ import pytest
 import torch
 from torch import nn
 
+from edgeprune.budget import DenseContext
 from edgeprune.config import Budget, Target
 from edgeprune.errors import BadInput, BudgetMissed
 from edgeprune.graph import channel_groups
 from edgeprune.metrics import count_macs, model_bytes
-from edgeprune.budget import DenseContext
 from edgeprune.plan import Plan, PlanConfig, apply, iterative, one_shot, plan, step_limits
 from edgeprune.plan import costs as C
 from edgeprune.plan.brute import brute_force

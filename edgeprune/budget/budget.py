@@ -1,12 +1,21 @@
 """Budgets: ``--budget`` text -> :class:`Budget` -> (once, against the dense model) :class:`Limits`."""
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from edgeprune.budget.metric import RATIO_UNITS, DenseContext, Metric, by_key, get_metric, metrics, time_metric
+from edgeprune.budget.metric import (
+    RATIO_UNITS,
+    DenseContext,
+    Metric,
+    by_key,
+    get_metric,
+    metrics,
+    time_metric,
+)
 from edgeprune.errors import BadInput
 
 ALL = "*"
@@ -261,7 +270,7 @@ class Resolved:
     def format(self, value: float) -> str:
         """A value of this metric for people."""
         if self.native_unit:
-            return f"{value:.4g} {self.native_unit}" if value == value and abs(value) != float("inf") else "unreachable"
+            return f"{value:.4g} {self.native_unit}" if math.isfinite(value) else "unreachable"
         return get_metric(self.metric).format_value(value)
 
 

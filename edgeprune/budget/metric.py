@@ -6,6 +6,7 @@ import math
 import pkgutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from edgeprune.errors import BadInput
@@ -47,7 +48,7 @@ class Metric:
     name: str = ""
     aliases: tuple[str, ...] = ()
     unit: str = ""
-    units: Mapping[str, float] = {}
+    units: Mapping[str, float] = MappingProxyType({})
     per_target: bool = False
     reduce: str = "sum"
     time_unit: str | None = None
@@ -85,7 +86,7 @@ def register_metric(metric: Metric) -> Metric:
 def _load() -> None:
     if METRICS:
         return
-    import edgeprune.budget.kinds as kinds
+    from edgeprune.budget import kinds
 
     for mod in pkgutil.iter_modules(kinds.__path__):
         importlib.import_module(f"{kinds.__name__}.{mod.name}")

@@ -46,7 +46,14 @@ from edgeprune.budget import metrics
 from edgeprune.errors import BadInput, EdgepruneError
 from edgeprune.graph.groups import ChannelGraph
 from edgeprune.graph.signature import LayerSignature
-from edgeprune.metrics import ACT_BYTES, WEIGHT_BITS, activation_bytes, sort_precisions, weight_bytes, weight_count
+from edgeprune.metrics import (
+    ACT_BYTES,
+    WEIGHT_BITS,
+    activation_bytes,
+    sort_precisions,
+    weight_bytes,
+    weight_count,
+)
 from edgeprune.plan.choices import Choices, unit_of
 
 __all__ = ["ACT_BYTES", "WEIGHT_BITS", "Factor", "LayerTable", "Problem", "activation_bytes", "build_problem", "evaluate",

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from types import MappingProxyType
 
 from edgeprune.budget.kinds.latency import Latency
 from edgeprune.budget.metric import register_metric
@@ -13,7 +14,7 @@ class Cycles(Latency):
     name = "cycles"
     aliases = ()
     unit = "cycles"
-    units = {"cycles": 1.0, "kcycles": 1e3, "mcycles": 1e6}
+    units = MappingProxyType({"cycles": 1.0, "kcycles": 1e3, "mcycles": 1e6})
     time_unit = "cycles"
     what = "predicted latency"
     default_unit = "cycles"

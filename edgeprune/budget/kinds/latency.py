@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from types import MappingProxyType
 from typing import Any
 
 from edgeprune.budget.metric import DenseContext, Metric, register_metric
@@ -13,7 +14,7 @@ class Latency(Metric):
     name = "latency"
     aliases = ("lat",)
     unit = "ms"
-    units = {"ms": 1.0, "us": 1e-3, "s": 1e3}
+    units = MappingProxyType({"ms": 1.0, "us": 1e-3, "s": 1e3})
     per_target = True
     time_unit = "ms"
     what = "predicted latency"

@@ -1,6 +1,7 @@
 """Multiply-accumulates of one forward pass (conv and linear layers)."""
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Any
 
 from edgeprune.budget.kinds._format import scaled
@@ -13,7 +14,7 @@ class Macs(Metric):
     name = "macs"
     aliases = ("flops",)
     unit = "count"
-    units = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9}
+    units = MappingProxyType({"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9})
     what = "MACs"
     default_unit = ""
 

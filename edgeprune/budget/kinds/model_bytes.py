@@ -1,12 +1,13 @@
 """Stored model size in bytes (weights at their precision, every other parameter at 32 bits)."""
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Any
 
 from edgeprune.budget.kinds._format import scaled
 from edgeprune.budget.metric import DenseContext, Metric, register_metric
 
-SIZE_UNITS = {"b": 1.0, "kb": 1e3, "mb": 1e6, "gb": 1e9, "kib": 1024.0, "mib": 1024.0**2, "gib": 1024.0**3}
+SIZE_UNITS = MappingProxyType({"b": 1.0, "kb": 1e3, "mb": 1e6, "gb": 1e9, "kib": 1024.0, "mib": 1024.0**2, "gib": 1024.0**3})
 SIZE_STEPS = ((1e9, "GB"), (1e6, "MB"), (1e3, "kB"))
 
 
