@@ -320,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as err:  # noqa: BLE001 - recorded in the notes, the benchmark goes on
             prof_error = str(err).splitlines()[0] if str(err) else type(err).__name__
     if "ep-int8" in rows_wanted and pred is not None:
+        from edgeprune.plan import PlanConfig
         from edgeprune.plan import plan as solve
 
         methods["ep-int8"] = (f"edgeprune (latency-LUT plan, fp32/int8 per layer, int8 post-training quantised, "
@@ -329,8 +330,9 @@ def main(argv: list[str] | None = None) -> int:
             for s in EP_SCALES:
                 try:
                     p = solve(pretrained, scores, Budget.parse(f"latency={ratio * s:.4f}x"), {tgt.name: pred}, graph=graph,
-                              example=example, targets=[tgt], model_name=model_name, precisions=precs, weighting=args.weighting,
-                              max_prune=args.max_prune)
+                              example=example, targets=[tgt],
+                              config=PlanConfig(model_name=model_name, precisions=precs, weighting=args.weighting,
+                                                max_prune=args.max_prune))
                 except Exception as err:  # noqa: BLE001 - recorded in the notes, the benchmark goes on
                     notes.append(f"edgeprune {tag or 'mixed-precision '}plan at {ratio * s:.3f}x failed: {str(err).splitlines()[0]}")
                     break
@@ -343,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     elif "ep-int8" in rows_wanted:
         notes.append(f"no mixed-precision edgeprune row: the planner needs a target profile ({prof_error})")
     if "ep" in rows_wanted:
+        from edgeprune.plan import PlanConfig
         from edgeprune.plan import plan as solve
 
         if pred is not None:
@@ -355,8 +358,9 @@ def main(argv: list[str] | None = None) -> int:
                     try:
                         # fp32 only: every row here is an fp32 channel-pruned model (int8 would be another row)
                         p = solve(pretrained, scores, Budget.parse(f"latency={ratio * s:.4f}x"), {tgt.name: pred}, graph=graph,
-                                  example=example, targets=[tgt], model_name=model_name, precisions=["fp32"],
-                                  weighting=args.weighting, max_prune=floor)
+                                  example=example, targets=[tgt],
+                                  config=PlanConfig(model_name=model_name, precisions=["fp32"],
+                                                    weighting=args.weighting, max_prune=floor))
                     except Exception as err:  # an unreachable limit: the smaller ones are too  # noqa: BLE001 - recorded in the notes, the benchmark goes on
                         notes.append(f"edgeprune plan{wtag} at {ratio * s:.3f}x failed: {str(err).splitlines()[0]}")
                         break
@@ -373,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
                 counts = {g.id: round_channels(r * g.size, tgt.channel_multiple, g.size) for g in graph.prunable}
                 add("ep", float(r), prune(pretrained, _keep_from_counts(graph, scores, counts), example, graph=graph))
     if "macs" in rows_wanted:
+        from edgeprune.plan import PlanConfig
         from edgeprune.plan import plan as solve
 
         if pred is None:
@@ -382,9 +387,9 @@ def main(argv: list[str] | None = None) -> int:
             for f in MACS_FRACTIONS:
                 try:  # the profile is passed only because plan() wants one; the budget has no latency limit
                     p = solve(pretrained, scores, Budget.parse(f"macs={f}x"), {tgt.name: pred}, graph=graph, example=example,
-                              targets=[tgt], granularity=1, model_name=model_name, time_limit=60.0,
-                              precisions=["fp32"], weighting=args.weighting,
-                              max_prune=args.max_prune)
+                              targets=[tgt], config=PlanConfig(granularity=1, model_name=model_name, time_limit=60.0,
+                                                               precisions=["fp32"], weighting=args.weighting,
+                                                               max_prune=args.max_prune))
                 except Exception as err:  # noqa: BLE001 - recorded in the notes, the benchmark goes on
                     notes.append(f"MACs plan at {f}x failed: {str(err).splitlines()[0]}")
                     continue

@@ -100,7 +100,7 @@ def main(repeats: int = 3) -> dict:
     torch.set_num_threads(1)
     from edgeprune.graph import channel_groups, example_input
     from edgeprune.models import load_model
-    from edgeprune.plan import plan
+    from edgeprune.plan import PlanConfig, plan
 
     model = load_model("resnet56-cifar10")
     graph = channel_groups(model, example_input(model))
@@ -120,8 +120,8 @@ def main(repeats: int = 3) -> dict:
                 p = None
                 for _ in range(repeats):
                     t0, c0 = time.perf_counter(), time.process_time()
-                    p = plan(model, scores, budget, preds, graph=graph, granularity=gran, precisions=["fp32", "int8"],
-                             time_limit=120)
+                    p = plan(model, scores, budget, preds, graph=graph,
+                             config=PlanConfig(granularity=gran, precisions=["fp32", "int8"], time_limit=120))
                     walls.append(time.perf_counter() - t0)
                     cpus.append(time.process_time() - c0)
                     solves.append(p.solver["solve_s"])

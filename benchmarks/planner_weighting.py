@@ -49,7 +49,7 @@ from edgeprune.graph import channel_groups
 from edgeprune.importance import importance
 from edgeprune.metrics import evaluate
 from edgeprune.models import load_model
-from edgeprune.plan import plan
+from edgeprune.plan import PlanConfig, plan
 from edgeprune.profile import default_profile_path, find_profile, load_profile
 from edgeprune.prune import prune
 from edgeprune.recover import RecoverConfig, recover
@@ -97,8 +97,9 @@ def main() -> None:
             if criterion not in scores:
                 scores[criterion] = importance(pretrained, ds, criterion, graph=graph, batches=8, seed=0)
             p = plan(pretrained, scores[criterion], Budget.parse(f"latency={limit_ms:.5f}ms"), {tgt.name: pred}, graph=graph,
-                     example=example, targets=[tgt], model_name=name, precisions=["fp32"], weighting=weighting,
-                     max_prune=float(floor[0]) if floor else None)
+                     example=example, targets=[tgt],
+                     config=PlanConfig(model_name=name, precisions=["fp32"], weighting=weighting,
+                                       max_prune=float(floor[0]) if floor else None))
             model = prune(pretrained, p.keep, example, graph=graph)
         small = channel_groups(model, example)
         t0 = time.perf_counter()

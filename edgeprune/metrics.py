@@ -8,6 +8,41 @@ from torch import nn
 
 from edgeprune.data import ImageSet
 
+WEIGHT_BITS = {"fp32": 32, "fp16": 16, "int8": 8, "int4": 4}
+ACT_BYTES = {"fp32": 4.0, "fp16": 2.0, "int8": 1.0, "int4": 1.0}
+_PREC_ORDER = ("fp32", "fp16", "int8", "int4")
+
+
+def sort_precisions(precisions: Any) -> list[str]:
+    """Precisions in a stable order, widest first (duplicates dropped)."""
+    return sorted(set(precisions), key=lambda p: _PREC_ORDER.index(p) if p in _PREC_ORDER else 99)
+
+
+def weight_count(sig: Any) -> int:
+    """Weights of a conv/linear layer at signature ``sig`` (no bias)."""
+    groups = sig.in_channels if sig.groups == -1 else max(sig.groups, 1)
+    return sig.out_channels * (sig.in_channels // groups) * sig.kernel[0] * sig.kernel[1]
+
+
+def weight_bytes(sig: Any) -> float:
+    """Stored bytes of a layer's weight tensor at its precision (as :func:`model_bytes` counts it)."""
+    return float(weight_count(sig) * WEIGHT_BITS.get(sig.dtype, 32) // 8)
+
+
+def layer_macs(sig: Any) -> float:
+    """MACs of one layer at signature ``sig`` (as :func:`count_macs` counts them)."""
+    return float(sig.macs)
+
+
+def activation_bytes(sig: Any) -> float:
+    """The peak-memory proxy of one layer: input + output (+ residual operand) activations, batch 1."""
+    ih, iw = sig.in_hw
+    oh, ow = sig.out_hw
+    out = sig.out_channels * oh * ow
+    if "add" in sig.post.split("+"):
+        out *= 2
+    return (sig.in_channels * ih * iw + out) * ACT_BYTES.get(sig.dtype, 4.0)
+
 
 def count_params(model: nn.Module) -> int:
     """Number of trainable and frozen parameters (buffers excluded)."""

@@ -16,7 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgeprune.config import Budget, Limit, Target, get_target
+from edgeprune.budget import DenseContext, Limits
+from edgeprune.config import Budget, Target, get_target
 from edgeprune.data import Dataset, check_labels, load_data
 from edgeprune.environment import machine_info, versions
 from edgeprune.errors import BadInput, BudgetMissed, first_line
@@ -253,9 +254,10 @@ def compress(model: str | nn.Module = "resnet20-cifar10", data: str | Dataset | 
     scores = stages.tensors("scores", score)
 
     # 3. plan against measured latency, re-planning when a measurement misses
-    limits = _absolute_limits(budget, tgt, dense_ms, dense, example)
+    resolved = _absolute_limits(budget, tgt, dense_ms, dense, graph)
+    limits = _limit_dict(resolved, tgt)
     calib = ds.train.sample(256, cfg.seed).numpy() if ds is not None else None
-    plan_doc = stages.json("plan", lambda: _plan(dense, graph, scores, budget, limits, tgt, example, cfg, ui, model_name,
+    plan_doc = stages.json("plan", lambda: _plan(dense, graph, scores, resolved, limits, tgt, example, cfg, ui, model_name,
                                                  dense_ms, calib))
     precisions = {k: v for k, v in (plan_doc.get("precisions") or {}).items()}
     int8 = any(p == "int8" for p in precisions.values())
@@ -302,7 +304,7 @@ def compress(model: str | nn.Module = "resnet20-cifar10", data: str | Dataset | 
     comp_fig = _figures(small, ds, example, c_t, cfg, engine=engine if int8 else None,
                         bits={n: 8 for n, p in precisions.items() if p == "int8"})
     speedup = d_t.median / max(c_t.median, 1e-12)
-    met, detail = _check_budget(budget, tgt, d_t.median, c_t.median, dense_fig, comp_fig)
+    met, detail = _check_budget(resolved, tgt, d_t.median, c_t.median, dense_fig, comp_fig)
     report = {
         "schema": 1,
         "model": model_name,
@@ -374,30 +376,31 @@ class _RandomImages:
             yield x, torch.zeros(len(x), dtype=torch.long)
 
 
-def _absolute_limits(budget: Budget, tgt: Target, dense_ms: float, dense: nn.Module, example: torch.Tensor) -> dict[str, float]:
-    limits: dict[str, float] = {}
+def _absolute_limits(budget: Budget, tgt: Target, dense_ms: float, dense: nn.Module, graph: ChannelGraph) -> Limits:
+    """The budget resolved once, latency against this run's measured dense latency (ms)."""
     lat = budget.latency_for(tgt.name)
-    if lat is not None:
-        if lat.unit == "cycles":
-            raise BadInput(f"budget latency for {tgt.name} is in cycles, but {tgt.name} is measured in ms")
-        limits["latency_ms"] = lat.resolve(dense_ms)
-    if budget.macs is not None:
-        limits["macs"] = budget.macs.resolve(count_macs(dense, example))
-    if budget.model_bytes is not None:
-        limits["bytes"] = budget.model_bytes.resolve(model_bytes(dense))
+    if lat is not None and lat.unit == "cycles":
+        raise BadInput(f"budget latency for {tgt.name} is in cycles, but {tgt.name} is measured in ms")
     if budget.peak_memory is not None:
         raise BadInput("peak-memory budgets need the planner (edgeprune plan); compress does not support them yet")
-    return limits
+    ctx = DenseContext(dense, graph.signatures(), measured={tgt.name: dense_ms}, units={tgt.name: "ms"})
+    return budget.resolve(ctx, {tgt.name: tgt})
 
 
-def _plan(dense: nn.Module, graph: ChannelGraph, scores: dict[str, torch.Tensor], budget: Budget, limits: dict[str, float],
+def _limit_dict(resolved: Limits, tgt: Target) -> dict[str, float]:
+    """The measured search's view of the limits: latency_ms / macs / bytes."""
+    names = {f"lat:{tgt.name}": "latency_ms", "macs": "macs", "model_bytes": "bytes"}
+    return {names[k]: v for k, v in resolved.limited().items() if k in names}
+
+
+def _plan(dense: nn.Module, graph: ChannelGraph, scores: dict[str, torch.Tensor], resolved: Limits, limits: dict[str, float],
           tgt: Target, example: torch.Tensor, cfg: CompressConfig, ui: UI, model_name: str, dense_ms: float,
           calib: Any = None) -> dict[str, Any]:
     planner = cfg.planner
     if planner == "auto":
         planner = "milp" if _milp_available() else "uniform"
     if planner == "milp":
-        return _plan_milp(dense, graph, scores, budget, limits, tgt, example, cfg, ui, model_name, dense_ms, calib)
+        return _plan_milp(dense, graph, scores, resolved, limits, tgt, example, cfg, ui, model_name, dense_ms, calib)
     if planner == "uniform":
         return _plan_uniform(dense, graph, scores, limits, tgt, example, cfg, ui)
     raise BadInput(f"unknown planner {planner!r} (auto, milp, uniform)")
@@ -480,10 +483,11 @@ def _plan_uniform(dense: nn.Module, graph: ChannelGraph, scores: dict[str, torch
             "measured": cost, "limits": limits, "candidates": tried}
 
 
-def _plan_milp(dense: nn.Module, graph: ChannelGraph, scores: dict[str, torch.Tensor], budget: Budget, limits: dict[str, float],
+def _plan_milp(dense: nn.Module, graph: ChannelGraph, scores: dict[str, torch.Tensor], resolved: Limits, limits: dict[str, float],
                tgt: Target, example: torch.Tensor, cfg: CompressConfig, ui: UI, model_name: str, dense_ms: float,
                calib: Any = None) -> dict[str, Any]:
     """The exact planner on the target's latency table; re-planned with a tighter limit while measurement misses."""
+    from edgeprune.plan import PlanConfig
     from edgeprune.plan import plan as solve
     from edgeprune.profile import default_profile_path, find_profile, load_profile, profile
 
@@ -519,12 +523,12 @@ def _plan_milp(dense: nn.Module, graph: ChannelGraph, scores: dict[str, torch.Te
             scale = cfg.margin
             seen: set = set()
             for _ in range(cfg.max_attempts):
-                lat = {tgt.name: Limit(limits["latency_ms"] * to_pred * scale, "ms")} if "latency_ms" in limits else {}
-                b = Budget(latency=lat, model_bytes=budget.model_bytes, macs=budget.macs, granularity=budget.granularity)
+                key = f"lat:{tgt.name}"
+                b = resolved.rebased(key, pred_dense)  # in the predictor's scale, aimed at limit x scale
+                b = b.with_limit(key, limits["latency_ms"] * to_pred * scale if "latency_ms" in limits else None)
                 try:
-                    p = solve(dense, scores, b, {tgt.name: pred}, graph=graph, example=example, targets=[tgt],
-                              dense_costs={tgt.name: pred_dense}, precisions=precs, model_name=model_name,
-                              weighting=cfg.weighting, max_prune=cfg.max_prune)
+                    p = solve(dense, scores, b, {tgt.name: pred}, PlanConfig(precisions=precs, model_name=model_name,
+                              weighting=cfg.weighting, max_prune=cfg.max_prune), graph=graph, example=example, targets=[tgt])
                 except BudgetMissed as err:  # no tighter plan with these precisions: try the next series
                     errors.append(err)
                     break
@@ -596,7 +600,7 @@ def _figures(model: nn.Module, ds: Dataset | None, example: torch.Tensor, t: Tim
     return ModelFigures(top1, count_params(model), count_macs(model, example), model_bytes(model, bits), t.median, t.p10, t.p90)
 
 
-def _check_budget(budget: Budget, tgt: Target, dense_ms: float, comp_ms: float, d: ModelFigures, c: ModelFigures) -> tuple[bool, list[str]]:
+def _check_budget(resolved: Limits, tgt: Target, dense_ms: float, comp_ms: float, d: ModelFigures, c: ModelFigures) -> tuple[bool, list[str]]:
     ok, lines = True, []
 
     def check(name: str, value: float, limit: float, unit: str) -> None:
@@ -606,11 +610,12 @@ def _check_budget(budget: Budget, tgt: Target, dense_ms: float, comp_ms: float, 
         status = "met" if good else f"MISSED by {value - limit:.4g} {unit} ({100 * (value / limit - 1):.1f}%)"
         lines.append(f"{name}: {value:.4g} {unit} <= {limit:.4g} {unit}: {status}")
 
-    lat = budget.latency_for(tgt.name)
-    if lat is not None:
-        check(f"latency on {tgt.name}", comp_ms, lat.resolve(dense_ms), "ms")
-    if budget.macs is not None:
-        check("MACs", c.macs, budget.macs.resolve(d.macs), "MACs")
-    if budget.model_bytes is not None:
-        check("model bytes", c.bytes, budget.model_bytes.resolve(d.bytes), "B")
+    # a ratio latency limit follows the final, interleaved dense measurement (same conditions as the compressed one)
+    lat = resolved.rebased(f"lat:{tgt.name}", dense_ms).target(tgt.name)
+    if lat is not None and lat.limit is not None:
+        check(f"latency on {tgt.name}", comp_ms, lat.limit, "ms")
+    for key, name, value, unit in (("macs", "MACs", c.macs, "MACs"), ("model_bytes", "model bytes", c.bytes, "B")):
+        e = resolved.get(key)
+        if e is not None and e.limit is not None:
+            check(name, value, e.limit, unit)
     return ok, lines

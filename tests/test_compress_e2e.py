@@ -88,7 +88,8 @@ def test_milp_planner_falls_back_to_fp32_when_every_int8_plan_misses(monkeypatch
 
     monkeypatch.setattr(pl, "_candidate_cost", fake_cost)
     cfg = CompressConfig(max_attempts=2)
-    doc = pl._plan_milp(model, graph, scores, Budget.parse("latency=0.7ms"), {"latency_ms": limit}, tgt, example, cfg,
+    resolved = pl._absolute_limits(Budget.parse("latency=0.7ms"), tgt, 1.0, model, graph)
+    doc = pl._plan_milp(model, graph, scores, resolved, {"latency_ms": limit}, tgt, example, cfg,
                         QUIET, "resnet20-cifar10", 1.0)
     assert any(measured[:-1]) and measured[-1] == 0
     assert set(doc["precisions"].values()) == {"fp32"} and doc["measured"]["latency_ms"] == 0.6

@@ -12,11 +12,12 @@ import pytest
 import torch
 from torch import nn
 
+from edgeprune.budget import DenseContext
 from edgeprune.config import Budget, Target
 from edgeprune.errors import BadInput, BudgetMissed
 from edgeprune.graph import channel_groups
 from edgeprune.metrics import count_macs, model_bytes
-from edgeprune.plan import Plan, apply, iterative, one_shot, plan, step_budgets
+from edgeprune.plan import Plan, PlanConfig, apply, iterative, one_shot, plan, step_limits
 from edgeprune.plan import costs as C
 from edgeprune.plan.brute import brute_force
 
@@ -126,8 +127,8 @@ def setup(name: str, seed: int = 0):
 
 def independent_check(model, graph, scores, p: Plan, preds, limits):
     """Recompute the plan's objective and costs from signatures and predictors, not from the planner's tables."""
-    sigs = graph.signatures(p.widths, p.precisions)
     for t, pr in preds.items():
+        sigs = graph.signatures(p.widths, p.precisions_for(t))  # each target's engine runs its own precisions
         assert p.targets[t]["predicted"] == pytest.approx(pr.model_cost(sigs), rel=1e-9)
     assert p.metrics["macs"]["predicted"] == pytest.approx(sum(s.macs for s in sigs.values()))
     for m, lim in limits.items():
@@ -150,7 +151,7 @@ def brute_reference(model, graph, scores, preds, budget, **kw):
     pp_milp.solve = spy
     try:
         try:
-            got = plan(model, scores, budget, preds, graph=graph, **kw)
+            got = plan(model, scores, budget, preds, PlanConfig(**kw), graph=graph)
         except BudgetMissed as err:
             got = err
     finally:
@@ -162,20 +163,26 @@ def brute_reference(model, graph, scores, preds, budget, **kw):
     mean_total = np.mean([np.clip(v.double().numpy(), 0, None).sum() for k, v in scores.items() if k in ids])
 
     def evaluator(choice):
+        # one channel decision for all targets, one precision per layer and target
         widths = dict(problem.fixed_widths)
-        dtypes = dict(problem.fixed_precisions)
+        dtypes = {t: dict(problem.fixed_precisions.get(t, {})) for t in preds}
         for fi, f in enumerate(problem.factors):
-            (widths if f.kind == "group" else dtypes)[f.key] = f.values[choice[fi]]
-        sigs = graph.signatures(widths, dtypes)
+            if f.kind == "group":
+                widths[f.key] = f.values[choice[fi]]
+            else:
+                dtypes[f.target][f.key] = f.values[choice[fi]]
+        sigs_t = {t: graph.signatures(widths, dtypes[t]) for t in preds}
+        sigs = next(iter(sigs_t.values()))
         obj = 0.0
         for g in graph.groups:  # default weighting: the retained importance over the mean group total
             s = np.sort(np.clip(scores[g.id].double().numpy(), 0, None))[::-1] if g.id in scores else None
             obj += 1.0 if s is None else s[: widths[g.id]].sum() / mean_total
-        obj -= sum(penalty.get(n, {}).get(d, 0.0) for n, d in dtypes.items())
+        # each target's engine pays its own bit-width cost
+        obj -= sum(penalty.get(n, {}).get(d, 0.0) for dt in dtypes.values() for n, d in dt.items())
         _, totals = C.evaluate(problem, choice)
         for t, pr in preds.items():
-            priced = all(math.isfinite(C.safe_cost(pr.layer_cost, s)) for s in sigs.values())
-            totals[f"lat:{t}"] = pr.model_cost(sigs) if priced else math.inf
+            priced = all(math.isfinite(C.safe_cost(pr.layer_cost, s)) for s in sigs_t[t].values())
+            totals[f"lat:{t}"] = pr.model_cost(sigs_t[t]) if priced else math.inf
         totals["macs"] = float(sum(s.macs for s in sigs.values()))
         return obj, totals
 
@@ -214,7 +221,7 @@ def test_tightening_budget_lowers_objective_and_meets_it():
     preds = {"a": SynthPredictor()}
     last = math.inf
     for r in (0.9, 0.7, 0.5, 0.35):
-        p = plan(model, scores, f"latency=0.{int(r * 100):02d}x" if r < 1 else "latency=0.9x", preds, graph=graph, granularity=1)
+        p = plan(model, scores, f"latency=0.{int(r * 100):02d}x" if r < 1 else "latency=0.9x", preds, graph=graph, config=PlanConfig(granularity=1))
         assert p.targets["a"]["predicted"] <= p.targets["a"]["limit"] * (1 + 1e-9)
         assert p.objective <= last + 1e-12
         last = p.objective
@@ -224,7 +231,7 @@ def test_infeasible_budget_names_smallest_reachable_value():
     model, graph, scores = setup("chain")
     preds = {"cpu-x": SynthPredictor()}
     with pytest.raises(BudgetMissed) as ei:
-        plan(model, scores, "latency=0.001ms", preds, graph=graph, granularity=1)
+        plan(model, scores, "latency=0.001ms", preds, graph=graph, config=PlanConfig(granularity=1))
     msg = str(ei.value)
     m = re.fullmatch(r"smallest predicted latency on cpu-x is ([0-9.e+-]+) ms, budget is 0\.001 ms", msg)
     assert m, msg
@@ -244,10 +251,10 @@ def test_infeasible_budget_names_smallest_reachable_value():
 def test_infeasible_cycles_and_joint_message():
     model, graph, scores = setup("chain")
     preds = {"vta": SynthPredictor("cycles", scale=100.0)}
-    with pytest.raises(BudgetMissed, match=r"smallest predicted latency on vta is [0-9,]+ cycles, budget is 5 cycles"):
-        plan(model, scores, "latency=5cycles", preds, graph=graph, granularity=1)
+    with pytest.raises(BudgetMissed, match=r"smallest predicted latency on vta is [0-9,]+ cycles \(simulated\), budget is 5 cycles \(simulated\)"):
+        plan(model, scores, "latency=5cycles", preds, graph=graph, config=PlanConfig(granularity=1))
     with pytest.raises(BudgetMissed, match=r"smallest MACs is"):
-        plan(model, scores, "macs=10", preds, graph=graph, granularity=1)
+        plan(model, scores, "macs=10", preds, graph=graph, config=PlanConfig(granularity=1))
 
 
 @pytest.mark.parametrize("multiple", [2, 3])
@@ -277,14 +284,16 @@ def test_multi_target_meets_every_budget():
     preds = {"cpu": SynthPredictor(), "vta": SynthPredictor("cycles", scale=5.0, align=2, int8=0.25, salt="vta")}
     dense = {t: pr.model_cost(graph.signatures()) for t, pr in preds.items()}
     budget = Budget.parse(f"latency@cpu={0.7 * dense['cpu']:.6f}ms,latency@vta={int(0.45 * dense['vta'])}cycles")
-    p = plan(model, scores, budget, preds, graph=graph, granularity=1, precisions=["fp32", "int8"])
-    sigs = graph.signatures(p.widths, p.precisions)
-    assert preds["cpu"].model_cost(sigs) <= 0.7 * dense["cpu"] * (1 + 1e-9)
-    assert preds["vta"].model_cost(sigs) <= int(0.45 * dense["vta"]) * (1 + 1e-9)
+    p = plan(model, scores, budget, preds, graph=graph, config=PlanConfig(granularity=1, precisions=["fp32", "int8"]))
+    cpu_sigs = graph.signatures(p.widths, p.precisions_for("cpu"))
+    vta_sigs = graph.signatures(p.widths, p.precisions_for("vta"))
+    assert p.precisions == p.precisions_for("cpu") and set(p.precisions_by_target) == {"cpu", "vta"}
+    assert preds["cpu"].model_cost(cpu_sigs) <= 0.7 * dense["cpu"] * (1 + 1e-9)
+    assert preds["vta"].model_cost(vta_sigs) <= int(0.45 * dense["vta"]) * (1 + 1e-9)
     # each single-target plan alone is at least as good, and the joint plan satisfies both
     for t, pr in preds.items():
-        alone = Budget(latency={t: budget.latency[t]})
-        single = plan(model, scores, alone, {t: pr}, graph=graph, granularity=1, precisions=["fp32", "int8"])
+        alone = Budget.build(latency={t: budget.latency[t]})
+        single = plan(model, scores, alone, {t: pr}, graph=graph, config=PlanConfig(granularity=1, precisions=["fp32", "int8"]))
         assert single.objective >= p.objective - 1e-9
 
 
@@ -294,24 +303,24 @@ def test_ms_budget_on_a_cycles_target_uses_the_clock():
     pred = SynthPredictor("cycles", scale=100.0)
     dense = pred.model_cost(graph.signatures({}, {n: "int8" for n in graph.layers}))
     ms = 0.7 * dense / 1e5
-    p = plan(model, scores, f"latency={ms}ms", {"sim": pred}, graph=graph, granularity=1, targets=[tgt])
+    p = plan(model, scores, f"latency={ms}ms", {"sim": pred}, graph=graph, config=PlanConfig(granularity=1), targets=[tgt])
     assert p.allowed_precisions == ["int8"] and set(p.precisions.values()) == {"int8"}
     assert p.targets["sim"]["limit"] == pytest.approx(ms * 1e5)
     with pytest.raises(BadInput, match="no clock"):
-        plan(model, scores, "latency=1ms", {"noclock": pred}, graph=graph, granularity=1)
+        plan(model, scores, "latency=1ms", {"noclock": pred}, graph=graph, config=PlanConfig(granularity=1))
 
 
 def test_ratio_resolves_against_given_dense_cost():
     model, graph, scores = setup("chain")
     pred = SynthPredictor()
-    p = plan(model, scores, "latency=0.5x", {"a": pred}, graph=graph, granularity=1, dense_costs={"a": 2.0})
+    p = plan(model, scores, "latency=0.5x", {"a": pred}, graph=graph, config=PlanConfig(granularity=1), dense_costs={"a": 2.0})
     assert p.targets["a"]["limit"] == pytest.approx(1.0)
     assert p.targets["a"]["dense_source"] == "measured"
 
 
 def test_unpriced_choices_are_excluded():
     model, graph, scores = setup("depthwise")
-    p = plan(model, scores, "latency=0.4x", {"a": NoInt8Predictor()}, graph=graph, granularity=1, precisions=["fp32", "int8"])
+    p = plan(model, scores, "latency=0.4x", {"a": NoInt8Predictor()}, graph=graph, config=PlanConfig(granularity=1, precisions=["fp32", "int8"]))
     for name, prec in p.precisions.items():
         if prec == "int8":
             assert p.layers[name]["out_channels"] >= 4
@@ -319,19 +328,19 @@ def test_unpriced_choices_are_excluded():
 
 def test_freeze_respected():
     model, graph, scores = setup("chain")
-    p = plan(model, scores, "latency=0.85x", {"a": SynthPredictor()}, graph=graph, granularity=1, freeze=["c2"])
+    p = plan(model, scores, "latency=0.85x", {"a": SynthPredictor()}, graph=graph, config=PlanConfig(granularity=1, freeze=["c2"]))
     # c2's in-group (c1) and out-group (c2) stay whole
     assert p.groups["c1"].kept == p.groups["c1"].size and p.groups["c1"].frozen
     assert p.groups["c2"].kept == p.groups["c2"].size and p.groups["c2"].frozen
     assert p.groups["c3"].kept < p.groups["c3"].size
     with pytest.raises(BadInput, match="matches no layer"):
-        plan(model, scores, "latency=0.5x", {"a": SynthPredictor()}, graph=graph, freeze=["nope*"])
+        plan(model, scores, "latency=0.5x", {"a": SynthPredictor()}, graph=graph, config=PlanConfig(freeze=["nope*"]))
 
 
 def test_plan_json_round_trip_and_apply(tmp_path):
     model, graph, scores = setup("residual")
-    p = plan(model, scores, "latency=0.6x,bytes=0.8x", {"a": SynthPredictor()}, graph=graph, granularity=1,
-             precisions=["fp32", "int8"])
+    p = plan(model, scores, "latency=0.6x,bytes=0.8x", {"a": SynthPredictor()}, graph=graph,
+             config=PlanConfig(granularity=1, precisions=["fp32", "int8"]))
     path = p.save(tmp_path / "plan.json")
     raw = json.loads(path.read_text())
     assert raw["schema"] == "edgeprune-plan" and raw["version"] == 1
@@ -359,7 +368,7 @@ def test_plan_json_round_trip_and_apply(tmp_path):
 
 def test_apply_refuses_a_plan_for_another_model():
     model, graph, scores = setup("chain")
-    p = plan(model, scores, "latency=0.6x", {"a": SynthPredictor()}, graph=graph, granularity=1)
+    p = plan(model, scores, "latency=0.6x", {"a": SynthPredictor()}, graph=graph, config=PlanConfig(granularity=1))
     with pytest.raises(BadInput, match="another model"):
         apply(Chain(widths=(8, 5, 4)).eval(), p, EXAMPLE)
 
@@ -370,17 +379,21 @@ def test_bad_scores_and_budget_targets():
         plan(model, {"c1": torch.ones(3)}, "latency=0.5x", {"a": SynthPredictor()}, graph=graph)
     with pytest.raises(BadInput, match="no profile"):
         plan(model, scores, "latency@zzz=0.5x", {"a": SynthPredictor()}, graph=graph)
-    with pytest.raises(BadInput, match="share no precision"):
-        plan(model, scores, "latency=0.5x", {"p": SynthPredictor(), "q": SynthPredictor()}, graph=graph,
+    # targets that share no precision: each runs its own (fp32 on p, int8 on q), the channels are one decision
+    p = plan(model, scores, "latency=0.5x", {"p": SynthPredictor(), "q": SynthPredictor()}, graph=graph,
              targets=[Target("p", "ort", precisions=("fp32",)), Target("q", "vta", precisions=("int8",))])
+    assert set(p.precisions_for("p").values()) == {"fp32"} and set(p.precisions_for("q").values()) == {"int8"}
+    with pytest.raises(BadInput, match="runs none of the precisions asked"):
+        plan(model, scores, "latency=0.5x", {"q": SynthPredictor()}, PlanConfig(precisions=["fp32"]), graph=graph,
+             targets=[Target("q", "vta", precisions=("int8",))])
 
 
 def test_schedules():
     model, graph, scores = setup("chain")
     pred = {"a": SynthPredictor()}
     dense = pred["a"].model_cost(graph.signatures())
-    bs = step_budgets("latency=0.4x", 3, {"a": dense})
-    lims = [b.latency["a"].value for b in bs]
+    resolved = Budget.parse("latency=0.4x").resolve(DenseContext(model, graph.signatures(), pred), ["a"])
+    lims = [b.target("a").limit for b in step_limits(resolved, 3)]
     assert lims[0] > lims[1] > lims[2] == pytest.approx(0.4 * dense)
     calls = []
 
@@ -392,7 +405,8 @@ def test_schedules():
         calls.append(step)
         return m
 
-    res = iterative(model, "latency=0.4x", pred, rescore=rescore, finetune=finetune, steps=3, example=EXAMPLE, granularity=1)
+    res = iterative(model, "latency=0.4x", pred, rescore=rescore, finetune=finetune, steps=3, example=EXAMPLE,
+                    config=PlanConfig(granularity=1))
     assert calls == [1, 2, 3] and len(res.plans) == 3
     final = channel_groups(res.model, EXAMPLE).signatures(dtypes=res.plan.precisions)
     assert pred["a"].model_cost(final) <= 0.4 * dense * (1 + 1e-9)
@@ -402,7 +416,7 @@ def test_schedules():
     # the composed plan applied to the original model gives the same architecture
     again = apply(model, composed, EXAMPLE)
     assert [p.shape for p in again.parameters()] == [p.shape for p in res.model.parameters()]
-    one = one_shot(model, scores, "latency=0.4x", pred, example=EXAMPLE, granularity=1)
+    one = one_shot(model, scores, "latency=0.4x", pred, example=EXAMPLE, config=PlanConfig(granularity=1))
     assert one.plan.targets["a"]["predicted"] <= 0.4 * dense * (1 + 1e-9)
 
 
@@ -453,8 +467,8 @@ def test_resnet56_channels_and_int8_solves_exactly():
     gen = torch.Generator().manual_seed(0)
     scores = {g.id: torch.rand(g.size, generator=gen) for g in graph.prunable}
     preds = {"a": SynthPredictor(scale=1e-7, align=8)}
-    p = plan(model, scores, "latency=0.5x", preds, graph=graph, granularity=8, precisions=["fp32", "int8"],
-             time_limit=60)
+    p = plan(model, scores, "latency=0.5x", preds, graph=graph,
+             config=PlanConfig(granularity=8, precisions=["fp32", "int8"], time_limit=60))
     assert p.solver["status"] == "optimal"
     sigs = graph.signatures(p.widths, p.precisions)
     for t, pr in preds.items():
@@ -486,23 +500,23 @@ def test_importance_weighting_keeps_the_group_that_matters_more():
     ids = [g.id for g in graph.prunable]
     boosted = max(ids, key=lambda gid: graph.group(gid).size)
     scores[boosted] = scores[boosted] * 50.0
-    kw = {"graph": graph, "granularity": 1}
     preds = {"a": SynthPredictor()}
-    imp = plan(model, scores, "latency=0.5x", preds, **kw)
-    uni = plan(model, scores, "latency=0.5x", preds, weighting="uniform", **kw)
+    imp = plan(model, scores, "latency=0.5x", preds, PlanConfig(granularity=1), graph=graph)
+    uni = plan(model, scores, "latency=0.5x", preds, PlanConfig(granularity=1, weighting="uniform"), graph=graph)
     assert imp.solver["weighting"] == "importance" and uni.solver["weighting"] == "uniform"
     assert imp.groups[boosted].kept > uni.groups[boosted].kept
-    given = plan(model, scores, "latency=0.5x", preds, group_weights={gid: 1.0 for gid in ids}, **kw)
+    given = plan(model, scores, "latency=0.5x", preds, PlanConfig(granularity=1, group_weights={gid: 1.0 for gid in ids}),
+                 graph=graph)
     assert given.solver["weighting"] == "given" and given.widths == uni.widths
 
 
 def test_max_prune_floors_every_group():
     model, graph, scores = setup("residual", seed=2)
     preds = {"a": SynthPredictor()}
-    free = plan(model, scores, "latency=0.5x", preds, graph=graph, granularity=1)
-    floored = plan(model, scores, "latency=0.5x", preds, graph=graph, granularity=1, max_prune=0.5)
+    free = plan(model, scores, "latency=0.5x", preds, graph=graph, config=PlanConfig(granularity=1))
+    floored = plan(model, scores, "latency=0.5x", preds, graph=graph, config=PlanConfig(granularity=1, max_prune=0.5))
     assert any(g.kept < 0.5 * g.size for g in free.groups.values()), "case should prune some group past half"
     assert all(g.kept >= 0.5 * g.size for g in floored.groups.values())
     assert floored.solver["max_prune"] == 0.5 and floored.objective <= free.objective + 1e-9
     with pytest.raises(BadInput, match="max_prune must be in"):
-        plan(model, scores, "latency=0.6x", preds, graph=graph, max_prune=1.0)
+        plan(model, scores, "latency=0.6x", preds, PlanConfig(max_prune=1.0), graph=graph)

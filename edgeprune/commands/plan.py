@@ -24,12 +24,12 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
             "examples:\n"
             "  edgeprune plan --model resnet56-cifar10 --target cpu-ort --budget latency=0.5x\n"
             "  edgeprune plan --model resnet56-cifar10 --target cpu-ort --target vta-pynq \\\n"
-            "      --budget latency@cpu-ort=1.5ms,latency@vta-pynq=40000cycles --out plan.json --json"
+            "      --budget latency@cpu-ort=1.5ms,latency@vta-pynq=600000cycles --out plan.json --json"
         ),
     )
     p.add_argument("--model", required=True, help="registered model name, saved module file, or pkg.mod:function")
     p.add_argument("--target", action="append", required=True, help="target name or TOML file (repeat for several)")
-    p.add_argument("--budget", required=True, help="e.g. latency=0.5x,bytes=2MB or latency@cpu-ort=1.5ms,latency@vta-pynq=40000cycles")
+    p.add_argument("--budget", required=True, help="e.g. latency=0.5x,bytes=2MB or latency@cpu-ort=1.5ms,latency@vta-pynq=600000cycles")
     p.add_argument("--profile", action="append", default=[], metavar="FILE",
                    help="profile per --target, in the same order (default: PROFILES/TARGET--MODEL.json, measured when missing)")
     add_profiles_option(p)
@@ -121,6 +121,7 @@ def run(args: argparse.Namespace, ui: UI) -> int:
     from edgeprune.config import Budget, get_target
     from edgeprune.graph import channel_groups
     from edgeprune.models import load_model, model_spec
+    from edgeprune.plan import PlanConfig
     from edgeprune.plan import plan as make_plan
 
     budget = Budget.parse(args.budget)
@@ -152,9 +153,9 @@ def run(args: argparse.Namespace, ui: UI) -> int:
             bar.advance(1)
         return s
 
-    kw = {"targets": targets, "freeze": args.freeze, "granularity": args.granularity, "precisions": precisions,
-          "time_limit": args.time_limit, "model_name": model_name,
-          "weighting": args.weighting, "max_prune": args.max_prune}
+    cfg = PlanConfig(freeze=tuple(args.freeze or ()), granularity=args.granularity, precisions=precisions,
+                     time_limit=args.time_limit, model_name=model_name, weighting=args.weighting, max_prune=args.max_prune)
+    kw = {"targets": targets, "config": cfg}
     if args.schedule == "iterative":
         if args.scores:
             raise BadInput("--schedule iterative re-scores the model between steps: drop --scores (use --criterion/--data)")

@@ -124,11 +124,10 @@ def iterative_prune(model: nn.Module, data: Any, budget: str = "macs=0.5x", step
         curve.append(pt)
         ui.log(f"cycle {step}: {pt['macs'] / 1e6:.1f} MMAC, top-1 {pt['top1']}")
 
-    kw: dict[str, Any] = {}
-    if granularity is not None:
-        kw["granularity"] = granularity
+    from edgeprune.plan import PlanConfig
+
     sched = iterative(current, budget, preds, rescore=rescore, finetune=finetune, steps=steps, example=example,
-                      decay=decay, on_step=on_step, **kw)
+                      decay=decay, on_step=on_step, config=PlanConfig(granularity=granularity))
     return IterativeResult(sched.model, curve, sched)
 
 

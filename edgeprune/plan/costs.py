@@ -6,6 +6,12 @@ its precision, so each layer gets one table indexed by the *axes* it depends on
 precisions; fixed dimensions are not axes). The solver links each table to the
 one-hot choice variables of its axes.
 
+Every metric comes from the registry (:mod:`edgeprune.budget`): its ``layer_cost``
+prices a layer, its ``reduce`` says sum or max. With several targets the channel
+choice is shared and each target has its own precision per layer: a layer gets
+one table for the first target (every metric) and one per further target (its
+latency only), each over its own precision axis.
+
 Metrics (all linear in the table entries, so every budget is a linear constraint):
 
 - ``lat:<target>``: the layer's marginal share of ``predictor.model_cost`` in the
@@ -16,7 +22,7 @@ Metrics (all linear in the table entries, so every budget is a linear constraint
   ``a * layer_sum + b * unaligned_activations + offset``); :func:`plan` checks the
   chosen plan with ``model_cost`` itself and flags any difference.
 - ``model_bytes``: stored weights as :func:`edgeprune.metrics.model_bytes` counts
-  them: conv/linear weights at the layer's bit-width (fp32 32, fp16 16, int8 8,
+  them, at the first target's precisions: conv/linear weights at the layer's bit-width (fp32 32, fp16 16, int8 8,
   int4 4 bits), every other parameter (biases, norm scales) at 32 bits.
 - ``macs``: :attr:`LayerSignature.macs` summed (as :func:`edgeprune.metrics.count_macs`).
 - ``peak_memory``: a per-layer proxy, batch 1: input plus output activation bytes
@@ -36,42 +42,23 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgeprune.budget import metrics
 from edgeprune.errors import BadInput, EdgepruneError
 from edgeprune.graph import ChannelGraph
 from edgeprune.graph.signature import LayerSignature
+from edgeprune.metrics import (
+    ACT_BYTES,
+    WEIGHT_BITS,
+    activation_bytes,
+    sort_precisions,
+    weight_bytes,
+    weight_count,
+)
+from edgeprune.plan.choices import Choices, unit_of
 
-WEIGHT_BITS = {"fp32": 32, "fp16": 16, "int8": 8, "int4": 4}
-ACT_BYTES = {"fp32": 4.0, "fp16": 2.0, "int8": 1.0, "int4": 1.0}
-_PREC_ORDER = ("fp32", "fp16", "int8", "int4")
-
-
-def sort_precisions(precisions: Sequence[str]) -> list[str]:
-    """Precisions in a stable order, widest first."""
-    return sorted(set(precisions), key=lambda p: _PREC_ORDER.index(p) if p in _PREC_ORDER else 99)
-
-
-# --------------------------------------------------------------------------- per-signature formulas
-
-
-def weight_count(sig: LayerSignature) -> int:
-    """Weights of a conv/linear layer (no bias)."""
-    groups = sig.in_channels if sig.groups == -1 else max(sig.groups, 1)
-    return sig.out_channels * (sig.in_channels // groups) * sig.kernel[0] * sig.kernel[1]
-
-
-def weight_bytes(sig: LayerSignature) -> float:
-    """Stored bytes of the layer's weight tensor at its precision (as metrics.model_bytes counts it)."""
-    return float(weight_count(sig) * WEIGHT_BITS.get(sig.dtype, 32) // 8)
-
-
-def activation_bytes(sig: LayerSignature) -> float:
-    """The peak-memory proxy of one layer: input + output (+ residual operand) activations, batch 1."""
-    ih, iw = sig.in_hw
-    oh, ow = sig.out_hw
-    out = sig.out_channels * oh * ow
-    if "add" in sig.post.split("+"):
-        out *= 2
-    return (sig.in_channels * ih * iw + out) * ACT_BYTES.get(sig.dtype, 4.0)
+__all__ = ["ACT_BYTES", "WEIGHT_BITS", "Factor", "LayerTable", "Problem", "activation_bytes", "build_problem", "evaluate",
+           "group_param_bytes", "quant_proxy", "retained_curve", "safe_cost", "sort_precisions", "top_indices",
+           "weight_bytes", "weight_count"]
 
 
 # --------------------------------------------------------------------------- the problem
@@ -79,11 +66,12 @@ def activation_bytes(sig: LayerSignature) -> float:
 
 @dataclass
 class Factor:
-    """One discrete decision: a group's kept count or a layer's precision."""
+    """One discrete decision: a group's kept count, or a layer's precision on one target."""
 
     kind: str  # "group" or "prec"
     key: str  # group id or layer name
     values: list[Any]
+    target: str | None = None  # the target whose engine a "prec" factor sets
 
 
 @dataclass
@@ -104,17 +92,11 @@ class Problem:
     value: dict[int, np.ndarray]  # factor index -> objective value per choice (to maximise)
     constants: dict[str, float]  # metric -> cost that no choice changes
     constant_value: float  # objective contribution of groups with a single choice
-    limits: dict[str, float]  # metric -> limit (sum metrics) ; "peak_memory" is per layer
+    limits: dict[str, float]  # metric -> limit (sum metrics); a max metric (peak_memory) holds per layer
     metrics: list[str]  # every metric tabulated
     fixed_widths: dict[str, int] = field(default_factory=dict)  # groups with one allowed count
-    fixed_precisions: dict[str, str] = field(default_factory=dict)  # layers with one allowed precision
-
-    def factor_index(self, kind: str, key: str) -> int | None:
-        """Index of the factor for (kind, key), or None."""
-        for i, f in enumerate(self.factors):
-            if f.kind == kind and f.key == key:
-                return i
-        return None
+    fixed_precisions: dict[str, dict[str, str]] = field(default_factory=dict)  # target -> layers with one precision
+    maxed: tuple[str, ...] = ("peak_memory",)  # metrics whose model value is the max over layers
 
 
 # --------------------------------------------------------------------------- objective
@@ -205,11 +187,6 @@ def group_param_bytes(model: nn.Module, graph: ChannelGraph) -> dict[str, float]
     return per
 
 
-def total_param_bytes(model: nn.Module) -> float:
-    """All parameters at 32 bits (the dense model's stored size)."""
-    return float(sum(p.numel() for p in model.parameters()) * 4)
-
-
 def safe_cost(fn: Callable[[LayerSignature], float], sig: LayerSignature) -> float:
     """``fn(sig)``, or inf when the predictor cannot price this configuration (e.g. an unprofiled precision)."""
     try:
@@ -219,168 +196,204 @@ def safe_cost(fn: Callable[[LayerSignature], float], sig: LayerSignature) -> flo
     return v if math.isfinite(v) else math.inf
 
 
-def build_problem(
-    model: nn.Module,
-    graph: ChannelGraph,
-    scores: Mapping[str, Any],
-    counts: Mapping[str, list[int]],
-    precisions: Mapping[str, list[str]],
-    predictors: Mapping[str, Any],
-    limits: Mapping[str, float],
-    penalty: Mapping[str, Mapping[str, float]],
-    group_weights: Mapping[str, float] | None = None,
-) -> Problem:
-    """Tabulate every layer's cost over its axes and every group's retained importance.
+@dataclass
+class _Space:
+    """Factors (variables) of a problem and what is fixed."""
 
-    ``counts[gid]`` are the allowed kept counts of each group in ``graph`` (one
-    entry = fixed), ``precisions[layer]`` the allowed precisions of each layer,
-    ``limits`` the resolved limits keyed by metric (``lat:<target>``,
-    ``model_bytes``, ``macs``, ``peak_memory``), ``penalty[layer][precision]``
-    the bit-width cost subtracted from the objective.
+    factors: list[Factor] = field(default_factory=list)
+    index: dict[tuple[str, str, str | None], int] = field(default_factory=dict)
+    value: dict[int, np.ndarray] = field(default_factory=dict)
+    constant_value: float = 0.0
+    fixed_widths: dict[str, int] = field(default_factory=dict)
+    fixed_prec: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def add(self, factor: Factor, value: np.ndarray) -> None:
+        self.index[(factor.kind, factor.key, factor.target)] = len(self.factors)
+        self.value[len(self.factors)] = value
+        self.factors.append(factor)
+
+    def group(self, gid: str | None) -> int | None:
+        return None if gid is None else self.index.get(("group", gid, None))
+
+
+def _space(graph: ChannelGraph, ch: Choices) -> _Space:
+    """Group factors valued by retained importance, precision factors (one per layer and target) by bit-width cost.
+
+    Each target's engine pays its own bit-width cost (they add up): a plan for one target
+    of several is never worse than the joint plan, and one target's plan is unchanged.
     """
-    group_weights = group_weights or {}
-    factors: list[Factor] = []
-    index: dict[tuple[str, str], int] = {}
-    value: dict[int, np.ndarray] = {}
-    constant_value = 0.0
-    fixed_widths: dict[str, int] = {}
-    sizes = {g.id: g.size for g in graph.groups}
+    sp = _Space()
     for g in graph.groups:
-        c = counts.get(g.id, [g.size])
-        w = float(group_weights.get(g.id, 1.0))
-        curve = retained_curve(scores[g.id], c) * w if g.id in scores else np.ones(len(c)) * w
+        c = ch.counts.get(g.id, [g.size])
+        w = float(ch.weights.get(g.id, 1.0))
+        u = unit_of(g)
+        curve = (retained_curve(ch.blocks[g.id], [k // u for k in c]) if g.id in ch.blocks else np.ones(len(c))) * w
         if len(c) == 1:
-            fixed_widths[g.id] = c[0]
-            constant_value += float(curve[0])
-            continue
-        index[("group", g.id)] = len(factors)
-        value[len(factors)] = curve
-        factors.append(Factor("group", g.id, list(c)))
-    fixed_prec: dict[str, str] = {}
-    for name in graph.layers:
-        ps = precisions.get(name, ["fp32"])
-        pen = np.array([-float(penalty.get(name, {}).get(p, 0.0)) for p in ps])
-        if len(ps) == 1:
-            fixed_prec[name] = ps[0]
-            constant_value += float(pen[0])
-            continue
-        index[("prec", name)] = len(factors)
-        value[len(factors)] = pen
-        factors.append(Factor("prec", name, list(ps)))
+            sp.fixed_widths[g.id] = c[0]
+            sp.constant_value += float(curve[0])
+        else:
+            sp.add(Factor("group", g.id, list(c)), curve)
+    for t, per in ch.precisions.items():
+        for name in graph.layers:
+            ps = per.get(name, ["fp32"])
+            pen = np.array([-float(ch.penalty.get(name, {}).get(p, 0.0)) for p in ps])
+            if len(ps) == 1:
+                sp.fixed_prec.setdefault(t, {})[name] = ps[0]
+                sp.constant_value += float(pen[0])
+            else:
+                sp.add(Factor("prec", name, list(ps), t), pen)
+    return sp
 
-    metrics = [f"lat:{t}" for t in predictors] + ["model_bytes", "macs", "peak_memory"]
-    # a layer's share of the model cost is its marginal contribution to ``model_cost``:
-    # exact for every predictor whose model cost is a constant plus a sum over layers
-    # (layer costs, calibrated as a*sum + b*features + offset, ...)
-    bases = {t: float(p.model_cost({})) for t, p in predictors.items()}
-    fns: dict[str, Callable[[LayerSignature], float]] = {
-        f"lat:{t}": (lambda s, p=p, b=bases[t]: float(p.model_cost({"layer": s})) - b) for t, p in predictors.items()
-    }
-    fns["model_bytes"] = weight_bytes
-    fns["macs"] = lambda s: float(s.macs)
-    fns["peak_memory"] = activation_bytes
-    cache: dict[tuple[str, LayerSignature], float] = {}
 
-    def cost(metric: str, sig: LayerSignature) -> float:
-        key = (metric, sig)
-        v = cache.get(key)
+def _cost_fns(ch: Choices) -> dict[str, Callable[[LayerSignature], float]]:
+    """Per-layer cost of every metric key, from the registry (latency shares from each target's predictor)."""
+    fns: dict[str, Callable[[LayerSignature], float]] = {}
+    for t, p in ch.predictors.items():
+        base = float(p.model_cost({}))
+        # a layer's share of the model cost is its marginal contribution to ``model_cost``: exact for every
+        # predictor whose model cost is a constant plus a sum over layers (calibrated a*sum + b*features + offset)
+        fns[f"lat:{t}"] = lambda s, p=p, base=base: float(p.model_cost({"layer": s})) - base
+    for m in metrics().values():
+        if not m.per_target:
+            fns[m.name] = lambda s, m=m: m.layer_cost(s)
+    return fns
+
+
+class _Priced:
+    """Cached ``safe_cost`` per (metric key, signature)."""
+
+    def __init__(self, fns: Mapping[str, Callable[[LayerSignature], float]]) -> None:
+        self.fns, self.cache = fns, {}
+
+    def __call__(self, key: str, sig: LayerSignature) -> float:
+        v = self.cache.get((key, sig))
         if v is None:
-            v = safe_cost(fns[metric], sig)
-            cache[key] = v
+            v = self.cache[(key, sig)] = safe_cost(self.fns[key], sig)
         return v
 
-    # constants: predictor offsets, biases/norms of fixed groups, other parameters
-    dense_sigs = graph.signatures()
-    constants: dict[str, float] = {m: 0.0 for m in metrics}
-    for t, p in predictors.items():
-        layer_sum = sum(cost(f"lat:{t}", s) for s in dense_sigs.values())
-        # the base term plus whatever is not additive at the dense point (zero for additive predictors)
-        constants[f"lat:{t}"] = float(p.model_cost(dense_sigs)) - layer_sum
-    per_channel = group_param_bytes(model, graph)
-    dense_bytes = total_param_bytes(model)
-    variable_dense = sum(weight_bytes(s) for s in dense_sigs.values()) + sum(per_channel[g] * sizes[g] for g in per_channel)
-    constants["model_bytes"] = dense_bytes - variable_dense
-    for gid, k in fixed_widths.items():
-        constants["model_bytes"] += per_channel.get(gid, 0.0) * k
-    tables: list[LayerTable] = []
-    # per-channel parameter bytes of variable groups ride on a pseudo-layer with that group as its only axis
-    for gid in sizes:
-        fi = index.get(("group", gid))
-        if fi is not None and per_channel.get(gid, 0.0):
-            arr = {m: np.zeros(len(factors[fi].values)) for m in metrics}
-            arr["model_bytes"] = np.array([per_channel[gid] * k for k in factors[fi].values], dtype=np.float64)
-            tables.append(LayerTable(f"<params of {gid}>", [fi], arr))
 
+def _constants(model: nn.Module, graph: ChannelGraph, ch: Choices, sp: _Space, cost: _Priced,
+               keys: list[str]) -> dict[str, float]:
+    """Costs no choice changes: predictor offsets, biases/norms of fixed groups, parameters outside conv/linear."""
+    from edgeprune.metrics import model_bytes
+
+    constants = {m: 0.0 for m in keys}
+    for t, p in ch.predictors.items():
+        dense_t = graph.signatures({}, ch.dense_dtypes(t))
+        layer_sum = sum(cost(f"lat:{t}", s) for s in dense_t.values())
+        # the base term plus whatever is not additive at the dense point (zero for additive predictors)
+        constants[f"lat:{t}"] = float(p.model_cost(dense_t)) - layer_sum
+    if "model_bytes" in constants:
+        per_channel = group_param_bytes(model, graph)
+        sizes = {g.id: g.size for g in graph.groups}
+        dense_sigs = graph.signatures()
+        variable = sum(weight_bytes(s) for s in dense_sigs.values()) + sum(per_channel[g] * sizes[g] for g in per_channel)
+        constants["model_bytes"] = float(model_bytes(model)) - variable
+        constants["model_bytes"] += sum(per_channel.get(gid, 0.0) * k for gid, k in sp.fixed_widths.items())
+    return constants
+
+
+def _param_tables(model: nn.Module, graph: ChannelGraph, sp: _Space, keys: list[str]) -> list[LayerTable]:
+    """Per-channel parameter bytes of variable groups, on a pseudo-layer with that group as its only axis."""
+    if "model_bytes" not in keys:
+        return []
+    per_channel = group_param_bytes(model, graph)
+    tables = []
+    for g in graph.groups:
+        fi = sp.group(g.id)
+        if fi is not None and per_channel.get(g.id, 0.0):
+            arr = {m: np.zeros(len(sp.factors[fi].values)) for m in keys}
+            arr["model_bytes"] = np.array([per_channel[g.id] * k for k in sp.factors[fi].values], dtype=np.float64)
+            tables.append(LayerTable(f"<params of {g.id}>", [fi], arr))
+    return tables
+
+
+def _axes(name: str, info: Any, sp: _Space, target: str) -> tuple[list[int], list[str]]:
+    """The factors a layer's cost on ``target`` depends on, and the role of each (in, out, inout, prec)."""
+    axes: list[int] = []
+    roles: list[str] = []
+    gin, gout = sp.group(info.in_group), sp.group(info.out_group)
+    if gin is not None and info.in_group == info.out_group:
+        axes, roles = [gin], ["inout"]
+    else:
+        for fi, role in ((gin, "in"), (gout, "out")):
+            if fi is not None:
+                axes.append(fi)
+                roles.append(role)
+    fp = sp.index.get(("prec", name, target))
+    if fp is not None:
+        axes.append(fp)
+        roles.append("prec")
+    return axes, roles
+
+
+def _layer_table(name: str, info: Any, sp: _Space, target: str, cost: _Priced, keys: list[str],
+                 priced: list[str], constants: dict[str, float], maxed: Sequence[str]) -> LayerTable:
+    """One layer's table on ``target`` over its axes; ``priced`` metrics get costs, the other ``keys`` zeros."""
+    sig = info.signature
+    axes, roles = _axes(name, info, sp, target)
+    base_in = sp.fixed_widths.get(info.in_group, sig.in_channels) if info.in_group is not None else sig.in_channels
+    base_out = sp.fixed_widths.get(info.out_group, sig.out_channels) if info.out_group is not None else sig.out_channels
+    base_prec = sp.fixed_prec.get(target, {}).get(name, sig.dtype)
+    shape = [len(sp.factors[a].values) for a in axes]
+    arrays = {m: np.zeros(shape, dtype=np.float64) for m in keys}
+    for combo in itertools.product(*[range(n) for n in shape]):
+        cin, cout, prec = base_in, base_out, base_prec
+        for a, role, i in zip(axes, roles, combo):
+            v = sp.factors[a].values[i]
+            if role in ("in", "inout"):
+                cin = v
+            if role in ("out", "inout"):
+                cout = v
+            if role == "prec":
+                prec = v
+        s = sig.with_channels(cin, cout, prec)
+        for m in priced:
+            arrays[m][combo] = cost(m, s)
+    if not axes:
+        for m in priced:
+            if m not in maxed:  # a fixed layer still bounds a max metric: it stays as a 0-axis table
+                constants[m] += float(arrays[m][()])
+        return LayerTable(name, [], {m: (arrays[m] if m in maxed else np.zeros(())) for m in keys})
+    if len(roles) >= 2 and roles[0] == "in" and roles[1] == "out" and axes[0] > axes[1]:
+        # group axes in factor order, so layers coupling the same two groups share one pair table
+        axes[0], axes[1] = axes[1], axes[0]
+        arrays = {m: np.swapaxes(a, 0, 1) for m, a in arrays.items()}
+    return LayerTable(name, axes, arrays)
+
+
+def build_problem(model: nn.Module, graph: ChannelGraph, choices: Choices, limits: Mapping[str, float]) -> Problem:
+    """Tabulate every layer's cost over its axes and every group's retained importance.
+
+    ``choices`` (:func:`edgeprune.plan.choices.build_choices`) says what may be chosen;
+    ``limits`` are the resolved limits keyed by metric (``lat:<target>``,
+    ``model_bytes``, ``macs``, ``peak_memory``; :meth:`edgeprune.budget.Limits.limited`).
+    """
+    sp = _space(graph, choices)
+    model_keys = [m.name for m in metrics().values() if not m.per_target]
+    keys = [f"lat:{t}" for t in choices.predictors] + model_keys
+    maxed = tuple(m.name for m in metrics().values() if m.reduce == "max")
+    cost = _Priced(_cost_fns(choices))
+    constants = _constants(model, graph, choices, sp, cost, keys)
+    tables = _param_tables(model, graph, sp, keys)
     for name, info in graph.layers.items():
-        sig = info.signature
-        axes: list[int] = []
-        roles: list[str] = []  # "in", "out", "inout", "prec"
-        gin, gout = info.in_group, info.out_group
-        if gin is not None and gin == gout and ("group", gin) in index:
-            axes.append(index[("group", gin)])
-            roles.append("inout")
-        else:
-            if gin is not None and ("group", gin) in index:
-                axes.append(index[("group", gin)])
-                roles.append("in")
-            if gout is not None and ("group", gout) in index:
-                axes.append(index[("group", gout)])
-                roles.append("out")
-        if ("prec", name) in index:
-            axes.append(index[("prec", name)])
-            roles.append("prec")
-        base_in = fixed_widths.get(gin, sig.in_channels) if gin is not None else sig.in_channels
-        base_out = fixed_widths.get(gout, sig.out_channels) if gout is not None else sig.out_channels
-        base_prec = fixed_prec.get(name, sig.dtype)
-        shape = [len(factors[a].values) for a in axes]
-        arrays = {m: np.zeros(shape, dtype=np.float64) for m in metrics}
-        for combo in itertools.product(*[range(n) for n in shape]):
-            cin, cout, prec = base_in, base_out, base_prec
-            for a, role, i in zip(axes, roles, combo):
-                v = factors[a].values[i]
-                if role == "in":
-                    cin = v
-                elif role == "out":
-                    cout = v
-                elif role == "inout":
-                    cin = cout = v
-                else:
-                    prec = v
-            s = sig.with_channels(cin, cout, prec)
-            for m in metrics:
-                arrays[m][combo] = cost(m, s)
-        if not axes:
-            for m in metrics:
-                v = float(arrays[m][()])
-                if m == "peak_memory":
-                    # a fixed layer still bounds peak memory: keep it as a 0-axis table
-                    continue
-                constants[m] += v
-            tables.append(LayerTable(name, [], {m: (arrays[m] if m == "peak_memory" else np.zeros(())) for m in metrics}))
-            continue
-        if len(roles) >= 2 and roles[0] == "in" and roles[1] == "out" and axes[0] > axes[1]:
-            # group axes in factor order, so layers coupling the same two groups share one pair table
-            axes[0], axes[1] = axes[1], axes[0]
-            arrays = {m: np.swapaxes(a, 0, 1) for m, a in arrays.items()}
-        tables.append(LayerTable(name, axes, arrays))
+        for t in choices.predictors:
+            priced = [f"lat:{t}"] + (model_keys if t == choices.primary else [])
+            tables.append(_layer_table(name, info, sp, t, cost, keys, priced, constants, maxed))
     for m, v in constants.items():
         if not math.isfinite(v):
             raise BadInput(f"the predictor for {m.removeprefix('lat:')} cannot price a layer that no choice changes")
-    return Problem(factors, tables, value, constants, constant_value, dict(limits), metrics, fixed_widths, fixed_prec)
+    return Problem(sp.factors, tables, sp.value, constants, sp.constant_value, dict(limits), keys, sp.fixed_widths,
+                   sp.fixed_prec, maxed)
 
 
 def evaluate(problem: Problem, choice: Mapping[int, int]) -> tuple[float, dict[str, float]]:
-    """(objective, {metric: total}) of one assignment ``{factor index: value index}`` (peak_memory = max)."""
+    """(objective, {metric: total}) of one assignment ``{factor index: value index}`` (max metrics: the max)."""
     obj = problem.constant_value + sum(float(problem.value[f][i]) for f, i in choice.items())
-    totals = {m: problem.constants[m] for m in problem.metrics if m != "peak_memory"}
-    peak = 0.0
+    totals = {m: (0.0 if m in problem.maxed else problem.constants[m]) for m in problem.metrics}
     for t in problem.layers:
         idx = tuple(choice[a] for a in t.axes)
         for m in problem.metrics:
             v = float(t.costs[m][idx])
-            if m == "peak_memory":
-                peak = max(peak, v)
-            else:
-                totals[m] += v
-    totals["peak_memory"] = peak
+            totals[m] = max(totals[m], v) if m in problem.maxed else totals[m] + v
     return obj, totals

@@ -197,9 +197,9 @@ class _Model:
                 np.add.at(row, cols, vals)
         return row
 
-    def fixed_peak(self) -> float:
-        """Largest peak-memory proxy among layers no choice changes."""
-        vals = [float(t.costs["peak_memory"]) for t in self.p.layers if not t.axes and t.costs["peak_memory"].shape == ()]
+    def fixed_peak(self, metric: str = "peak_memory") -> float:
+        """Largest value of a max metric (peak memory) among layers no choice changes."""
+        vals = [float(t.costs[metric]) for t in self.p.layers if not t.axes and t.costs[metric].shape == ()]
         return max(vals, default=0.0)
 
     def decode(self, x: np.ndarray) -> dict[int, int]:
@@ -233,7 +233,7 @@ def _quiet_stdout() -> Iterator[None]:
 def _budget_rows(m: _Model, metrics: dict[str, float]) -> tuple[list[sparse.csr_matrix], list[np.ndarray]]:
     mats, ubs = [], []
     for metric, limit in metrics.items():
-        if metric == "peak_memory":
+        if metric in m.p.maxed:
             rows, cols, vals = [], [], []
             r = 0
             for ti, t in enumerate(m.p.layers):
@@ -280,8 +280,10 @@ def solve(problem: Problem, time_limit: float = 10.0) -> Solution:
     t0, c0 = time.perf_counter(), time.process_time()
     m = _Model(problem)
     limits = dict(problem.limits)
-    if "peak_memory" in limits and m.fixed_peak() > limits["peak_memory"] * (1 + 1e-12):
-        return Solution(None, None, "infeasible", time.perf_counter() - t0, None, m.n, m.n_eq, "a fixed layer exceeds the peak memory")
+    for metric in problem.maxed:
+        if metric in limits and m.fixed_peak(metric) > limits[metric] * (1 + 1e-12):
+            return Solution(None, None, "infeasible", time.perf_counter() - t0, None, m.n, m.n_eq,
+                            f"a fixed layer exceeds the {metric} limit")
     mats, ubs = _budget_rows(m, limits)
     res, rows = _run(m, m.c, mats, ubs, time_limit)
     wall = time.perf_counter() - t0
@@ -301,7 +303,7 @@ def solve(problem: Problem, time_limit: float = 10.0) -> Solution:
 def minimum(problem: Problem, metric: str, time_limit: float = 10.0) -> float:
     """The smallest reachable value of ``metric`` over all choices, ignoring every limit (for error messages)."""
     m = _Model(problem)
-    if metric == "peak_memory":
+    if metric in problem.maxed:
         # minimise t with every layer's peak <= t
         n = m.n + 1
         c = np.zeros(n)
@@ -325,7 +327,7 @@ def minimum(problem: Problem, metric: str, time_limit: float = 10.0) -> float:
             res = milp(c, integrality=np.append(m.integrality, 0), bounds=Bounds(np.zeros(n), np.append(m.ub, np.inf)),
                        constraints=cons, options={"time_limit": float(time_limit), "disp": False})
         best = float(res.fun) if res.x is not None else math.inf
-        return max(best, m.fixed_peak())
+        return max(best, m.fixed_peak(metric))
     row = m.metric_row(metric)
     res, _ = _run(m, row, [], [], time_limit)
     if res.x is None:

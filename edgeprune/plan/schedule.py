@@ -6,8 +6,8 @@ removes the channels and optionally fine-tunes briefly. Re-scoring and
 fine-tuning are callables, so this module does not depend on
 ``edgeprune.importance`` or ``edgeprune.recover``.
 
-Step budgets: every limit is first resolved to an absolute value against the
-*original* dense model; step ``t`` of ``n`` uses
+Step limits: the budget is resolved once (:meth:`edgeprune.budget.Budget.resolve`)
+against the *original* dense model; step ``t`` of ``n`` uses
 ``dense * (limit / dense) ** (t / n)`` (geometric, the default: each step removes
 the same fraction) or ``dense + (limit - dense) * t / n`` (linear, NetAdapt's
 constant resource reduction). The last step is exactly the final budget.
@@ -21,8 +21,9 @@ from typing import Any
 
 from torch import nn
 
-from edgeprune.config import Budget, Limit
+from edgeprune.budget import Budget, Limits
 from edgeprune.errors import BadInput
+from edgeprune.plan.config import PlanConfig
 from edgeprune.plan.plan import Plan, apply, plan
 
 Rescore = Callable[[nn.Module], Mapping[str, Any]]
@@ -35,7 +36,7 @@ class ScheduleResult:
 
     model: nn.Module
     plans: list[Plan]
-    budgets: list[Budget]
+    limits: list[Limits]  # each step's absolute limits
     original_indices: dict[str, list[int]] = field(default_factory=dict)  # kept channels in the original numbering
 
     @property
@@ -56,122 +57,74 @@ class ScheduleResult:
         return p
 
 
-def _dense_predicted(model: nn.Module, predictors: Mapping[Any, Any], example: Any) -> dict[str, float]:
-    from edgeprune.graph import channel_groups
-    from edgeprune.plan.plan import _normalise_predictors
-
-    preds, _ = _normalise_predictors(predictors)
-    sigs = channel_groups(model, example).signatures()
-    return {t: float(p.model_cost(sigs)) for t, p in preds.items()}
-
-
-def step_budgets(budget: Budget | str, steps: int, dense: Mapping[str, float], *, units: Mapping[str, str] | None = None,
-                 decay: str = "geometric") -> list[Budget]:
-    """Absolute per-step budgets ending at ``budget``.
-
-    ``dense`` holds the original model's value of every limited cost: a target
-    name per latency limit (in that target's unit, ``units[target]``, default ms)
-    and ``model_bytes`` / ``peak_memory`` / ``macs``. Limits in another unit than
-    the dense value (e.g. ms against cycles) are left fixed at every step.
-    """
-    if isinstance(budget, str):
-        budget = Budget.parse(budget)
+def step_limits(limits: Limits, steps: int, decay: str = "geometric") -> list[Limits]:
+    """Absolute per-step limits ending at ``limits`` (resolved once against the original dense model)."""
     if steps < 1:
         raise BadInput(f"steps must be >= 1, got {steps}")
     if decay not in ("geometric", "linear"):
         raise BadInput(f"unknown decay {decay!r} (geometric or linear)")
-    units = units or {}
+    return [limits.step(t, steps, decay) for t in range(1, steps + 1)]
 
-    def at(lim: Limit, d: float | None, unit: str, t: int) -> Limit:
-        final = lim.resolve(d) if (lim.is_ratio and d is not None) else lim.value
-        final_unit = unit if lim.is_ratio else lim.unit
-        if d is None or final_unit != unit or d <= 0:
-            return Limit(final, final_unit)
-        frac = t / steps
-        if final >= d:
-            v = final
-        elif decay == "geometric":
-            v = d * (final / d) ** frac
-        else:
-            v = d + (final - d) * frac
-        return Limit(v, final_unit)
 
-    out = []
-    for t in range(1, steps + 1):
-        lat = {}
-        names = [n for n in dense if n not in ("model_bytes", "peak_memory", "macs")]
-        for name in names:
-            lim = budget.latency_for(name)
-            if lim is not None:
-                lat[name] = at(lim, dense[name], units.get(name, "ms"), t)
-        if "*" in budget.latency and not names:
-            lat["*"] = budget.latency["*"]
-        for name, lim in budget.latency.items():
-            if name != "*" and name not in lat:
-                lat[name] = lim
-        kw = {}
-        for m, unit in (("model_bytes", "bytes"), ("peak_memory", "bytes"), ("macs", "count")):
-            lim = getattr(budget, m)
-            if lim is not None:
-                kw[m] = at(lim, dense.get(m), unit, t)
-        out.append(Budget(latency=lat, granularity=budget.granularity, **kw))
-    return out
+def _resolve(model: nn.Module, budget: Budget | str, predictors: Mapping[Any, Any], example: Any,
+             plan_kw: Mapping[str, Any]) -> Limits:
+    from edgeprune.graph import channel_groups
+    from edgeprune.plan.choices import build_choices
+    from edgeprune.plan.plan import resolve_limits
+
+    if isinstance(budget, str):
+        budget = Budget.parse(budget)
+    graph = channel_groups(model, example)
+    cfg = plan_kw.get("config") or PlanConfig()
+    choices = build_choices(model, graph, None, budget, predictors, plan_kw.get("targets"), cfg)
+    return resolve_limits(budget, model, graph, choices, plan_kw.get("dense_costs"))
 
 
 def one_shot(model: nn.Module, scores: Mapping[str, Any] | Rescore, budget: Budget | str, predictors: Mapping[Any, Any], *,
              example: Any = None, finetune: Finetune | None = None, **plan_kw: Any) -> ScheduleResult:
-    """Plan once, remove the channels, then fine-tune once (``finetune(model, 0)``) when given."""
+    """Plan once, remove the channels, then fine-tune once (``finetune(model, 0)``) when given.
+
+    ``plan_kw``: :func:`edgeprune.plan.plan`'s keywords (``config``, ``targets``, ``dense_costs``, ``graph``).
+    """
     if callable(scores):
         scores = scores(model)
-    p = plan(model, scores, budget, predictors, example=example, **plan_kw)
+    if example is None:
+        from edgeprune.graph import example_input
+
+        example = example_input(model)
+    limits = _resolve(model, budget, predictors, example, plan_kw)
+    kw = {k: v for k, v in plan_kw.items() if k != "dense_costs"}
+    p = plan(model, scores, limits, predictors, example=example, **kw)
     small = apply(model, p, example)
     if finetune is not None:
         small = _keep_precisions(finetune(small, 0), small)
-    return ScheduleResult(small, [p], [budget if isinstance(budget, Budget) else Budget.parse(budget)],
-                          {gid: list(g.indices) for gid, g in p.groups.items()})
+    return ScheduleResult(small, [p], [limits], {gid: list(g.indices) for gid, g in p.groups.items()})
 
 
 def iterative(model: nn.Module, budget: Budget | str, predictors: Mapping[Any, Any], *, rescore: Rescore,
               finetune: Finetune | None = None, steps: int = 4, example: Any = None, decay: str = "geometric",
-              dense_costs: Mapping[str, float] | None = None, on_step: Callable[[int, Plan, nn.Module], None] | None = None,
-              **plan_kw: Any) -> ScheduleResult:
+              on_step: Callable[[int, Plan, nn.Module], None] | None = None, **plan_kw: Any) -> ScheduleResult:
     """NetAdapt/HALP-style: ``steps`` x (re-score, plan a tighter budget, remove channels, short fine-tune).
 
+    The budget is resolved once against the original model (``plan_kw["dense_costs"]``:
+    measured dense costs per target); step ``t`` plans for :meth:`Limits.step`.
     ``rescore(model) -> {group: scores}`` runs on the current model before each
-    step; ``finetune(model, step) -> model`` after each step but the last is
-    expected to be short (the caller fine-tunes the final model properly), and
-    runs after the last step too when given. ``on_step(step, plan, model)`` is
-    a progress hook.
+    step; ``finetune(model, step) -> model`` after each step (the last included)
+    when given. ``on_step(step, plan, model)`` is a progress hook.
     """
-    from edgeprune.graph import example_input
-    from edgeprune.plan import costs as C
-    from edgeprune.plan.plan import _normalise_predictors
+    from edgeprune.graph import channel_groups, example_input
 
-    if isinstance(budget, str):
-        budget = Budget.parse(budget)
     if example is None:
         example = example_input(model)
-    preds, _ = _normalise_predictors(predictors)
-    dense: dict[str, float] = dict(_dense_predicted(model, preds, example))
-    if dense_costs:
-        dense.update({k: float(v) for k, v in dense_costs.items()})
-    from edgeprune.graph import channel_groups
-
-    graph0 = channel_groups(model, example)
-    sigs = graph0.signatures()
-    dense["model_bytes"] = C.total_param_bytes(model)
-    dense["macs"] = float(sum(s.macs for s in sigs.values()))
-    dense["peak_memory"] = max((C.activation_bytes(s) for s in sigs.values()), default=0.0)
-    units = {t: getattr(p, "unit", "ms") for t, p in preds.items()}
-    budgets = step_budgets(budget, steps, dense, units=units, decay=decay)
-    original = {g.id: list(range(g.size)) for g in graph0.groups}
+    limits = _resolve(model, budget, predictors, example, plan_kw)
+    stepped = step_limits(limits, steps, decay)
+    original = {g.id: list(range(g.size)) for g in channel_groups(model, example).groups}
     plans: list[Plan] = []
     current = model
-    kw = dict(plan_kw)
-    kw.pop("dense_costs", None)
-    for t, b in enumerate(budgets, start=1):
+    kw = {k: v for k, v in plan_kw.items() if k not in ("dense_costs", "graph")}
+    for t, lim in enumerate(stepped, start=1):
         scores = rescore(current)
-        p = plan(current, scores, b, preds, example=example, **kw)
+        p = plan(current, scores, lim, predictors, example=example, **kw)
         plans.append(p)
         for gid, g in p.groups.items():
             if gid in original:
@@ -181,7 +134,7 @@ def iterative(model: nn.Module, budget: Budget | str, predictors: Mapping[Any, A
             current = _keep_precisions(finetune(current, t), current)
         if on_step is not None:
             on_step(t, p, current)
-    return ScheduleResult(current, plans, budgets, original)
+    return ScheduleResult(current, plans, stepped, original)
 
 
 def _keep_precisions(new: nn.Module, old: nn.Module) -> nn.Module:
@@ -190,4 +143,4 @@ def _keep_precisions(new: nn.Module, old: nn.Module) -> nn.Module:
     return new
 
 
-__all__ = ["ScheduleResult", "iterative", "one_shot", "step_budgets"]
+__all__ = ["ScheduleResult", "iterative", "one_shot", "step_limits"]
