@@ -33,6 +33,74 @@ def machine_info() -> dict[str, Any]:
             "python": platform.python_version()}
 
 
+ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx_vnni",
+             "amx_tile", "amx_int8", "amx_bf16", "asimd", "asimddp", "sve")
+"""CPU features that change which kernels a runtime picks (x86 and Arm names as /proc/cpuinfo spells them)."""
+
+
+def isa_flags() -> list[str]:
+    """The :data:`ISA_FLAGS` this CPU reports, in that order."""
+    words = set()
+    for line in _cpuinfo().splitlines():
+        if line.lower().startswith(("flags", "features")):
+            words.update(line.split(":", 1)[1].split())
+    return [f for f in ISA_FLAGS if f in words]
+
+
+def isa_family(flags: Sequence[str]) -> str:
+    """A coarse kernel family from ISA flags: two machines of one family run the same kernels, at other speeds."""
+    have = set(flags)
+    if {"amx_int8", "amx_tile"} <= have:
+        return "x86-amx"
+    if "avx512_vnni" in have:
+        return "x86-avx512vnni"
+    if "avx512f" in have:
+        return "x86-avx512"
+    if "avx2" in have:
+        return "x86-avx2"
+    if "asimddp" in have:
+        return "arm-dotprod"
+    if "asimd" in have:
+        return "arm-neon"
+    return platform.machine() or "unknown"
+
+
+def device_fingerprint(target: Any) -> dict[str, Any]:
+    """What a latency measurement on ``target`` depends on: CPU model, ISA flags, cores, threads, runtime + version.
+
+    Recorded in every profile / device model; :func:`fingerprint_mismatch` compares two. For a remote target
+    (``rpc://``) the CPU fields describe this host, not the board, and ``host`` names the board's key.
+    """
+    from edgeprune.backends import get_backend
+
+    backend = get_backend(target.backend)
+    flags = isa_flags()
+    return {
+        "target": target.name,
+        "backend": target.backend,
+        "host": target.host,
+        "cpu": cpu_model(),
+        "isa": flags,
+        "isa_family": isa_family(flags),
+        "cores": os.cpu_count(),
+        "threads": target.threads,
+        "runtime": {p: v for p, v in versions(backend.packages).items()},
+    }
+
+
+def fingerprint_mismatch(stored: dict[str, Any], here: dict[str, Any]) -> list[str]:
+    """The fields on which two fingerprints differ, each as ``"field: stored -> here"`` (empty when they match).
+
+    ``cores`` and ``isa_family`` are recorded, not compared: ``threads`` fixes the work, and the family is what
+    ``--recalibrate`` checks before it keeps a kernel model measured on another CPU of the same family.
+    """
+    out = []
+    for key in ("target", "backend", "host", "cpu", "isa", "threads", "runtime"):
+        if key in stored and stored.get(key) != here.get(key):
+            out.append(f"{key}: {stored.get(key)} -> {here.get(key)}")
+    return out
+
+
 def figure_packages() -> tuple[str, ...]:
     """:data:`FIGURE_PACKAGES` plus each backend's runtime packages (``Backend.packages``)."""
     from edgeprune.backends import backend_names, get_backend

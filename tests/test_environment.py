@@ -1,0 +1,27 @@
+"""Device fingerprints: what a profile was measured on, and how two of them differ."""
+from __future__ import annotations
+
+from edgeprune.config import get_target
+from edgeprune.environment import device_fingerprint, fingerprint_mismatch, isa_family
+
+
+def test_fingerprint_names_the_device_and_runtime():
+    fp = device_fingerprint(get_target("cpu-ort"))
+    assert fp["backend"] == "ort" and fp["threads"] == 1 and fp["cpu"]
+    assert "onnxruntime" in fp["runtime"]
+    assert fingerprint_mismatch(fp, dict(fp)) == []
+
+
+def test_fingerprint_mismatch_lists_each_field():
+    fp = device_fingerprint(get_target("cpu-ort"))
+    other = dict(fp, cpu="Some Other CPU", threads=2, runtime={"onnxruntime": "0.1"})
+    diff = fingerprint_mismatch(other, fp)
+    assert [d.split(":")[0] for d in diff] == ["cpu", "threads", "runtime"]
+    assert "Some Other CPU -> " in diff[0]
+
+
+def test_isa_family():
+    assert isa_family(["avx2", "avx512f", "avx512_vnni"]) == "x86-avx512vnni"
+    assert isa_family(["avx", "avx2"]) == "x86-avx2"
+    assert isa_family(["avx512f", "amx_tile", "amx_int8"]) == "x86-amx"
+    assert isa_family(["asimd", "asimddp"]) == "arm-dotprod"
