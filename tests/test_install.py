@@ -127,7 +127,8 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path) -> None:
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env_dir)
     py = env_dir / "bin" / "python"
-    _run([sys.executable, "-m", "pip", "--python", py, "install", "--no-deps", "--no-index", "-q", wheel])
+    clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # else pip finds the checkout's edgeprune
+    _run([sys.executable, "-m", "pip", "--python", py, "install", "--no-deps", "--no-index", "-q", wheel], env=clean)
     # ... then this interpreter's packages made visible (torch and the rest are not downloaded again); plain
     # paths, so the project venv's editable edgeprune (a .pth hook there) is not loaded
     own_site = _run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip()
