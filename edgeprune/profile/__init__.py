@@ -24,6 +24,7 @@ from edgeprune.profile.profiler import (
     aligned_grid,
     audit_configs,
     layer_points,
+    local_profile,
     make_grid,
     measure_configs,
     measure_engines,
@@ -31,9 +32,12 @@ from edgeprune.profile.profiler import (
     profile,
     random_widths,
     refit,
+    resume_profile,
     run_audit,
+    stored_example,
     unaligned_grid,
 )
+from edgeprune.profile.device import ForeignProfile, check_device, stored_fingerprint
 from edgeprune.profile.timing import (
     ModelProtocol,
     Timing,
@@ -59,6 +63,7 @@ __all__ = [
     "interleaved",
     "interleaved_rounds",
     "layer_points",
+    "local_profile",
     "load_profile",
     "make_grid",
     "measure",
@@ -68,6 +73,11 @@ __all__ = [
     "profile",
     "random_widths",
     "refit",
+    "resume_profile",
     "run_audit",
+    "stored_example",
+    "stored_fingerprint",
+    "check_device",
+    "ForeignProfile",
     "unaligned_grid",
 ]
