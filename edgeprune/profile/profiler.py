@@ -34,7 +34,9 @@ from edgeprune.profile.timing import (
     Timing,
     TimingProtocol,
     boosted_priority,
+    fixed_threads,
     interleaved_rounds,
+    pinned,
     spread,
 )
 
@@ -304,8 +306,9 @@ def measure_engines(
                 per[n].append(t.median)
                 out[n] = t
         return {n: Timing(float(sorted(v)[len(v) // 2]), out[n].p10, out[n].p90, out[n].count, out[n].unit) for n, v in per.items()}, per
-    steps = max(1, protocol.passes) * protocol.rounds * len(runners)
-    with ui.progress(desc, total=steps) as bar, boosted_priority(protocol.nice):
+    steps = max(protocol.passes, protocol.max_passes) * protocol.rounds * len(runners)
+    with ui.progress(desc, total=steps) as bar, boosted_priority(protocol.nice), pinned(protocol.pin), \
+            fixed_threads(protocol.threads):
         return interleaved_rounds(runners, protocol, on_step=bar.advance)
 
 
@@ -554,8 +557,10 @@ def profile(
     last_save = time.perf_counter()
     t_layers = time.perf_counter()
     try:
-        with ui.progress("layer tables", total=len(todo)) as bar, boosted_priority(mprotocol.nice) as prio:
+        with ui.progress("layer tables", total=len(todo)) as bar, boosted_priority(mprotocol.nice) as prio, \
+                pinned(mprotocol.pin) as pin, fixed_threads(mprotocol.threads):
             doc["machine"]["priority"] = prio
+            doc["machine"]["affinity"] = pin
             for i, sig in enumerate(todo):
                 if _on_record is not None:
                     _on_record(i)
