@@ -34,8 +34,8 @@ class FakeClock:
 
 
 def _proto(**kw) -> ModelProtocol:
-    base = dict(warmup=0, rounds=3, runs_per_round=2, passes=2, max_passes=6, ci_target=0.01, bootstrap=200,
-                max_seconds=1e9, nice=0)
+    base = {"warmup": 0, "rounds": 3, "runs_per_round": 2, "passes": 2, "max_passes": 6, "ci_target": 0.01, "bootstrap": 200,
+                "max_seconds": 1e9, "nice": 0}
     base.update(kw)
     return ModelProtocol(**base)
 

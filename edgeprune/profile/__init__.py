@@ -10,6 +10,7 @@ Heavy packages (onnxruntime, torch) are imported inside the functions that need 
 """
 from __future__ import annotations
 
+from edgeprune.profile.device import ForeignProfile, check_device, stored_fingerprint
 from edgeprune.profile.lut import (
     SCHEMA,
     SCHEMA_VERSION,
@@ -37,7 +38,6 @@ from edgeprune.profile.profiler import (
     stored_example,
     unaligned_grid,
 )
-from edgeprune.profile.device import ForeignProfile, check_device, stored_fingerprint
 from edgeprune.profile.timing import (
     ModelProtocol,
     Timing,
@@ -51,6 +51,7 @@ __all__ = [
     "LAYER_PROTOCOL",
     "SCHEMA",
     "SCHEMA_VERSION",
+    "ForeignProfile",
     "ModelProtocol",
     "Predictor",
     "Profile",
@@ -58,13 +59,14 @@ __all__ = [
     "TimingProtocol",
     "aligned_grid",
     "audit_configs",
+    "check_device",
     "default_profile_path",
     "find_profile",
     "interleaved",
     "interleaved_rounds",
     "layer_points",
-    "local_profile",
     "load_profile",
+    "local_profile",
     "make_grid",
     "measure",
     "measure_configs",
@@ -77,7 +79,5 @@ __all__ = [
     "run_audit",
     "stored_example",
     "stored_fingerprint",
-    "check_device",
-    "ForeignProfile",
     "unaligned_grid",
 ]

@@ -116,6 +116,6 @@ def same_isa_family(doc: Mapping[str, Any], here: Mapping[str, Any]) -> bool:
         import re
 
         cpu = str(stored.get("cpu", ""))
-        old = "x86" if re.search(r"intel|amd|xeon|epyc|ryzen|core\(tm\)", cpu, re.I) else None
+        old = "x86" if re.search(r"intel|amd|xeon|epyc|ryzen|core\(tm\)", cpu, re.IGNORECASE) else None
         return old is not None and str(here.get("isa_family", "")).startswith(old)
     return fam == here.get("isa_family")
