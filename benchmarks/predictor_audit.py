@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
 
     path = Path(args.profile) if args.profile else (find_profile(args.target, args.model)
                                                     or default_profile_path(args.target, args.model))
-    prof = load_profile(path, target=args.target)
+    # reading the stored audit needs no device check; measuring a fresh one here does
+    prof = load_profile(path, target=args.target, allow_foreign=None if args.fresh else True)
     audit = prof.audit
     if args.fresh or audit is None:
         import torch

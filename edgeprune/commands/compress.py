@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import re
 
-from edgeprune.commands.profile import add_profiles_option
+from edgeprune.commands.profile import add_foreign_option, add_profiles_option
 from edgeprune.errors import BadInput, BudgetMissed, VerificationFailed
 from edgeprune.ui import UI
 
@@ -68,6 +68,7 @@ def add_compress_options(p: argparse.ArgumentParser, default_budget: str = "late
     p.add_argument("--out", default=None, help="output folder (default build/<model>-<target>)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoints in --out")
     add_profiles_option(p)
+    add_foreign_option(p)
 
 
 def config_from_args(args: argparse.Namespace):
@@ -88,6 +89,12 @@ def run(args: argparse.Namespace, ui: UI) -> int:
     from edgeprune.pipeline import compress
 
     data = None if (args.data or "").lower() == "none" else args.data
+    if getattr(args, "allow_foreign_profile", False):
+        import os
+
+        from edgeprune.profile.device import ALLOW_FOREIGN_ENV
+
+        os.environ[ALLOW_FOREIGN_ENV] = "1"  # read by load_profile in the pipeline (this process only)
     try:
         result = compress(args.model, data, args.target, args.budget, out=args.out, config=config_from_args(args),
                           input_shape=parse_input_shape(args.input_shape), ui=ui)

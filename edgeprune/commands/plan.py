@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from edgeprune.commands.profile import add_profiles_option
+from edgeprune.commands.profile import add_foreign_option, add_profiles_option
 from edgeprune.errors import BadInput
 from edgeprune.ui import UI
 
@@ -33,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--profile", action="append", default=[], metavar="FILE",
                    help="profile per --target, in the same order (default: PROFILES/TARGET--MODEL.json, measured when missing)")
     add_profiles_option(p)
+    add_foreign_option(p)
     p.add_argument("--scores", metavar="FILE", help="importance scores {group: [scores]} (.json, or .pt saved with torch.save)")
     p.add_argument("--criterion", default="fisher", help="importance criterion when --scores is not given (default fisher)")
     p.add_argument("--data", help="dataset for importance scores (default: the model's, or cifar10-demo)")
@@ -93,7 +94,7 @@ def _example(model_spec_name: str, model: Any) -> Any:
 
 
 def get_profiles(model: Any, example: Any, targets: list, model_name: str, paths: list[str], ui: UI,
-                 profiles: str | None = None) -> dict[str, Any]:
+                 profiles: str | None = None, allow_foreign: bool | None = None) -> dict[str, Any]:
     """``{target name: Profile}``: given files in --target order, else the one ``find_profile`` finds
     (``profiles`` or the user cache, then the shipped ones), else measured now and saved in ``profiles`` or the cache."""
     import edgeprune.profile as prof
@@ -103,12 +104,12 @@ def get_profiles(model: Any, example: Any, targets: list, model_name: str, paths
     out = {}
     for i, t in enumerate(targets):
         if i < len(paths):
-            out[t.name] = prof.load_profile(paths[i], target=t)
+            out[t.name] = prof.load_profile(paths[i], target=t, allow_foreign=allow_foreign)
             continue
         found = prof.find_profile(t.name, model_name, profiles)
         if found is not None:
             ui.log(f"profile for {t.name}: {found}")
-            out[t.name] = prof.load_profile(found, target=t)
+            out[t.name] = prof.load_profile(found, target=t, allow_foreign=allow_foreign)
         else:
             where = prof.default_profile_path(t.name, model_name, profiles)
             ui.log(f"no profile for {t.name} and {model_name}: measuring it now (saved to {where})")
@@ -136,7 +137,12 @@ def run(args: argparse.Namespace, ui: UI) -> int:
     model_name = _model_name(args.model)
     example = _example(args.model, model)
     graph = channel_groups(model, example)
-    profiles = get_profiles(model, example, targets, model_name, args.profile, ui, args.profiles)
+    profiles = get_profiles(model, example, targets, model_name, args.profile, ui, args.profiles,
+                            allow_foreign=True if args.allow_foreign_profile else None)
+    for name, p in profiles.items():
+        foreign = getattr(p, "foreign", None)
+        if foreign:
+            ui.log(f"[yellow]warning: planning {name} on a profile from another device ({'; '.join(foreign)})[/]")
     predictors = {name: p.predictor() for name, p in profiles.items()}
     data = None
 

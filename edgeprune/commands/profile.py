@@ -50,6 +50,13 @@ def add_profiles_option(p: argparse.ArgumentParser) -> None:
                         "else ~/.cache/edgeprune/profiles; the profiles shipped with edgeprune are read after it)")
 
 
+def add_foreign_option(p: argparse.ArgumentParser) -> None:
+    """--allow-foreign-profile, shared by plan and compress."""
+    p.add_argument("--allow-foreign-profile", action="store_true",
+                   help="plan on a profile measured on another device (CPU, ISA, threads or runtime version differ) "
+                        "instead of refusing it; better: `edgeprune profile ... --recalibrate` or `--fresh` here")
+
+
 def run(args: argparse.Namespace, ui: UI) -> int:
     """Profile, then print the summary (or JSON)."""
 

@@ -10,6 +10,7 @@ Heavy packages (onnxruntime, torch) are imported inside the functions that need 
 """
 from __future__ import annotations
 
+from edgeprune.profile.device import ForeignProfile, check_device, stored_fingerprint
 from edgeprune.profile.lut import (
     SCHEMA,
     SCHEMA_VERSION,
@@ -24,6 +25,7 @@ from edgeprune.profile.profiler import (
     aligned_grid,
     audit_configs,
     layer_points,
+    local_profile,
     make_grid,
     measure_configs,
     measure_engines,
@@ -31,7 +33,9 @@ from edgeprune.profile.profiler import (
     profile,
     random_widths,
     refit,
+    resume_profile,
     run_audit,
+    stored_example,
     unaligned_grid,
 )
 from edgeprune.profile.timing import (
@@ -47,6 +51,7 @@ __all__ = [
     "LAYER_PROTOCOL",
     "SCHEMA",
     "SCHEMA_VERSION",
+    "ForeignProfile",
     "ModelProtocol",
     "Predictor",
     "Profile",
@@ -54,12 +59,14 @@ __all__ = [
     "TimingProtocol",
     "aligned_grid",
     "audit_configs",
+    "check_device",
     "default_profile_path",
     "find_profile",
     "interleaved",
     "interleaved_rounds",
     "layer_points",
     "load_profile",
+    "local_profile",
     "make_grid",
     "measure",
     "measure_configs",
@@ -68,6 +75,9 @@ __all__ = [
     "profile",
     "random_widths",
     "refit",
+    "resume_profile",
     "run_audit",
+    "stored_example",
+    "stored_fingerprint",
     "unaligned_grid",
 ]

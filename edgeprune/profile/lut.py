@@ -73,6 +73,7 @@ class Profile:
     data: dict[str, Any]
     path: Path | None = None
     _predictor: Predictor | None = field(default=None, repr=False)
+    foreign: list[str] = field(default_factory=list)  # what differs from this device, when loaded with allow_foreign
 
     @property
     def target_name(self) -> str:
@@ -121,22 +122,48 @@ class Profile:
             self._predictor = Predictor.from_profile(self)
         return self._predictor
 
+    @property
+    def fingerprint(self) -> dict[str, Any]:
+        """The device the profile was measured on (:func:`edgeprune.profile.device.stored_fingerprint`)."""
+        from edgeprune.profile.device import stored_fingerprint
+
+        return stored_fingerprint(self.data)
+
     def save(self, path: str | Path | None = None) -> Path:
-        """Write the profile atomically (to ``path`` or where it came from)."""
+        """Write the profile atomically (to ``path`` or where it came from).
+
+        A document that records no device at all (neither ``fingerprint`` nor ``cpu``: built in
+        code, not measured elsewhere) gets this machine's fingerprint; one measured elsewhere
+        keeps its own, so saving never makes a foreign profile look local.
+        """
         from edgeprune.fileio import write_json
 
         path = Path(path or self.path or "")
         if not str(path):
             raise BadInput("no path to save the profile to")
+        if "fingerprint" not in self.data and "cpu" not in self.data:
+            from edgeprune.config import get_target
+            from edgeprune.environment import device_fingerprint
+
+            try:
+                self.data["fingerprint"] = device_fingerprint(get_target(self.target_name))
+            except BadInput:  # a target file no longer at hand: leave it as measured
+                pass
         self.path = write_json(path, self.data)
         return self.path
 
 
-def load_profile(path: str | Path, target: Target | str | None = None, allow_incomplete: bool = False) -> Profile:
+def load_profile(path: str | Path, target: Target | str | None = None, allow_incomplete: bool = False,
+                 allow_foreign: bool | None = None) -> Profile:
     """Read and validate a profile file; ``target`` (a Target or name) must match the file's target.
 
     Fails with a one-line :class:`BadInput` on a missing or truncated file, a wrong
-    schema or schema version, another target's file, or an interrupted run.
+    schema or schema version, another target's file, or an interrupted run. With
+    ``target``, the profile must also have been measured on this device
+    (:func:`edgeprune.profile.device.check_device`: CPU, ISA, threads, runtime version),
+    else :class:`~edgeprune.profile.device.ForeignProfile` says how to re-measure;
+    ``allow_foreign=True`` (default: the ``EDGEPRUNE_ALLOW_FOREIGN_PROFILE`` variable)
+    accepts it, and :attr:`Profile.foreign` then lists what differs.
     """
     from edgeprune.fileio import read_json
 
@@ -149,7 +176,13 @@ def load_profile(path: str | Path, target: Target | str | None = None, allow_inc
             raise BadInput(f"profile {path} was measured on target {doc['target']['name']!r}, not {want!r}")
     if not doc.get("complete") and not allow_incomplete:
         raise BadInput(f"profile {path} is incomplete (an interrupted run): finish it with `edgeprune profile ... --resume`")
-    return Profile(doc, path)
+    prof = Profile(doc, path)
+    if target is not None:
+        from edgeprune.config import get_target
+        from edgeprune.profile.device import check_device
+
+        prof.foreign = check_device(doc, get_target(target), path, allow_foreign)
+    return prof
 
 
 def validate(doc: Any, path: Path | str = "<profile>") -> None:

@@ -34,7 +34,9 @@ from edgeprune.profile.timing import (
     Timing,
     TimingProtocol,
     boosted_priority,
+    fixed_threads,
     interleaved_rounds,
+    pinned,
     spread,
 )
 
@@ -304,8 +306,9 @@ def measure_engines(
                 per[n].append(t.median)
                 out[n] = t
         return {n: Timing(float(sorted(v)[len(v) // 2]), out[n].p10, out[n].p90, out[n].count, out[n].unit) for n, v in per.items()}, per
-    steps = max(1, protocol.passes) * protocol.rounds * len(runners)
-    with ui.progress(desc, total=steps) as bar, boosted_priority(protocol.nice):
+    steps = max(protocol.passes, protocol.max_passes) * protocol.rounds * len(runners)
+    with ui.progress(desc, total=steps) as bar, boosted_priority(protocol.nice), pinned(protocol.pin), \
+            fixed_threads(protocol.threads):
         return interleaved_rounds(runners, protocol, on_step=bar.advance)
 
 
@@ -347,6 +350,77 @@ def _simulated_model(model: nn.Module, example: Any, target: Target, backend: An
 # --------------------------------------------------------------------------- profile
 
 
+def device_fingerprint(target: Target) -> dict[str, Any]:
+    """This machine's fingerprint for ``target`` (:func:`edgeprune.environment.device_fingerprint`)."""
+    from edgeprune.environment import device_fingerprint as fp
+
+    return fp(target)
+
+
+def _example_dict(example: Any) -> dict[str, Any]:
+    shape = getattr(example, "shape", None)
+    return {"shape": [int(d) for d in shape] if shape is not None else None, "dtype": str(getattr(example, "dtype", ""))}
+
+
+def stored_example(path: str | Path | None) -> Any:
+    """The example input a (possibly interrupted) profile was measured with: zeros of its stored shape, or None.
+
+    ``profile`` stores the example's shape in the file from the first save on, so ``--resume`` of a user
+    model (whose input size cannot be guessed) needs no ``--input-shape``.
+    """
+    if path is None or not Path(path).is_file():
+        return None
+    from edgeprune.fileio import read_json
+
+    try:
+        doc = read_json(Path(path), "profile file")
+    except BadInput:
+        return None
+    shape = ((doc or {}).get("example") or {}).get("shape") if isinstance(doc, dict) else None
+    if not shape:
+        return None
+    from edgeprune.graph import example_input
+
+    return example_input(None, shape=[int(d) for d in shape])
+
+
+def _check_resumable(doc: Mapping[str, Any], src: Path, target: Target, model_name: str, recalibrate: bool) -> None:
+    """A file measured on another device is not continued: its records would mix two machines.
+
+    ``recalibrate`` keeps the tables of another machine of the same ISA family (the per-model term is
+    measured again here); otherwise the one-line error says to measure afresh.
+    """
+    from edgeprune.profile.device import ForeignProfile, device_mismatch, same_isa_family
+
+    here = device_fingerprint(target)
+    diff = device_mismatch(doc, here)
+    if not diff:
+        return
+    if recalibrate and same_isa_family(doc, here):
+        return
+    why = "another ISA family, its tables do not carry over" if recalibrate else "its records would mix two machines"
+    raise ForeignProfile(f"{src} was measured on another device ({'; '.join(diff)}; {why}): measure it here with "
+                         f"`edgeprune profile --target {target.name} --model {model_name} --fresh`")
+
+
+def _adopt_this_device(doc: dict[str, Any], target: Target) -> None:
+    """Recalibrating on this machine: the profile now describes this device; the tables' origin is kept."""
+    from edgeprune.profile.device import device_mismatch, stored_fingerprint
+
+    here = device_fingerprint(target)
+    diff = device_mismatch(doc, here)
+    if not diff:
+        doc["fingerprint"] = here
+        return
+    doc.setdefault("tables_fingerprint", stored_fingerprint(doc))
+    note = (f"layer tables measured on another device of the same ISA family ({'; '.join(diff)}); "
+            f"per-model term re-fitted on this machine ({here.get('cpu')})")
+    doc.setdefault("notes", []).append(note)
+    doc["fingerprint"] = here
+    doc["cpu"] = here.get("cpu")
+    doc.setdefault("software", {}).update(_versions())
+
+
 def _new_doc(target: Target, backend: Any, model_name: str, grid: Mapping, protocol: TimingProtocol, mprotocol: ModelProtocol) -> dict[str, Any]:
     return {
         "schema": SCHEMA,
@@ -359,6 +433,7 @@ def _new_doc(target: Target, backend: Any, model_name: str, grid: Mapping, proto
         "complete": False,
         "software": _versions(),
         "cpu": _cpu_model(),
+        "fingerprint": device_fingerprint(target),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "protocol": {"layer": _protocol_dict(protocol), "model": _protocol_dict(mprotocol)},
         "grid": {"policy": "top half every channel_multiple step, doubling below, plus the full size; fp32 also at 8k-1 probes",
@@ -418,7 +493,6 @@ def profile(
     target = get_target(target)
     backend = _backend_for(target)
     model, model_name = _model_and_name(model, model_name)
-    example = _example_for(model_name, example)
     protocol = protocol or LAYER_PROTOCOL
     mprotocol = model_protocol or ModelProtocol()
     seed_from = None
@@ -427,6 +501,9 @@ def profile(
         found = find_profile(target.name, model_name, profiles)
         seed_from = found if found is not None and found != out else None  # shipped: read, never written
     out = Path(out)
+    if example is None and resume:
+        example = stored_example(out) if out.exists() else stored_example(seed_from) if recalibrate and seed_from else None
+    example = _example_for(model_name, example)
     t_start = time.perf_counter()
 
     graph = channel_groups(model, example)
@@ -442,7 +519,12 @@ def profile(
         validate(old, src)
         if old["target"]["name"] != target.name:
             raise BadInput(f"{out} holds a profile for target {old['target']['name']!r}, not {target.name!r}: choose another --out")
+        _check_resumable(old, src, target, model_name, recalibrate)
         doc = old
+        if recalibrate:
+            _adopt_this_device(doc, target)
+        else:
+            doc.setdefault("fingerprint", device_fingerprint(target))  # the check passed: measured here
         if doc.get("model") != model_name:
             # the tables serve any model with the same signatures; the per-model parts are redone
             doc["notes"].append(f"records reused from a profile of {doc.get('model')} for {model_name}")
@@ -453,6 +535,7 @@ def profile(
         raise BadInput(f"--recalibrate needs an existing profile to keep the layer tables of: {out} does not exist")
     if doc is None:
         doc = _new_doc(target, backend, model_name, grid_n, protocol, mprotocol)
+    doc["example"] = _example_dict(example)
     doc["grid"]["groups"] = {k: dict(v) for k, v in grid_n.items()}
     doc["precisions"] = precisions
     for n in list(skip_notes) + list(notes):
@@ -474,8 +557,10 @@ def profile(
     last_save = time.perf_counter()
     t_layers = time.perf_counter()
     try:
-        with ui.progress("layer tables", total=len(todo)) as bar, boosted_priority(mprotocol.nice) as prio:
+        with ui.progress("layer tables", total=len(todo)) as bar, boosted_priority(mprotocol.nice) as prio, \
+                pinned(mprotocol.pin) as pin, fixed_threads(mprotocol.threads):
             doc["machine"]["priority"] = prio
+            doc["machine"]["affinity"] = pin
             for i, sig in enumerate(todo):
                 if _on_record is not None:
                     _on_record(i)
@@ -514,6 +599,90 @@ def profile(
     save()
     prof._predictor = None
     return prof
+
+
+def local_profile(model: Any, target: Target | str, model_name: str | None = None, profiles: str | Path | None = None,
+                  ui: UI | None = None, example: Any = None) -> Path:
+    """A profile of ``model`` on ``target`` measured on this device: the one found if it matches, else made so.
+
+    A profile from another device of the same ISA family (the shipped tables on another x86 CPU)
+    is recalibrated here (tables kept, per-model term measured again, well under a minute for the
+    zoo's ResNets); from another family it is measured afresh. Both are logged, and the result is
+    written to ``profiles`` (default: the user cache), which :func:`find_profile` reads first. An
+    interrupted one is finished (:func:`resume_profile`). What ``edgeprune demo`` runs first.
+    """
+    from edgeprune.config import get_target
+    from edgeprune.fileio import read_json
+    from edgeprune.profile.device import device_mismatch, same_isa_family
+    from edgeprune.ui import QUIET
+
+    ui = ui or QUIET
+    target = get_target(target)
+    model_name = model_name or (model if isinstance(model, str) else None)
+    found = find_profile(target.name, model_name, profiles)
+    if found is None:
+        ui.log(f"no profile for {model_name} on {target.name}: measuring one")
+        return profile(model, example, target, model_name=model_name, profiles=profiles, ui=ui).path
+    doc = read_json(found, "profile file")
+    validate(doc, found)
+    here = device_fingerprint(target)
+    diff = device_mismatch(doc, here)
+    if not diff:
+        if not doc.get("complete"):
+            ui.log(f"finishing the interrupted profile {found}")
+            return resume_profile(found, model, target, ui, example).path
+        return found
+    if same_isa_family(doc, here):
+        ui.log(f"profile {found} was measured on another device ({'; '.join(diff)}): keeping its layer tables and "
+               "re-fitting the per-model term on this machine (--recalibrate)")
+        return profile(model, example, target, model_name=model_name, profiles=profiles, ui=ui, recalibrate=True).path
+    ui.log(f"profile {found} was measured on another device ({'; '.join(diff)}), another ISA family: measuring afresh")
+    return profile(model, example, target, model_name=model_name, profiles=profiles, ui=ui, resume=False).path
+
+
+def resume_profile(path: str | Path, model: Any, target: Target | str, ui: UI | None = None, example: Any = None,
+                   **kwargs: Any) -> Profile:
+    """Finish the interrupted profile in ``path`` (what ``compress --resume`` calls instead of refusing).
+
+    The model name, the example input's shape and the timing protocols are read from the file
+    (``example`` overrides the stored shape, for files written before it was stored); only the
+    signatures the file lacks are measured, then the per-model term. A file measured on another
+    device is refused (:class:`~edgeprune.profile.device.ForeignProfile`). ``kwargs`` go to :func:`profile`.
+    """
+    from edgeprune.config import get_target
+    from edgeprune.fileio import read_json
+
+    path = Path(path)
+    doc = read_json(path, "profile file")
+    validate(doc, path)
+    target = get_target(target)
+    if doc["target"]["name"] != target.name:
+        raise BadInput(f"{path} holds a profile for target {doc['target']['name']!r}, not {target.name!r}")
+    if example is None:
+        example = stored_example(path)
+    if example is None and isinstance(model, str):
+        from edgeprune.models import model_spec
+
+        if model_spec(model) is None:
+            raise BadInput(f"{path} does not store its example input's shape (written by an older edgeprune): "
+                           f"resume it with `edgeprune profile --target {target.name} --model {model} --input-shape N,C,H,W`")
+    protocols = doc.get("protocol") or {}
+    kwargs.setdefault("protocol", _protocol_from(TimingProtocol, protocols.get("layer")))
+    kwargs.setdefault("model_protocol", _protocol_from(ModelProtocol, protocols.get("model")))
+    return profile(model, example, target, model_name=doc.get("model"), out=path, resume=True, ui=ui, **kwargs)
+
+
+def _protocol_from(cls: Any, d: Mapping[str, Any] | None) -> Any:
+    """A protocol dataclass from its stored dict (unknown keys dropped; None when nothing is stored)."""
+    from dataclasses import fields
+
+    if not isinstance(d, Mapping):
+        return None
+    names = {f.name for f in fields(cls)}
+    try:
+        return cls(**{k: v for k, v in d.items() if k in names})
+    except (TypeError, ValueError):
+        return None
 
 
 def _calibrate(prof: Profile, model: Any, example: Any, graph: ChannelGraph, target: Target, backend: Any,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
@@ -43,6 +43,8 @@ class Timing:
     p90: float
     count: int
     unit: str = "ms"
+    ci_low: float | None = None  # bootstrap confidence interval of ``median`` (whole-model protocol), when known
+    ci_high: float | None = None
 
     def to_dict(self) -> dict:
         """JSON-friendly dict."""
@@ -137,25 +139,144 @@ class ModelProtocol:
     rounds: int = 8
     runs_per_round: int = 15
     passes: int = 4
-    statistic: str = "p10"  # per round: "p10" (10th percentile) or "median"
+    statistic: str = "p10"  # per round: "p10" (10th percentile), "min" or "median"
     nice: int = -15  # scheduling priority change while timing (0: none); needs the right to raise priority
+    # -- adaptive re-measurement (issue 23): more passes while the confidence interval is wide
+    max_passes: int = 4  # passes at most (== passes: a fixed number, the protocol before adaptive rounds)
+    ci_target: float = 0.01  # stop adding passes once every model's CI half-width is below this, relative
+    confidence: float = 0.95  # of the bootstrap interval over round values
+    bootstrap: int = 400  # resamples
+    max_seconds: float = 120.0  # time cap on the adaptive passes (the first ``passes`` always run)
+    # -- what careful benchmarkers fix on a shared machine
+    pin: str = "none"  # CPU affinity while timing: "none", "last" (the last allowed CPU), or a list "0,1"
+    threads: int | None = None  # torch / OpenMP / MKL threads of the measuring process while timing (None: as is)
 
     @classmethod
     def quick(cls) -> ModelProtocol:
         """A short protocol for tests and smoke runs."""
-        return cls(warmup=3, rounds=3, runs_per_round=5, passes=2, nice=0)
+        return cls(warmup=3, rounds=3, runs_per_round=5, passes=2, nice=0, max_passes=2)
+
+    @classmethod
+    def repeatable(cls) -> ModelProtocol:
+        """The protocol whose test-retest spread ``benchmarks/timing_repeatability.py`` measures.
+
+        Pinned to one core, one measuring thread, many short rounds (16 of 10 runs per pass),
+        the median of per-round minima, passes added (4 to 12) until the 95% bootstrap interval
+        of every model is within +-1%, at most 2 minutes.
+        """
+        return cls(warmup=20, rounds=16, runs_per_round=10, passes=4, statistic="min", max_passes=12,
+                   ci_target=0.01, max_seconds=120.0, pin="last", threads=1)
 
     def round_value(self, buf: list[float]) -> float:
         """The statistic of one round's samples."""
-        if self.statistic == "median":
-            return float(statistics.median(buf))
-        if self.statistic == "p10":
-            return float(np.percentile(buf, 10))
-        raise ValueError(f"unknown round statistic {self.statistic!r} (median or p10)")
+        return round_statistic(buf, self.statistic)
 
     def to_dict(self) -> dict:
         """JSON-friendly dict."""
         return asdict(self)
+
+
+def round_statistic(buf: Sequence[float], statistic: str) -> float:
+    """One round's value: ``p10`` (10th percentile), ``min`` or ``median`` of its samples."""
+    if statistic == "median":
+        return float(statistics.median(buf))
+    if statistic == "p10":
+        return float(np.percentile(buf, 10))
+    if statistic == "min":
+        return float(min(buf))
+    raise ValueError(f"unknown round statistic {statistic!r} (p10, min or median)")
+
+
+def bootstrap_ci(values: Sequence[float], confidence: float = 0.95, resamples: int = 400, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the median of ``values`` (deterministic for a seed)."""
+    arr = np.asarray(values, dtype=np.float64)
+    if len(arr) < 2:
+        v = float(arr[0]) if len(arr) else float("nan")
+        return v, v
+    rng = np.random.default_rng(seed)
+    meds = np.median(arr[rng.integers(0, len(arr), size=(resamples, len(arr)))], axis=1)
+    a = (1.0 - confidence) / 2
+    return float(np.quantile(meds, a)), float(np.quantile(meds, 1 - a))
+
+
+def ci_halfwidth(values: Sequence[float], confidence: float = 0.95, resamples: int = 400) -> float:
+    """Half the bootstrap interval of the median of ``values``, relative to that median."""
+    lo, hi = bootstrap_ci(values, confidence, resamples)
+    med = float(np.median(values)) if len(values) else 0.0
+    return (hi - lo) / 2 / med if med > 0 else 0.0
+
+
+def _parse_cpus(pin: str | Sequence[int] | None) -> set[int] | None:
+    if pin is None or pin == "none" or not hasattr(os, "sched_getaffinity"):
+        return None
+    allowed = sorted(os.sched_getaffinity(0))
+    if pin == "last":
+        return {allowed[-1]}
+    cpus = {int(c) for c in str(pin).split(",")} if isinstance(pin, str) else {int(c) for c in pin}
+    return (cpus & set(allowed)) or None
+
+
+@contextmanager
+def pinned(pin: str | Sequence[int] | None) -> Iterator[str]:
+    """Pin this process to some CPUs while timing (``"last"``, ``"0,1"``, or ``"none"``), then restore its affinity.
+
+    A single-threaded inference that migrates between cores loses its caches; pinned, it
+    stays. Off where the OS has no ``sched_setaffinity`` or refuses. Yields what happened.
+    """
+    cpus = _parse_cpus(pin)
+    if cpus is None:
+        yield "not pinned"
+        return
+    old = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, cpus)
+    except OSError as err:
+        yield f"not pinned ({err.strerror})"
+        return
+    try:
+        yield f"pinned to cpu {','.join(map(str, sorted(cpus)))}"
+    finally:
+        try:
+            os.sched_setaffinity(0, old)
+        except OSError:
+            pass
+
+
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+@contextmanager
+def fixed_threads(n: int | None) -> Iterator[str]:
+    """Fix the measuring process's own thread counts (torch intra-op, OpenMP / MKL env) while timing, then restore.
+
+    The runtime's threads are the backend's (``target.threads`` in its session options); these are
+    the measuring process's, so a stray torch or BLAS pool does not compete with the model for the core.
+    """
+    if not n:
+        yield "threads as they were"
+        return
+    old_env = {k: os.environ.get(k) for k in THREAD_ENV}
+    old_torch = None
+    try:
+        import torch
+
+        old_torch = torch.get_num_threads()
+        torch.set_num_threads(n)
+    except ImportError:
+        pass
+    os.environ.update({k: str(n) for k in THREAD_ENV})
+    try:
+        yield f"{n} thread(s) in the measuring process"
+    finally:
+        for k, v in old_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        if old_torch is not None:
+            import torch
+
+            torch.set_num_threads(old_torch)
 
 
 @contextmanager
@@ -194,13 +315,18 @@ def interleaved_rounds(
     protocol: ModelProtocol = ModelProtocol(),
     seed: int = 0,
     on_step: Callable[[], None] | None = None,
+    clock: Callable[[], int] = time.perf_counter_ns,
+    raw_out: dict[str, list[tuple[int, list[float]]]] | None = None,
 ) -> tuple[dict[str, Timing], dict[str, list[float]]]:
     """Time several executables with :class:`ModelProtocol`.
 
-    Returns ``(timings, per_pass)``: the median over passes of each pass's median of
-    round medians (p10/p90 over all samples, count of all samples), and each model's
-    per-pass values (for the test-retest spread). ``on_step`` is called after each
-    model-round (``passes * rounds * len(runs)`` calls in all), for progress bars.
+    Returns ``(timings, per_pass)``: the median over passes of each pass's median of round
+    statistics, with p10/p90 and the count over all samples and a bootstrap confidence
+    interval of the median over passes, and each model's per-pass values (for the test-retest spread).
+    After the first ``protocol.passes`` passes, more are made (up to ``max_passes``, within
+    ``max_seconds``) while any model's interval is wider than ``ci_target``. ``on_step`` is
+    called after each model-round, for progress bars; ``clock`` (ns) is injectable for tests;
+    ``raw_out`` receives every round's raw samples per model as ``(pass, samples)`` (to compare statistics).
     """
     import random
 
@@ -208,31 +334,45 @@ def interleaved_rounds(
     names = list(runs)
     per_pass: dict[str, list[float]] = {n: [] for n in names}
     samples: dict[str, list[float]] = {n: [] for n in names}
-    for p in range(max(1, protocol.passes)):
+    start = clock()
+    p = 0
+    while True:
         order = names[:] if p == 0 else rng.sample(names, len(names))
         for n in order:
             for _ in range(protocol.warmup):
                 runs[n]()
-        round_meds: dict[str, list[float]] = {n: [] for n in names}
+        round_vals: dict[str, list[float]] = {n: [] for n in names}
         for r in range(protocol.rounds):
             seq = order if r % 2 == 0 else order[::-1]
             for n in seq:
                 fn = runs[n]
                 buf = []
                 for _ in range(protocol.runs_per_round):
-                    t0 = time.perf_counter_ns()
+                    t0 = clock()
                     fn()
-                    buf.append((time.perf_counter_ns() - t0) / 1e6)
-                round_meds[n].append(protocol.round_value(buf))
+                    buf.append((clock() - t0) / 1e6)
+                round_vals[n].append(protocol.round_value(buf))
                 samples[n].extend(buf)
+                if raw_out is not None:
+                    raw_out.setdefault(n, []).append((p, buf))
                 if on_step is not None:
                     on_step()
         for n in names:
-            per_pass[n].append(float(statistics.median(round_meds[n])))
+            per_pass[n].append(float(statistics.median(round_vals[n])))
+        p += 1
+        if p < max(1, protocol.passes):
+            continue
+        if p >= max(protocol.passes, protocol.max_passes) or (clock() - start) / 1e9 > protocol.max_seconds:
+            break
+        widest = max(ci_halfwidth(per_pass[n], protocol.confidence, protocol.bootstrap) for n in names)
+        if widest <= protocol.ci_target:
+            break
     out = {}
     for n in names:
         arr = np.asarray(samples[n])
-        out[n] = Timing(float(np.median(per_pass[n])), float(np.percentile(arr, 10)), float(np.percentile(arr, 90)), len(arr))
+        lo, hi = bootstrap_ci(per_pass[n], protocol.confidence, protocol.bootstrap)
+        out[n] = Timing(float(np.median(per_pass[n])), float(np.percentile(arr, 10)), float(np.percentile(arr, 90)),
+                        len(arr), ci_low=lo, ci_high=hi)
     return out, per_pass
 
 
