@@ -125,8 +125,11 @@ def build_device_model(
             raise BadInput(f"{out} holds a device model of target {doc['target']['name']!r}, not {target.name!r}: choose another --out")
         check_fingerprint(doc["fingerprint"], target, out)
     if doc is None:
-        budget = {"max_samples": config.max_samples, "budget_s": config.budget_s, "target_error": config.target_error}
-        doc = new_document(target, unit, device_fingerprint(target), space, fit, budget)
+        doc = new_document(target, unit, device_fingerprint(target), space, fit, {})
+    elif doc["complete"] and (config.max_samples > doc["budget"].get("max_samples", 0)
+                              or config.budget_s > doc["budget"].get("budget_s", 0)):
+        doc["complete"] = False  # a larger budget than the finished build's: measure more, keep what is there
+    doc["budget"] = {"max_samples": config.max_samples, "budget_s": config.budget_s, "target_error": config.target_error}
     for n in notes:
         if n not in doc["notes"]:
             doc["notes"].append(n)
