@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             "device_model": {"path": str(path), "samples": len(dm.samples), "complete": dm.complete,
                              "build_time_s": dm.data["timings_s"].get("measure"), "cv_error": dm.data.get("cv_error"),
                              "rounds": len(dm.data["rounds"])},
+            "model_layer_anchors": sum(r.get("source") == "model" for r in prof.data["cost_model"]["samples"].values()),
             "calibration_coef": prof.data["calibration"]["coef"],
             "calibration_plus_audit_wall_s": round(wall, 1), "timings_s": prof.data["timings_s"],
             "note": "measured on a shared 2-core machine with other jobs running (see loadavg): noisy",

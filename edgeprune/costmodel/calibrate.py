@@ -38,9 +38,15 @@ def calibrate_model(
     seed: int = 0,
     model_protocol: ModelProtocol | None = None,
     notes: tuple[str, ...] = (),
+    anchors: tuple[float, ...] = (1.0, 0.5),
     ui: UI | None = None,
 ) -> Profile:
-    """Fit the per-model term of ``model`` on ``target`` over ``device_model``; optionally audit; save the profile."""
+    """Fit the per-model term of ``model`` on ``target`` over ``device_model``; optionally audit; save the profile.
+
+    ``anchors``: width fractions at which each distinct fp32 layer shape of the model is measured alone
+    (:func:`measure_anchors`, a second or two per model) and added to the embedded copy of the device
+    model, so the model's own shapes are exact there and steer their predictions; ``()`` measures none.
+    """
     from edgeprune.config import get_target
     from edgeprune.graph import channel_groups
     from edgeprune.profile.lut import Profile, default_profile_path
@@ -74,6 +80,8 @@ def calibrate_model(
     doc["precisions"] = [p for p in precisions if device_model.regressor("conv1x1", p) is not None] or precisions
     doc["notes"] = [*skip, *notes]
     doc["machine"]["loadavg_start"] = _loadavg()
+    if anchors and backend.unit != "cycles":
+        device_model = measure_anchors(device_model, graph, target, backend, anchors, ui)
     doc["cost_model"] = device_model.data
     doc["cost_model_source"] = str(device_model.path) if device_model.path else None
     prof = Profile(doc, out)
@@ -94,3 +102,37 @@ def calibrate_model(
     prof.save(out)
     prof._predictor = None
     return prof
+
+
+def measure_anchors(device_model: DeviceModel, graph: Any, target: Target, backend: Any, fractions: tuple[float, ...],
+                    ui: UI) -> DeviceModel:
+    """A copy of ``device_model`` plus each distinct fp32 layer shape of ``graph`` measured at ``fractions`` of its
+    channels (rounded to the target multiple), samples marked ``"source": "model"``."""
+    import copy
+    import math
+
+    from edgeprune.costmodel.measure import kernel_protocol
+    from edgeprune.costmodel.space import split_kernels
+
+    data = copy.deepcopy(device_model.data)
+    m = max(1, target.channel_multiple)
+    todo = {}
+    for info in graph.layers.values():
+        s = info.signature.with_channels(info.signature.in_channels, info.signature.out_channels, "fp32")
+        for f in fractions:
+            def width(c: int) -> int:
+                return c if f >= 1 else max(1, min(c, int(math.ceil(c * f / m)) * m))
+            ci, co = width(s.in_channels), width(s.out_channels)
+            if s.groups == -1:
+                co = ci
+            for k in split_kernels(s.with_channels(ci, co), data["target"].get("backend", "")):
+                if k.key() not in data["samples"]:
+                    todo[k.key()] = k
+    protocol = kernel_protocol()
+    with ui.progress("model layer anchors", total=len(todo)) as bar:
+        for key, sig in todo.items():
+            timing, meta = backend.time_layer_detail(sig, target, protocol)
+            data["samples"][key] = {"signature": sig.to_dict(), **timing.to_dict(), "source": "model"}
+            bar.advance()
+    data.setdefault("notes", []).append(f"{len(todo)} layer anchors of the model added by calibrate_model")
+    return DeviceModel(data, device_model.path)

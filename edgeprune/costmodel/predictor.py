@@ -6,7 +6,8 @@
 
 ``layer_cost(sig)``: the layer is split into kernels by the backend's fusion rule
 (:func:`~edgeprune.costmodel.space.split_kernels`); each kernel is priced by its type's
-regressor, then clamped between the measured samples of the same shape and
+regressor, scaled by the shape's own factor (the geometric mean of measured / predicted
+over its samples in that alignment class: a constant, so monotonicity is kept), then clamped between the measured samples of the same shape and
 alignment class that it dominates and that dominate it (an isotonic post-fix:
 measured values are first made monotone by a running max). So the prediction is
 the measurement at a measured point (up to that fix, i.e. within noise) and stays
@@ -35,6 +36,7 @@ class DevicePredictor(Predictor):
         self.device_model = device_model
         self._cache: dict[str, float] = {}
         self._anchors: dict[tuple[str, tuple[bool, bool]], list[tuple[int, int, float]]] | None = None
+        self._ratios: dict[tuple[str, tuple[bool, bool]], float] = {}
 
     @classmethod
     def from_profile(cls, prof: Profile) -> DevicePredictor:
@@ -54,7 +56,37 @@ class DevicePredictor(Predictor):
             for key, pts in groups.items():
                 groups[key] = [(ci, co, max(v for a, b, v in pts if a <= ci and b <= co)) for ci, co, _ in pts]
             self._anchors = groups
+            self._ratios = self._fit_ratios(groups)
         return self._anchors
+
+    def _fit_ratios(self, groups: dict) -> dict[tuple[str, tuple[bool, bool]], float]:
+        """Per (shape, alignment class) with samples: the geometric mean of measured / regressor, a constant
+        factor (so monotonicity is kept) that makes a shape's own samples steer its prediction."""
+        import numpy as np
+
+        by_reg: dict[tuple[str, str], list[tuple[tuple, LayerSignature, float]]] = {}
+        for rec in self.device_model.samples.values():
+            sig = LayerSignature.from_dict(rec["signature"])
+            gk = (sig.shape_key(), alignment_class(sig, self.multiple))
+            by_reg.setdefault((kernel_type(sig), sig.dtype), []).append((gk, sig, float(rec["median"])))
+        logs: dict[tuple, list[float]] = {}
+        for (kind, dtype), rows in by_reg.items():
+            reg = self.device_model.regressor(kind, dtype)
+            if reg is None:
+                continue
+            raw = reg.predict([r[1] for r in rows])
+            for (gk, _, y), p in zip(rows, raw):
+                logs.setdefault(gk, []).append(float(np.log(max(y, 1e-12) / max(p, 1e-12))))
+        return {gk: float(np.exp(np.mean(v))) for gk, v in logs.items()}
+
+    def _ratio(self, sig: LayerSignature) -> float:
+        self._anchor_table()
+        cls = alignment_class(sig, self.multiple)
+        got = self._ratios.get((sig.shape_key(), cls))
+        if got is None:  # the shape measured in another alignment class only: its factor is the best guess
+            others = [v for (k, c), v in self._ratios.items() if k == sig.shape_key()]
+            got = float(sum(others) / len(others)) if others else 1.0
+        return got
 
     def prefetch(self, sigs: Iterable[LayerSignature]) -> None:
         """Price many kernels in one batch per regressor (the planner's many look-ups then hit the cache)."""
@@ -66,7 +98,7 @@ class DevicePredictor(Predictor):
         for (kind, dtype), ks in todo.items():
             reg = self._regressor(kind, dtype, ks[0])
             for k, v in zip(ks, reg.predict(ks)):
-                self._cache[k.key()] = self._clamp(k, float(v))
+                self._cache[k.key()] = self._clamp(k, float(v) * self._ratio(k))
 
     def _regressor(self, kind: str, dtype: str, sig: LayerSignature):
         reg = self.device_model.regressor(kind, dtype)
@@ -95,7 +127,7 @@ class DevicePredictor(Predictor):
         got = self._cache.get(key)
         if got is None:
             reg = self._regressor(kernel_type(sig), sig.dtype, sig)
-            got = self._cache[key] = self._clamp(sig, float(reg.predict([sig])[0]))
+            got = self._cache[key] = self._clamp(sig, float(reg.predict([sig])[0]) * self._ratio(sig))
         return got
 
     # ------------------------------------------------------------------ the Predictor interface
