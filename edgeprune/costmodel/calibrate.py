@@ -38,7 +38,7 @@ def calibrate_model(
     seed: int = 0,
     model_protocol: ModelProtocol | None = None,
     notes: tuple[str, ...] = (),
-    anchors: tuple[float, ...] = (1.0, 0.5),
+    anchors: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25),
     ui: UI | None = None,
 ) -> Profile:
     """Fit the per-model term of ``model`` on ``target`` over ``device_model``; optionally audit; save the profile.
@@ -123,11 +123,15 @@ def measure_anchors(device_model: DeviceModel, graph: Any, target: Target, backe
             def width(c: int) -> int:
                 return c if f >= 1 else max(1, min(c, int(math.ceil(c * f / m)) * m))
             ci, co = width(s.in_channels), width(s.out_channels)
-            if s.groups == -1:
-                co = ci
-            for k in split_kernels(s.with_channels(ci, co), data["target"].get("backend", "")):
-                if k.key() not in data["samples"]:
-                    todo[k.key()] = k
+            pairs = [(ci, co)]
+            if f < 1 and m > 1:  # and the unaligned neighbour (the other alignment class), as the profiler's 8k-1 probes
+                pairs.append((max(1, ci - 1) if ci > m else ci, max(1, co - 1) if co > m else co))
+            for a, b in pairs:
+                if s.groups == -1:
+                    b = a
+                for k in split_kernels(s.with_channels(a, b), data["target"].get("backend", "")):
+                    if k.key() not in data["samples"]:
+                        todo[k.key()] = k
     protocol = kernel_protocol()
     with ui.progress("model layer anchors", total=len(todo)) as bar:
         for key, sig in todo.items():
