@@ -1,6 +1,7 @@
 """The device cost model: file round-trip and refusals, resumable build, exactness, monotonicity, same plan as a table."""
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -125,11 +126,11 @@ def test_monotone_in_channels_within_kernel_type(built):
             for fixed in (8, 24, 63):
                 row = [pred.layer_cost(base.with_channels(c, fixed)) for c in cs]
                 col = [pred.layer_cost(base.with_channels(fixed, c)) for c in cs]
-                assert all(b >= a - 1e-12 for a, b in zip(row, row[1:])), (base.key(), aligned, "c_in")
-                assert all(b >= a - 1e-12 for a, b in zip(col, col[1:])), (base.key(), aligned, "c_out")
+                assert all(b >= a - 1e-12 for a, b in itertools.pairwise(row)), (base.key(), aligned, "c_in")
+                assert all(b >= a - 1e-12 for a, b in itertools.pairwise(col)), (base.key(), aligned, "c_out")
     dw = LayerSignature("conv2d", 8, 8, (3, 3), (1, 1), (1, 1), -1, (16, 16), "fp32", "bn+relu")
     vals = [pred.layer_cost(dw.with_channels(c, c)) for c in range(8, 65, 8)]
-    assert all(b >= a for a, b in zip(vals, vals[1:]))
+    assert all(b >= a for a, b in itertools.pairwise(vals))
 
 
 def test_fusion_rule_splits_unfused_ops():

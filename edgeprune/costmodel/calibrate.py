@@ -109,7 +109,6 @@ def measure_anchors(device_model: DeviceModel, graph: Any, target: Target, backe
     """A copy of ``device_model`` plus each distinct fp32 layer shape of ``graph`` measured at ``fractions`` of its
     channels (rounded to the target multiple), samples marked ``"source": "model"``."""
     import copy
-    import math
 
     from edgeprune.costmodel.measure import kernel_protocol
     from edgeprune.costmodel.space import split_kernels
@@ -120,9 +119,7 @@ def measure_anchors(device_model: DeviceModel, graph: Any, target: Target, backe
     for info in graph.layers.values():
         s = info.signature.with_channels(info.signature.in_channels, info.signature.out_channels, "fp32")
         for f in fractions:
-            def width(c: int) -> int:
-                return c if f >= 1 else max(1, min(c, int(math.ceil(c * f / m)) * m))
-            ci, co = width(s.in_channels), width(s.out_channels)
+            ci, co = _width(s.in_channels, f, m), _width(s.out_channels, f, m)
             pairs = [(ci, co)]
             if f < 1 and m > 1:  # and the unaligned neighbour (the other alignment class), as the profiler's 8k-1 probes
                 pairs.append((max(1, ci - 1) if ci > m else ci, max(1, co - 1) if co > m else co))
@@ -135,8 +132,15 @@ def measure_anchors(device_model: DeviceModel, graph: Any, target: Target, backe
     protocol = kernel_protocol()
     with ui.progress("model layer anchors", total=len(todo)) as bar:
         for key, sig in todo.items():
-            timing, meta = backend.time_layer_detail(sig, target, protocol)
+            timing, _meta = backend.time_layer_detail(sig, target, protocol)
             data["samples"][key] = {"signature": sig.to_dict(), **timing.to_dict(), "source": "model"}
             bar.advance()
     data.setdefault("notes", []).append(f"{len(todo)} layer anchors of the model added by calibrate_model")
     return DeviceModel(data, device_model.path)
+
+
+def _width(c: int, fraction: float, multiple: int) -> int:
+    """``fraction`` of ``c`` channels rounded up to ``multiple`` (``c`` itself at 1)."""
+    import math
+
+    return c if fraction >= 1 else max(1, min(c, math.ceil(c * fraction / multiple) * multiple))

@@ -83,8 +83,8 @@ def build_device_model(
     profiles: str | Path | None = None,
     resume: bool = True,
     config: BuildConfig = BuildConfig(),
-    space: SpaceConfig = SpaceConfig(),
-    fit: FitConfig = FitConfig(),
+    space: SpaceConfig | None = None,
+    fit: FitConfig | None = None,
     protocol: TimingProtocol | None = None,
     time_fn: TimeFn | None = None,
     ui: UI | None = None,
@@ -101,6 +101,7 @@ def build_device_model(
     from edgeprune.ui import QUIET
 
     ui = ui or QUIET
+    space, fit = space or SpaceConfig(), fit or FitConfig()
     target = get_target(target)
     out = Path(out) if out else device_model_path(target, profiles)
     t_start = time.perf_counter()

@@ -136,7 +136,7 @@ class SpaceConfig:
 
 
 def _channels(rng: random.Random, multiple: int, hi: int, aligned: bool | None = None) -> int:
-    c = int(round(math.exp(rng.uniform(math.log(3), math.log(hi)))))
+    c = round(math.exp(rng.uniform(math.log(3), math.log(hi))))
     aligned = rng.random() < 0.6 if aligned is None else aligned
     if aligned and multiple > 1:
         return max(multiple, c // multiple * multiple)
