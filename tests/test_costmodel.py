@@ -170,3 +170,17 @@ def test_same_plan_as_exhaustive_table():
         a = plan(model, scores, budget, {"cpu-ort": table}, PlanConfig(granularity=1), graph=graph)
         b = plan(model, scores, budget, {"cpu-ort": device}, PlanConfig(granularity=1), graph=graph)
         assert a.to_dict()["groups"] == b.to_dict()["groups"]
+
+
+def test_cli_builds_a_device_model_without_model(tmp_path, monkeypatch, capsys):
+    """`edgeprune profile --target T` with no --model measures kernels (real ORT, tiny budget) into TARGET.device.json."""
+    from edgeprune.cli import main
+    from edgeprune.costmodel import device_model_path
+
+    monkeypatch.setenv("EDGEPRUNE_CACHE_DIR", str(tmp_path))
+    code = main(["profile", "--target", "cpu-ort", "--samples", "10", "--budget-min", "0.5", "--quick", "--json"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["samples"] >= 10 and out["path"] == str(device_model_path("cpu-ort"))
+    dm = load_device_model(out["path"], target="cpu-ort", allow_incomplete=True)
+    assert {LayerSignature.from_dict(r["signature"]).dtype for r in dm.samples.values()} == {"fp32", "int8"}
