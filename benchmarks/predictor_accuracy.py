@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -79,8 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
         model, example = load(name)
         t0 = time.perf_counter()
-        prof = calibrate_model(model, example, args.target, dm, model_name=name, out=Path(args.out_dir) / f".{name}.profile.json",
-                               calibration=args.calibration, audit=args.n, seed=args.seed, ui=ui)
+        with tempfile.TemporaryDirectory() as d:  # the calibrated profile embeds the device model: not a result file
+            prof = calibrate_model(model, example, args.target, dm, model_name=name, out=Path(d) / "profile.json",
+                                   calibration=args.calibration, audit=args.n, seed=args.seed, ui=ui)
         wall = time.perf_counter() - t0
         a = prof.audit
         res = {
