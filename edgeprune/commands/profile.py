@@ -19,12 +19,19 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         ),
         epilog=(
             "examples:\n"
+            "  edgeprune profile --target cpu-ort                     # the device model, once per target\n"
             "  edgeprune profile --target cpu-ort --model resnet56-cifar10 --audit 30\n"
             "  edgeprune profile --target cpu-ort --model resnet20-cifar10 --out /tmp/r20.json --json"
         ),
     )
     p.add_argument("--target", required=True, help="target name (targets/*.toml) or path")
-    p.add_argument("--model", required=True, help="registered model name, saved module file, or pkg.mod:function")
+    p.add_argument("--model", default=None,
+                   help="registered model name, saved module file, or pkg.mod:function; without it, build the target's "
+                        "device cost model (docs/costmodel.md)")
+    p.add_argument("--exact", action="store_true",
+                   help="measure the model's exhaustive layer table even when a device model exists (small models)")
+    p.add_argument("--samples", type=int, default=1200, metavar="N", help="device model: most kernels to measure (default 1200)")
+    p.add_argument("--budget-min", type=float, default=18.0, metavar="M", help="device model: time budget in minutes (default 18)")
     p.add_argument("--input-shape", default=None, help="example input shape for a user model, e.g. 1,3,224,224")
     p.add_argument("--out", default=None, help="profile file (default PROFILES/TARGET--MODEL.json)")
     add_profiles_option(p)
@@ -68,6 +75,10 @@ def run(args: argparse.Namespace, ui: UI) -> int:
     if args.audit < 0 or args.calibration < 0:
         raise BadInput("--audit and --calibration must be >= 0")
     target = get_target(args.target)
+    if args.model is None:
+        from edgeprune.costmodel.command import run_device_model
+
+        return run_device_model(args, target, ui)
     example = None
     if args.input_shape:
         try:
@@ -80,7 +91,10 @@ def run(args: argparse.Namespace, ui: UI) -> int:
         from pathlib import Path
 
         model_name = Path(model_name).stem
-    prof = profile(
+    from edgeprune.costmodel.command import calibrated_profile
+
+    prof = calibrated_profile(args, target, example, model_name, ui)
+    prof = prof or profile(
         args.model, example, target, model_name=model_name, grid=args.grid, out=args.out, profiles=args.profiles, resume=args.resume,
         audit=args.audit, ui=ui, calibration=args.calibration, seed=args.seed, notes=args.note, recalibrate=args.recalibrate,
         protocol=TimingProtocol.quick() if args.quick else None,

@@ -118,6 +118,10 @@ class Profile:
 
     def predictor(self) -> Predictor:
         """The latency predictor over this profile's tables and calibration."""
+        if self._predictor is None and self.data.get("cost_model"):  # calibrated over a device model
+            from edgeprune.costmodel.predictor import DevicePredictor
+
+            self._predictor = DevicePredictor.from_profile(self)
         if self._predictor is None:
             self._predictor = Predictor.from_profile(self)
         return self._predictor
