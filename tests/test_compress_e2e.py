@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import onnx
 import pytest
@@ -67,30 +68,33 @@ def test_milp_planner_falls_back_to_fp32_when_every_int8_plan_misses(monkeypatch
     all-int8 plan misses on measurement, compress also plans fp32 only and ships that plan if it fits."""
     import torch
 
-    import edgeprune.pipeline as pl
-    from edgeprune.config import Budget, get_target
+    import edgeprune.pipeline.search as search
+    from edgeprune.backends import get_backend
+    from edgeprune.config import get_target
     from edgeprune.graph import channel_groups
     from edgeprune.models import load_model
+    from edgeprune.pipeline.context import Run
+    from edgeprune.pipeline.run import resolve_budget
     from edgeprune.ui import QUIET
+    from edgeprune.budget import Budget
 
     model = load_model("resnet20-cifar10").eval()
     example = torch.zeros(1, 3, 32, 32)
-    graph = channel_groups(model, example)
-    scores = {g.id: torch.rand(g.size, generator=torch.Generator().manual_seed(0)) for g in graph.prunable}
     tgt = get_target("cpu-ort")
-    limit = 0.7  # ms; "measured" below: any int8 layer -> 0.9 ms (misses), fp32 -> 0.6 ms (fits)
     measured: list[int] = []
 
-    def fake_cost(dense, keep, example, tgt, cfg, precisions, calib, dense_pair):
-        n8 = sum(v == "int8" for v in precisions.values())
-        measured.append(n8)
-        return {"latency_ms": 0.9 if n8 else 0.6}, None
+    def fake_cost(run, keep, precisions=None, reference=None):
+        n8 = sum(v == "int8" for v in (precisions or {}).values())
+        measured.append(n8)  # "measured": any int8 layer -> 0.9 ms (misses the 0.7 ms limit), fp32 -> 0.6 ms (fits)
+        return {"latency": 0.9 if n8 else 0.6}
 
-    monkeypatch.setattr(pl, "_candidate_cost", fake_cost)
-    cfg = CompressConfig(max_attempts=2)
-    resolved = pl._absolute_limits(Budget.parse("latency=0.7ms"), tgt, 1.0, model, graph)
-    doc = pl._plan_milp(model, graph, scores, resolved, {"latency_ms": limit}, tgt, example, cfg,
-                        QUIET, "resnet20-cifar10", 1.0)
+    monkeypatch.setattr(search, "candidate_cost", fake_cost)
+    run = Run("resnet20-cifar10", model, None, example, tgt, get_backend(tgt.backend), Budget.parse("latency=0.7ms"),
+              CompressConfig(max_attempts=2), QUIET, Path("unused"), dense_latency=1.0)
+    run.graph = channel_groups(model, example)
+    run.scores = {g.id: torch.rand(g.size, generator=torch.Generator().manual_seed(0)) for g in run.graph.prunable}
+    resolve_budget(run)
+    doc = search.plan_milp(run)
     assert any(measured[:-1]) and measured[-1] == 0
-    assert set(doc["precisions"].values()) == {"fp32"} and doc["measured"]["latency_ms"] == 0.6
+    assert set(doc["precisions"].values()) == {"fp32"} and doc["measured"]["latency"] == 0.6
     assert doc["attempts"][-1]["label"].endswith("(fp32 only)")

@@ -37,6 +37,7 @@ class Engine:
     files: dict[str, Path]
     manifest: dict[str, Any] = field(default_factory=dict)
     runner: Callable[[np.ndarray], np.ndarray] | None = None
+    batched: bool = False  # the runner takes a whole batch (else one image at a time: batch-1 engines)
 
     def onnx_engine(self) -> tuple[Path | None, list[str]]:
         """The ONNX file this engine runs (int8 QDQ when quantised; None if it has none) and the ORT optimisers
@@ -48,6 +49,8 @@ class Engine:
         if self.runner is None:
             raise RuntimeError(f"the {self.target.name} engine cannot run on this machine")
         x = x if isinstance(x, np.ndarray) else x.numpy()
+        if self.batched:
+            return np.asarray(self.runner(x)).reshape(len(x), -1)
         return np.concatenate([np.asarray(self.runner(x[i : i + 1])).reshape(1, -1) for i in range(len(x))])
 
 

@@ -51,7 +51,8 @@ def add_compress_options(p: argparse.ArgumentParser, default_budget: str = "late
     """Options shared by compress and demo."""
     p.add_argument("--target", default="cpu-ort", help="target name (edgeprune targets) or a target .toml file")
     p.add_argument("--budget", default=default_budget,
-                   help="limits: latency=0.6x | latency=1.2ms | latency@vta-pynq=40000cycles, bytes=2MB, macs=20M, granularity=8")
+                   help="limits: latency=0.6x | latency=1.2ms | latency=250kcycles (simulated targets: vta-pynq), "
+                        "bytes=2MB, memory=64kB (peak activations), macs=20M, granularity=8")
     p.add_argument("--criterion", default="fisher", help="importance criterion (default fisher; edgeprune importance --list)")
     p.add_argument("--max-prune", type=float, default=None, metavar="FRACTION",
                    help="remove at most this fraction of any channel group (e.g. 0.5; default: no floor)")
@@ -112,4 +113,5 @@ def show(result, ui: UI) -> None:
     html = result.out_dir / "report.html"
     if html.exists():
         ui.log(f"report: {html}  (open it in a browser)")
-    ui.log(f"wrote {result.out_dir}/ (model.onnx, model.pt, plan.json, report.json, report.md)")
+    files = sorted(p.name + ("/" if p.is_dir() else "") for p in result.out_dir.iterdir() if p.name != "state")
+    ui.log(f"wrote {result.out_dir}/ ({', '.join(files)})")

@@ -72,6 +72,11 @@ class Run:
         return Meter(self.target, self.backend, self.example, self.calib, self.config.protocol, self.clock)
 
     @property
+    def margin(self) -> float:
+        """Plan to this fraction of a latency limit: the configured margin, 1 on a (deterministic) simulator."""
+        return 1.0 if self.backend.simulated else self.config.margin
+
+    @property
     def unit_label(self) -> str:
         """``ms``, or ``cycles (simulated)``."""
         return self.backend.unit + (" (simulated)" if self.backend.simulated else "")

@@ -164,12 +164,19 @@ def write_report(run: Run) -> None:
     comp = figures(run, run.small, run.final["compressed"], engine=run.engine if run.int8 else None, bits=int8)
     met, detail = check_budget(run, dense, comp)
     report = report_doc(run, dense, comp, met, detail)
-    wall = time.perf_counter() - run.started
-    report.update(wall_s=wall, stage_seconds={k: round(v, 3) for k, v in run.clock.stages.items()},
-                  time_split=run.clock.split(wall))
     write_outputs(run, report)
     run.result = CompressResult(run.small, dense, comp, report["speedup"], str(run.budget), met, detail, run.out,
                                 run.plan, run.verify.to_dict(), report)
+
+
+def record_time(run: Run) -> None:
+    """Add the wall time, each stage's seconds and the measure/train/score/solve/other split to report.json."""
+    from edgeprune.fileio import write_json
+
+    wall = time.perf_counter() - run.started
+    run.result.report.update(wall_s=wall, stage_seconds={k: round(v, 3) for k, v in run.clock.stages.items()},
+                             time_split=run.clock.split(wall))
+    write_json(run.out / "report.json", run.result.report)
 
 
 STAGES: tuple[tuple[str, Callable[[Run], None]], ...] = (
@@ -206,5 +213,6 @@ def compress(model: str | nn.Module = "resnet20-cifar10", data: str | Dataset | 
     for name, stage in STAGES:
         with run.clock.stage(name):
             stage(run)
+    record_time(run)
     raise_failures(run.result, run)
     return run.result

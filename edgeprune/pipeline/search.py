@@ -96,7 +96,7 @@ def plan_uniform(run: Run) -> dict[str, Any]:
             r = (lo + hi) / 2
             keep = keep_from_counts(graph, scores, counts(r))
             cost = candidate_cost(run, keep)
-            if fits(cost, limits, cfg.margin):
+            if fits(cost, limits, run.margin):
                 lo, best = r, (r, keep, cost)
             else:
                 hi = r
@@ -185,7 +185,7 @@ class _MilpSearch:
         """Plan with precisions ``precs`` until a measured plan lands within the margin (or nothing new comes)."""
         run, cfg, limits = self.run, self.run.config, self.limits
         only = " (every layer int8)" if precs == ["int8"] and several else " (fp32 only)" if precs == ["fp32"] and several else ""
-        scale, seen = cfg.margin, set()
+        scale, seen = run.margin, set()
         for _ in range(cfg.max_attempts):
             try:
                 p = self.solve(precs, scale)
@@ -207,9 +207,9 @@ class _MilpSearch:
             # aim the next plan at the margin: tighter when measurement missed, looser when it left
             # more than 10% of the budget unused (the predictor errs both ways; slack costs accuracy)
             ratio = cost["latency"] / limits["latency"]
-            if cfg.margin * 0.9 <= ratio <= 1.0 and fits(cost, limits, 1.0):
+            if run.margin * 0.9 <= ratio <= 1.0 and fits(cost, limits, 1.0):
                 return
-            scale *= cfg.margin / max(ratio, 1e-9)
+            scale *= run.margin / max(ratio, 1e-9)
 
     def _record(self, p: Any, cost: dict[str, float], scale: float, label: str) -> None:
         run, unit = self.run, self.run.unit_label
