@@ -66,6 +66,10 @@ def add_compress_options(p: argparse.ArgumentParser, default_budget: str = "late
     p.add_argument("--train-device", default=None, metavar="DEVICE",
                    help="torch device to fine-tune on, e.g. cuda or cuda:1 (default: cpu); profiling and engines stay on the target")
     p.add_argument("--seed", type=int, default=0, help="random seed (runs with one seed agree)")
+    p.add_argument("--eval-limit", type=int, default=None, metavar="N",
+                   help="evaluate top-1 on the first N test images (default: all)")
+    p.add_argument("--quick", action="store_true",
+                   help="short timing protocol and one final interleaved repeat (tests, smoke runs; noisier latency)")
     p.add_argument("--out", default=None, help="output folder (default build/<model>-<target>)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoints in --out")
     add_profiles_option(p)
@@ -74,12 +78,16 @@ def add_compress_options(p: argparse.ArgumentParser, default_budget: str = "late
 def config_from_args(args: argparse.Namespace):
     """CompressConfig from parsed flags."""
     from edgeprune.pipeline import CompressConfig
+    from edgeprune.profile.timing import TimingProtocol
 
     if args.epochs < 0:
         raise BadInput(f"--epochs must be >= 0, got {args.epochs}")
     if args.lr <= 0:
         raise BadInput(f"--lr must be positive, got {args.lr}")
-    return CompressConfig(criterion=args.criterion, planner=args.planner, weighting=args.weighting, max_prune=args.max_prune, epochs=args.epochs, kd=not args.no_kd,
+    if args.eval_limit is not None and args.eval_limit < 1:
+        raise BadInput(f"--eval-limit must be >= 1, got {args.eval_limit}")
+    quick = {"protocol": TimingProtocol.quick(), "final_repeats": 1} if args.quick else {}
+    return CompressConfig(**quick, eval_limit=args.eval_limit, criterion=args.criterion, planner=args.planner, weighting=args.weighting, max_prune=args.max_prune, epochs=args.epochs, kd=not args.no_kd,
                           lr=args.lr, seed=args.seed, resume=args.resume, train_device=args.train_device,
                           profiles=args.profiles)
 

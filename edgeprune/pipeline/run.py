@@ -108,7 +108,8 @@ def recover(run: Run) -> None:
             run.ui.log(f"fine-tuning {cfg.epochs:g} epoch(s) on {len(ds.train)} images"
                        f"{' with KD from the dense model' if cfg.kd else ''} ...")
             rc = RecoverConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
-                               checkpoint_dir=str(run.stages.dir), device=cfg.train_device)
+                               checkpoint_dir=str(run.stages.dir), device=cfg.train_device,
+                               resume=cfg.resume)
             with run.clock.work("train"):
                 fit(run.small, ds, teacher=run.dense if cfg.kd else None, config=rc, ui=run.ui)
             return run.small.state_dict()
