@@ -78,7 +78,7 @@ def search_plan(run: Run) -> dict[str, Any]:
 
 def plan_uniform(run: Run) -> dict[str, Any]:
     """The same keep ratio in every group (rounded to the target's multiple), searched on measured cost."""
-    graph, scores, cfg, limits = run.graph, run.scores, run.config, run.cost_limits()
+    graph, scores, limits = run.graph, run.scores, run.cost_limits()
     mult = run.target.channel_multiple
 
     def counts(r: float) -> dict[str, int]:

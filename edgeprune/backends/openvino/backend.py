@@ -8,8 +8,8 @@ Light on purpose: importing this package registers the backend and imports no
 from __future__ import annotations
 
 import tempfile
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np

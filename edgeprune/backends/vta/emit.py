@@ -15,10 +15,9 @@ from edgeprune.fileio import write_json
 
 def emit_vta(model: nn.Module, target: Target, out_dir: Path, example: torch.Tensor, options: dict[str, Any]) -> Engine:
     """Compile ``model`` to int8 VTA instructions; ``options['calib']`` is a batch of real images (NCHW)."""
+    from edgeprune.backends.vta.runtime import vta_config
     from edgeprune.vta import build, quantize_model, reference_forward
     from edgeprune.vta.quantize import dequantise_logits
-
-    from edgeprune.backends.vta.runtime import vta_config
 
     config = vta_config(target)
     calib = options.get("calib")
