@@ -1,7 +1,8 @@
 """Fault test: ``edgeprune compress`` killed (SIGKILL) at 10 random points, each followed by ``--resume``, ends
 with the same plan and a byte-identical engine as an uninterrupted run.
 
-The budget (MACs) does not depend on measured latency, so measurement noise cannot change the plan; the run
+The budget (MACs and bytes: a pruned, partly int8 plan) does not depend on measured latency, so measurement
+noise cannot change the plan; both engines (fp32 ONNX and int8 QDQ) are compared byte for byte. The run
 is small (ResNet-20, embedded demo data, 0.1 epoch, 200 eval images, quick timing).
 """
 from __future__ import annotations
@@ -18,8 +19,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-ARGS = ["--model", "resnet20-cifar10", "--data", "cifar10-demo", "--target", "cpu-ort", "--budget", "macs=0.5x",
-        "--epochs", "0.1", "--eval-limit", "200", "--quick", "-q"]
+ARGS = ["--model", "resnet20-cifar10", "--data", "cifar10-demo", "--target", "cpu-ort", "--budget", "macs=0.7x,bytes=0.4x",
+        "--epochs", "0.1", "--criterion", "l1", "--eval-limit", "200", "--quick", "-q"]
 ENGINES = ("model.onnx", "model.int8.onnx")
 
 
@@ -56,6 +57,6 @@ def test_compress_resumes_after_ten_kills(tmp_path) -> None:
     assert done.returncode == 0, done.stderr
     assert _plan(out) == _plan(ref)
     shipped = [n for n in ENGINES if (ref / n).exists()]
-    assert shipped and shipped == [n for n in ENGINES if (out / n).exists()]
+    assert shipped == list(ENGINES) == [n for n in ENGINES if (out / n).exists()]
     for name in shipped:
         assert (out / name).read_bytes() == (ref / name).read_bytes(), f"{name} differs after resuming"
