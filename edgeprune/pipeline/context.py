@@ -87,9 +87,14 @@ class Run:
         return dict((self.plan or {}).get("precisions") or {})
 
     @property
+    def quantize(self) -> bool:
+        """Whether the engine gets int8 QDQ layers: the plan has int8 layers and the backend runs QDQ as int8."""
+        return self.backend.qdq_int8 and any(p == "int8" for p in self.precisions.values())
+
+    @property
     def int8(self) -> bool:
-        """Whether the engine is int8 (the plan has int8 layers, or the backend only runs int8)."""
-        return self.backend.int8_only or any(p == "int8" for p in self.precisions.values())
+        """Whether the shipped engine is int8 (QDQ layers, or an int8-only backend)."""
+        return self.backend.int8_only or self.quantize
 
     def dense_signatures(self) -> dict[str, Any]:
         """The dense model's layer signatures at the target's widest precision (int8 on an int8-only accelerator)."""

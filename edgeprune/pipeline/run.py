@@ -122,8 +122,7 @@ def compile_engine(run: Run) -> None:
     """Emit the engine: int8 where the plan says so (and the backend runs QDQ) or where the backend is int8-only."""
     from edgeprune.compile import compile as emit
 
-    precisions = run.precisions
-    quantize = any(p == "int8" for p in precisions.values()) and run.backend.qdq_int8
+    precisions, quantize = run.precisions, run.quantize
     if quantize:
         run.ui.log(f"quantising {sum(p == 'int8' for p in precisions.values())} of {len(precisions)} layers to int8 "
                    "(post-training, calibrated on 256 training images) ...")
