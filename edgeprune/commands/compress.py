@@ -87,7 +87,8 @@ def config_from_args(args: argparse.Namespace):
     if args.eval_limit is not None and args.eval_limit < 1:
         raise BadInput(f"--eval-limit must be >= 1, got {args.eval_limit}")
     quick = {"protocol": TimingProtocol.quick(), "final_repeats": 1} if args.quick else {}
-    return CompressConfig(**quick, eval_limit=args.eval_limit, criterion=args.criterion, planner=args.planner, weighting=args.weighting, max_prune=args.max_prune, epochs=args.epochs, kd=not args.no_kd,
+    return CompressConfig(**quick, eval_limit=args.eval_limit, criterion=args.criterion, planner=args.planner,
+                          weighting=args.weighting, max_prune=args.max_prune, epochs=args.epochs, kd=not args.no_kd,
                           lr=args.lr, seed=args.seed, resume=args.resume, train_device=args.train_device,
                           profiles=args.profiles)
 
