@@ -227,8 +227,10 @@ class _MilpSearch:
             return self.best
         unit, limit = self.run.unit_label, self.limits.get("latency", float("nan"))
         if self.errors:
-            if not self.attempts:
-                raise self.errors[0]
+            if not self.attempts:  # the solver's figures are in the table's scale: say how it maps to measurement
+                run = self.run
+                raise BudgetMissed(f"{first_line(self.errors[0])} (the latency table's scale: the dense model measures "
+                                   f"{run.dense_latency:,.0f} {unit} and is predicted {self.pred_dense:,.0f})") from None
             last = min(self.attempts, key=lambda a: a["measured_ms"])
             raise BudgetMissed(f"the measured latency misses the budget: best plan measured {last['measured_ms']:.4g} {unit} "
                                f"(predicted {last['predicted_ms']:.4g} {unit}), budget is {limit:.4g} {unit}, and "
