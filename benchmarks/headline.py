@@ -367,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
                     add(key, s, prune(pretrained, p.keep, example, graph=graph),
                         {"predicted_ratio": p.targets[tgt.name]["predicted"] / p.targets[tgt.name]["dense"]})
         else:
-            from edgeprune.pipeline import _keep_from_counts
+            from edgeprune.pipeline.search import keep_from_counts
             from edgeprune.prune.granularity import round_channels
 
             log(f"!!! edgeprune planner/profile unavailable ({prof_error}): FALLING BACK to a uniform keep ratio")
@@ -375,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
             notes.append(f"edgeprune row is a FALLBACK (uniform keep ratio rounded to {tgt.channel_multiple}): {prof_error}")
             for r in np.linspace(0.95, 0.3, 14):
                 counts = {g.id: round_channels(r * g.size, tgt.channel_multiple, g.size) for g in graph.prunable}
-                add("ep", float(r), prune(pretrained, _keep_from_counts(graph, scores, counts), example, graph=graph))
+                add("ep", float(r), prune(pretrained, keep_from_counts(graph, scores, counts), example, graph=graph))
     if "macs" in rows_wanted:
         from edgeprune.plan import PlanConfig
         from edgeprune.plan import plan as solve

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import onnx
 import pytest
 
-from edgeprune.errors import BudgetMissed
+from edgeprune.errors import BadInput, BudgetMissed
 from edgeprune.metrics import count_params
 from edgeprune.pipeline import CompressConfig, compress
 from edgeprune.profile.timing import TimingProtocol
@@ -67,32 +68,64 @@ def test_milp_planner_falls_back_to_fp32_when_every_int8_plan_misses(monkeypatch
     all-int8 plan misses on measurement, compress also plans fp32 only and ships that plan if it fits."""
     import torch
 
-    import edgeprune.pipeline as pl
-    from edgeprune.config import Budget, get_target
+    from edgeprune.backends import get_backend
+    from edgeprune.budget import Budget
+    from edgeprune.config import get_target
     from edgeprune.graph import channel_groups
     from edgeprune.models import load_model
+    from edgeprune.pipeline import search
+    from edgeprune.pipeline.context import Run
+    from edgeprune.pipeline.run import resolve_budget
     from edgeprune.ui import QUIET
 
     model = load_model("resnet20-cifar10").eval()
     example = torch.zeros(1, 3, 32, 32)
-    graph = channel_groups(model, example)
-    scores = {g.id: torch.rand(g.size, generator=torch.Generator().manual_seed(0)) for g in graph.prunable}
     tgt = get_target("cpu-ort")
-    limit = 0.7  # ms; "measured" below: any int8 layer -> 0.9 ms (misses), fp32 -> 0.6 ms (fits)
     measured: list[int] = []
 
-    def fake_cost(dense, keep, example, tgt, cfg, precisions, calib, dense_pair):
-        n8 = sum(v == "int8" for v in precisions.values())
-        measured.append(n8)
-        return {"latency_ms": 0.9 if n8 else 0.6}, None
+    def fake_cost(run, keep, precisions=None, reference=None):
+        n8 = sum(v == "int8" for v in (precisions or {}).values())
+        measured.append(n8)  # "measured": any int8 layer -> 0.9 ms (misses the 0.7 ms limit), fp32 -> 0.6 ms (fits)
+        return {"latency": 0.9 if n8 else 0.6}
 
-    monkeypatch.setattr(pl, "_candidate_cost", fake_cost)
     # the shipped ResNet-20 tables wherever the test runs (the planner's logic is under test, not this machine)
     monkeypatch.setenv("EDGEPRUNE_ALLOW_FOREIGN_PROFILE", "1")
-    cfg = CompressConfig(max_attempts=2)
-    resolved = pl._absolute_limits(Budget.parse("latency=0.7ms"), tgt, 1.0, model, graph)
-    doc = pl._plan_milp(model, graph, scores, resolved, {"latency_ms": limit}, tgt, example, cfg,
-                        QUIET, "resnet20-cifar10", 1.0)
+    monkeypatch.setattr(search, "candidate_cost", fake_cost)
+    run = Run("resnet20-cifar10", model, None, example, tgt, get_backend(tgt.backend), Budget.parse("latency=0.7ms"),
+              CompressConfig(max_attempts=2), QUIET, Path("unused"), dense_latency=1.0)
+    run.graph = channel_groups(model, example)
+    run.scores = {g.id: torch.rand(g.size, generator=torch.Generator().manual_seed(0)) for g in run.graph.prunable}
+    resolve_budget(run)
+    doc = search.plan_milp(run)
     assert any(measured[:-1]) and measured[-1] == 0
-    assert set(doc["precisions"].values()) == {"fp32"} and doc["measured"]["latency_ms"] == 0.6
+    assert set(doc["precisions"].values()) == {"fp32"} and doc["measured"]["latency"] == 0.6
     assert doc["attempts"][-1]["label"].endswith("(fp32 only)")
+
+
+def test_compress_vta_with_a_cycles_budget(tmp_path) -> None:
+    """vta-pynq: whole-build simulated cycles, a cycles budget, an int8 engine verified against PyTorch, and
+    every output says the latency is simulated."""
+    from edgeprune.profile.timing import TimingProtocol
+
+    cfg = CompressConfig(criterion="l1", epochs=0, eval_limit=100, protocol=TimingProtocol.quick(), final_repeats=1,
+                         profiles=str(tmp_path / "profiles"))
+    res = compress("resnet20-cifar10", "cifar10-demo", "vta-pynq", "latency=250kcycles", out=tmp_path / "run", config=cfg)
+    assert res.budget_met and res.compressed.latency_ms <= 250_000 < res.dense.latency_ms
+    assert res.compressed.latency_unit == "cycles" and res.compressed.simulated and res.verify["passed"]
+    rep = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert rep["latency_unit"] == "cycles" and rep["simulated"] is True
+    assert "cycles (simulated)" in rep["budget_detail"][0] and set(rep["stage_seconds"]) >= {"plan", "verify"}
+    assert (tmp_path / "run" / "vta" / "program.bin").exists()
+    assert "cycles (simulated)" in (tmp_path / "run" / "report.md").read_text()
+    assert any("cycles (simulated)" in str(row[0]) for row in res.table_rows())
+
+
+def test_bad_arguments_fail_before_any_work(tmp_path) -> None:
+    """--data none with a criterion that needs data fails before the dense measurement: no state/ is left."""
+    with pytest.raises(BadInput, match="needs data"):
+        compress("resnet20-cifar10", None, "cpu-ort", "latency=0.6x", out=tmp_path / "run",
+                 config=CompressConfig(criterion="fisher"), input_shape=(1, 3, 32, 32))
+    with pytest.raises(BadInput, match="names target"):
+        compress("resnet20-cifar10", None, "cpu-ort", "latency@vta-pynq=0.5x", out=tmp_path / "run",
+                 config=CompressConfig(criterion="l1"), input_shape=(1, 3, 32, 32))
+    assert not (tmp_path / "run").exists()

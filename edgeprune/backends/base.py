@@ -37,6 +37,7 @@ class Engine:
     files: dict[str, Path]
     manifest: dict[str, Any] = field(default_factory=dict)
     runner: Callable[[np.ndarray], np.ndarray] | None = None
+    batched: bool = False  # the runner takes a whole batch (else one image at a time: batch-1 engines)
 
     def onnx_engine(self) -> tuple[Path | None, list[str]]:
         """The ONNX file this engine runs (int8 QDQ when quantised; None if it has none) and the ORT optimisers
@@ -48,6 +49,8 @@ class Engine:
         if self.runner is None:
             raise RuntimeError(f"the {self.target.name} engine cannot run on this machine")
         x = x if isinstance(x, np.ndarray) else x.numpy()
+        if self.batched:
+            return np.asarray(self.runner(x)).reshape(len(x), -1)
         return np.concatenate([np.asarray(self.runner(x[i : i + 1])).reshape(1, -1) for i in range(len(x))])
 
 
@@ -64,6 +67,26 @@ def check_options(schema: type | None, options: Mapping[str, Any], where: str) -
             raise BadInput(f"{where}: unknown option {key!r} (known: {', '.join(known) or 'none'})")
 
 
+def onnx_engine_file(model: nn.Module, target: Target, example: Any, precisions: Mapping[str, str] | None, calib: Any,
+                     directory: Path, name: str = "model") -> tuple[Path, list[str]]:
+    """Export ``model`` to ``directory/<name>.onnx``; when some layers are int8, quantise to QDQ keeping the others fp32.
+
+    Returns the engine path and the ORT optimisers its session must disable.
+    """
+    from edgeprune.compile.onnx_export import export_onnx
+
+    fp32 = export_onnx(model, example, Path(directory) / f"{name}.onnx")
+    precisions = dict(precisions or {})
+    if not any(p == "int8" for p in precisions.values()):
+        return fp32, []
+    from edgeprune.quant.ort_int8 import quantize_onnx
+
+    keep_fp32 = [n for n, p in precisions.items() if p != "int8"]
+    calib = calib.numpy() if hasattr(calib, "numpy") else calib
+    q = quantize_onnx(fp32, Path(directory) / f"{name}.int8.onnx", target, calib=calib, exclude=keep_fp32)
+    return q.path, list(q.disabled_optimizers)
+
+
 class Backend(ABC):
     """Builds an executable for a whole ONNX model or one layer configuration, times it on a target, and emits engines."""
 
@@ -72,6 +95,8 @@ class Backend(ABC):
     simulated: bool = False  # figures are simulated (and must be labelled so)
     options_schema: type | None = None  # a @dataclass whose fields are the known [options] keys
     int8_model_term: bool = False  # the profiler times int8 whole models to fit the int8 term's own scale
+    qdq_int8: bool = False  # runs edgeprune's QDQ ONNX (edgeprune.quant.ort_int8) as int8 kernels
+    int8_only: bool = False  # every engine is int8 whatever a plan's precisions say (an int8 accelerator)
     packages: tuple[str, ...] = ()  # pip distributions whose versions are recorded next to figures
     description: str = ""
 
@@ -111,6 +136,20 @@ class Backend(ABC):
         """:meth:`time_layer` plus what the backend chose for the layer (e.g. ``{"layout": "nchwc"}``)."""
         return self.time_layer(sig, target, protocol), {}
 
+    def engine_file(self, model: nn.Module, target: Target, example: Any, precisions: Mapping[str, str] | None,
+                    calib: Any, directory: Path, name: str = "model") -> tuple[Path, list[str]]:
+        """Write the file :meth:`time_onnx` / :meth:`make_runner` time for a whole model; return it and the ORT
+        optimisers its session must disable.
+
+        Default: the ONNX export, quantised to int8 QDQ (``calib``: NCHW tensor or None) when ``precisions``
+        has int8 layers and the backend runs QDQ as int8 (:attr:`qdq_int8`); the other layers stay fp32.
+        """
+        return onnx_engine_file(model, target, example, precisions if self.qdq_int8 else None, calib, directory, name)
+
+    def engine_timing_file(self, engine: Engine) -> tuple[Path | None, list[str]]:
+        """The file of an emitted engine that :meth:`time_onnx` times, and the optimisers it disables."""
+        return engine.onnx_engine()
+
     def make_runner(self, onnx_path: str | Path, target: Target, disabled_optimizers: Sequence[str] = ()) -> Callable[[], Any]:
         """A zero-argument callable running the model once on fixed random inputs (for interleaved timing).
 
@@ -129,8 +168,9 @@ class Backend(ABC):
         """Write the engine of ``model`` for ``target`` into ``out_dir`` (files + manifest.json)."""
         raise NotImplementedError(f"backend {self.name} has no emitter")
 
-    def compile_options(self, calib: Any, int8: bool) -> dict[str, Any]:
-        """Emitter options for ``edgeprune compile`` from a calibration batch (NCHW tensor) and ``--int8``."""
+    def compile_options(self, calib: Any, int8: bool, exclude: Sequence[str] = ()) -> dict[str, Any]:
+        """Emitter options from a calibration batch (NCHW tensor or None) and ``--int8``; ``exclude``: layers that
+        stay fp32 in an int8 engine (a plan's fp32 layers)."""
         if int8:
             raise BadInput(f"--int8 does not apply to {self.name} targets")
         return {}

@@ -51,7 +51,8 @@ def add_compress_options(p: argparse.ArgumentParser, default_budget: str = "late
     """Options shared by compress and demo."""
     p.add_argument("--target", default="cpu-ort", help="target name (edgeprune targets) or a target .toml file")
     p.add_argument("--budget", default=default_budget,
-                   help="limits: latency=0.6x | latency=1.2ms | latency@vta-pynq=40000cycles, bytes=2MB, macs=20M, granularity=8")
+                   help="limits: latency=0.6x | latency=1.2ms | latency=250kcycles (simulated targets: vta-pynq), "
+                        "bytes=2MB, memory=64kB (peak activations), macs=20M, granularity=8")
     p.add_argument("--criterion", default="fisher", help="importance criterion (default fisher; edgeprune importance --list)")
     p.add_argument("--max-prune", type=float, default=None, metavar="FRACTION",
                    help="remove at most this fraction of any channel group (e.g. 0.5; default: no floor)")
@@ -65,6 +66,10 @@ def add_compress_options(p: argparse.ArgumentParser, default_budget: str = "late
     p.add_argument("--train-device", default=None, metavar="DEVICE",
                    help="torch device to fine-tune on, e.g. cuda or cuda:1 (default: cpu); profiling and engines stay on the target")
     p.add_argument("--seed", type=int, default=0, help="random seed (runs with one seed agree)")
+    p.add_argument("--eval-limit", type=int, default=None, metavar="N",
+                   help="evaluate top-1 on the first N test images (default: all)")
+    p.add_argument("--quick", action="store_true",
+                   help="short timing protocol and one final interleaved repeat (tests, smoke runs; noisier latency)")
     p.add_argument("--out", default=None, help="output folder (default build/<model>-<target>)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoints in --out")
     add_profiles_option(p)
@@ -74,14 +79,19 @@ def add_compress_options(p: argparse.ArgumentParser, default_budget: str = "late
 def config_from_args(args: argparse.Namespace):
     """CompressConfig from parsed flags."""
     from edgeprune.pipeline import CompressConfig
+    from edgeprune.profile.timing import TimingProtocol
 
     if args.epochs < 0:
         raise BadInput(f"--epochs must be >= 0, got {args.epochs}")
     if args.lr <= 0:
         raise BadInput(f"--lr must be positive, got {args.lr}")
-    return CompressConfig(criterion=args.criterion, planner=args.planner, weighting=args.weighting, max_prune=args.max_prune, epochs=args.epochs, kd=not args.no_kd,
+    if args.eval_limit is not None and args.eval_limit < 1:
+        raise BadInput(f"--eval-limit must be >= 1, got {args.eval_limit}")
+    quick = {"protocol": TimingProtocol.quick(), "final_repeats": 1} if args.quick else {}
+    return CompressConfig(**quick, eval_limit=args.eval_limit, criterion=args.criterion, planner=args.planner,
+                          weighting=args.weighting, max_prune=args.max_prune, epochs=args.epochs, kd=not args.no_kd,
                           lr=args.lr, seed=args.seed, resume=args.resume, train_device=args.train_device,
-                          profiles=args.profiles)
+                          profiles=args.profiles, allow_foreign_profile=getattr(args, "allow_foreign_profile", False))
 
 
 def run(args: argparse.Namespace, ui: UI) -> int:
@@ -89,12 +99,6 @@ def run(args: argparse.Namespace, ui: UI) -> int:
     from edgeprune.pipeline import compress
 
     data = None if (args.data or "").lower() == "none" else args.data
-    if getattr(args, "allow_foreign_profile", False):
-        import os
-
-        from edgeprune.profile.device import ALLOW_FOREIGN_ENV
-
-        os.environ[ALLOW_FOREIGN_ENV] = "1"  # read by load_profile in the pipeline (this process only)
     try:
         result = compress(args.model, data, args.target, args.budget, out=args.out, config=config_from_args(args),
                           input_shape=parse_input_shape(args.input_shape), ui=ui)
@@ -119,4 +123,5 @@ def show(result, ui: UI) -> None:
     html = result.out_dir / "report.html"
     if html.exists():
         ui.log(f"report: {html}  (open it in a browser)")
-    ui.log(f"wrote {result.out_dir}/ (model.onnx, model.pt, plan.json, report.json, report.md)")
+    files = sorted(p.name + ("/" if p.is_dir() else "") for p in result.out_dir.iterdir() if p.name != "state")
+    ui.log(f"wrote {result.out_dir}/ ({', '.join(files)})")

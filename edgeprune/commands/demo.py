@@ -29,10 +29,4 @@ def run(args: argparse.Namespace, ui: UI) -> int:
     """Run the demo."""
     args.model, args.data, args.input_shape = "resnet20-cifar10", "cifar10-demo", None
     args.out = args.out or "build/demo"
-    if args.planner in ("auto", "milp"):
-        # the shipped tables were measured on the project's machine: on any other CPU, re-fit them here
-        # (logged; same ISA family) or measure afresh, so the demo never plans on a foreign profile
-        from edgeprune.profile import local_profile
-
-        local_profile(args.model, args.target, profiles=args.profiles, ui=ui)
     return run_compress(args, ui)

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from edgeprune.graph import ChannelGraph, ChannelGroup, Member
+from edgeprune.graph.model import channel_kinds
 from edgeprune.registry import Registry
 
 if TYPE_CHECKING:
@@ -155,9 +156,6 @@ class MaskPoint:
     kind: str
 
 
-_PRODUCER_KINDS = ("conv2d", "linear", "select")
-
-
 def mask_points(model: nn.Module, graph: ChannelGraph) -> list[MaskPoint]:
     """The output points of every prunable group, found with one probe forward on the graph's example input."""
     modules = dict(model.named_modules())
@@ -170,7 +168,7 @@ def mask_points(model: nn.Module, graph: ChannelGraph) -> list[MaskPoint]:
         for mem in g.members:
             if mem.dim != "out" or mem.layer not in modules:
                 continue
-            if mem.kind in _PRODUCER_KINDS:
+            if mem.kind in channel_kinds():
                 wanted_prod.add(mem.layer)
             elif mem.kind in ("bn", "layernorm", "groupnorm"):
                 wanted_bn.add(mem.layer)
@@ -189,7 +187,7 @@ def mask_points(model: nn.Module, graph: ChannelGraph) -> list[MaskPoint]:
         mems = [m for m in g.members if m.dim == "out" and m.layer in modules]
         bns = [m.layer for m in mems if m.kind in ("bn", "layernorm", "groupnorm")]
         for mem in mems:
-            if mem.kind not in _PRODUCER_KINDS:
+            if mem.kind not in channel_kinds():
                 continue
             out = outputs.get(mem.layer)
             follower = next((b for b in bns if out is not None and bn_inputs.get(b) is out), None)
@@ -358,8 +356,10 @@ def consumer_view(module: nn.Module, member: Member, x: torch.Tensor, size: int)
 
 
 def consumer_inputs(model: nn.Module, graph: ChannelGraph, batches: list, fn: Callable[[str, Member, nn.Module, torch.Tensor], None],
-                    kinds: tuple[str, ...] = ("conv2d", "linear", "select")) -> None:
-    """Call ``fn(group_id, member, module, view)`` with each consumer's view of each group's channels, per batch."""
+                    kinds: tuple[str, ...] | None = None) -> None:
+    """Call ``fn(group_id, member, module, view)`` with each consumer's view of each group's channels, per batch
+    (consumers of ``kinds``; default: conv, linear and registered layers, ``channel_kinds()``)."""
+    kinds = channel_kinds() if kinds is None else kinds
     modules = dict(model.named_modules())
     hooks = []
     for g in graph.prunable:

@@ -42,9 +42,9 @@ def build_figures(rr) -> tuple[dict[str, bytes | None], dict[str, str]]:
         draw("channels", plots.channels, rr.layers)
         draw("precision", plots.bitwidths, rr.layers)
     if rr.candidates:
-        from edgeprune.report.summary import latency_limit
+        from edgeprune.report.summary import latency_limit, latency_unit
 
-        draw("pareto", plots.pareto, rr.candidates, latency_limit(rr))
+        draw("pareto", plots.pareto, rr.candidates, latency_limit(rr), latency_unit(rr.report))
     else:
         notes["pareto"] = "report.json has no measured latency for the dense or compressed model"
     if rr.pred_points:

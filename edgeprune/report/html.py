@@ -237,7 +237,7 @@ def _precision(rr: RunReport, figs: dict[str, bytes | None], notes: dict[str, st
 
 def _pareto(rr: RunReport, figs: dict[str, bytes | None], notes: dict[str, str]) -> str:
     body = []
-    rows = [(c.label, f"{c.latency_ms:.3g} ms", "not evaluated" if c.top1 is None else f"{c.top1:.2f}%") for c in rr.candidates]
+    rows = [(c.label, S.latency(c.latency_ms, rr.report), "not evaluated" if c.top1 is None else f"{c.top1:.2f}%") for c in rr.candidates]
     table = _table(["model", "latency", "top-1"], rows, num_cols=(1, 2),
                    highlight=[c.kind == "chosen" for c in rr.candidates]) if rows else ""
     body.append(f'<div class="row">{_img(figs.get("pareto"), "accuracy vs latency")}<div>{table}</div></div>')

@@ -76,7 +76,7 @@ def render(rr: RunReport, fig_notes: dict[str, str]) -> str:
     md.append(_notes([rr.layers_note, fig_notes.get("channels", "")]))
 
     md.append("\n## Accuracy vs latency\n\n")
-    md.append(_table(["model", "latency", "top-1"], [(c.label, f"{c.latency_ms:.3g} ms",
+    md.append(_table(["model", "latency", "top-1"], [(c.label, S.latency(c.latency_ms, rr.report),
                                                      "not evaluated" if c.top1 is None else f"{c.top1:.2f}%")
                                                     for c in rr.candidates], right=(1, 2)))
     md.append(_notes(rr.candidates_notes))

@@ -131,8 +131,9 @@ def bitwidths(layers: Sequence[LayerRow]) -> bytes:
     return _png(fig)
 
 
-def pareto(cands: Sequence[Candidate], latency_limit: float | None) -> bytes:
-    """Top-1 against measured latency of every model the run evaluated; the frontier joins the non-dominated ones."""
+def pareto(cands: Sequence[Candidate], latency_limit: float | None, unit: str = "ms") -> bytes:
+    """Top-1 against measured latency (``unit``: ms, or ``cycles (simulated)``) of every model the run evaluated;
+    the frontier joins the non-dominated ones."""
     plt = _plt()
     from matplotlib.transforms import blended_transform_factory
 
@@ -149,7 +150,7 @@ def pareto(cands: Sequence[Candidate], latency_limit: float | None) -> bytes:
         ax.scatter([c.latency_ms], [c.top1], label=None if lab in labelled else lab, **st)
         labelled.add(lab)
         if c.kind in ("dense", "chosen"):
-            ax.annotate(f"{c.label}\n{c.latency_ms:.3g} ms, {c.top1:.1f}%", (c.latency_ms, c.top1),
+            ax.annotate(f"{c.label}\n{c.latency_ms:.3g} {unit.split()[0]}, {c.top1:.1f}%", (c.latency_ms, c.top1),
                         textcoords="offset points", xytext=(8, 6), fontsize=8.5)
     front = _frontier([(c.latency_ms, c.top1) for c in with_acc])
     if len(front) > 1:
@@ -172,7 +173,7 @@ def pareto(cands: Sequence[Candidate], latency_limit: float | None) -> bytes:
         pad = max((max(ys) - min(ys)) * 0.25, 1.0)
         bottom = min(ys) - pad * 1.3
         ax.set_ylim(max(bottom, -1.0) if min(ys) >= 0 else bottom, min(max(ys) + pad, 101.0) if max(ys) <= 100 else max(ys) + pad)
-    ax.set_xlabel("measured latency (ms)")
+    ax.set_xlabel("simulated latency (cycles)" if "simulated" in unit else f"measured latency ({unit})")
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_title("Accuracy vs latency of the models this run evaluated", loc="left")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=3, fontsize=8.5)

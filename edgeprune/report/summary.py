@@ -47,6 +47,18 @@ def ms(v: Any) -> str:
     return "n/a" if f is None else f"{f:.3g} ms"
 
 
+def latency_unit(report: dict[str, Any]) -> str:
+    """The unit of a run's latency figures: ``ms``, or ``cycles (simulated)`` on a simulated target."""
+    unit = report.get("latency_unit", "ms")
+    return unit + (" (simulated)" if report.get("simulated") else "")
+
+
+def latency(v: Any, report: dict[str, Any]) -> str:
+    """A latency figure of a run in its unit (``0.412 ms``, ``2.48e+05 cycles (simulated)``)."""
+    f = num(v)
+    return "n/a" if f is None else f"{f:.3g} {latency_unit(report)}"
+
+
 def figures(rr: RunReport) -> list[tuple[str, str, str, str]]:
     """(what, dense, compressed, change) rows of the headline table."""
     rep = rr.report
@@ -55,7 +67,7 @@ def figures(rr: RunReport) -> list[tuple[str, str, str, str]]:
     sp = num(rep.get("speedup"))
     dl, cl = num(d.get("latency_ms")), num(c.get("latency_ms"))
     if dl is not None and cl is not None:
-        rows.append(("latency (median)", f"{dl:.3g} ms", f"{cl:.3g} ms",
+        rows.append(("latency (median)", latency(dl, rep), latency(cl, rep),
                      f"{sp or dl / cl:.2f}x faster" if (sp or dl / cl) >= 1 else f"{cl / dl:.2f}x slower"))
     d1, c1 = num(d.get("top1")), num(c.get("top1"))
     if d1 is not None and c1 is not None:
@@ -76,7 +88,8 @@ def headline(rr: RunReport) -> str:
     if dl and cl:
         sp = dl / cl
         parts.append(f"The compressed {rr.model} runs {sp:.2f}x {'faster' if sp >= 1 else 'slower'} than the dense model "
-                     f"on {rr.target} ({dl:.3g} ms → {cl:.3g} ms, measured)")
+                     f"on {rr.target} ({latency(dl, rep)} → {latency(cl, rep)}, "
+                     f"{'simulated' if rep.get('simulated') else 'measured'})")
     d1, c1 = num(d.get("top1")), num(c.get("top1"))
     if d1 is not None and c1 is not None:
         n = rep.get("eval_images")
@@ -121,8 +134,9 @@ def verify_line(rr: RunReport) -> str | None:
 
 
 def latency_limit(rr: RunReport) -> float | None:
-    """The absolute latency limit in ms, when the budget had one."""
-    lim = ((rr.plan or {}).get("limits") or {}).get("latency_ms")
+    """The absolute latency limit (in the run's latency unit), when the budget had one."""
+    limits = (rr.plan or {}).get("limits") or {}
+    lim = limits.get("latency", limits.get("latency_ms"))  # "latency_ms": older reports
     if num(lim) is not None:
         return float(lim)
     for b in rr.budget:

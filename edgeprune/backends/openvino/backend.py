@@ -8,6 +8,7 @@ Light on purpose: importing this package registers the backend and imports no
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,7 @@ class OpenVinoBackend(Backend):
     options_schema = OpenVinoOptions
     packages = ("openvino",)
     int8_model_term = True  # int8 engines are the same QDQ ONNX as ORT's, timed whole like ORT's
+    qdq_int8 = True  # runs the QDQ ONNX as int8
     description = "OpenVINO CPU plugin (Intel edge CPUs)"
 
     def availability(self, target: Target) -> tuple[bool, str]:
@@ -108,9 +110,11 @@ class OpenVinoBackend(Backend):
 
         return layer_times(onnx_path, target, layers, protocol).layers
 
-    def compile_options(self, calib: Any, int8: bool) -> dict[str, Any]:
-        """``--int8`` quantises to QDQ (OpenVINO runs it as int8), calibrated on ``calib``."""
-        return {"quantize": {"calib": calib.numpy()}} if int8 else {}
+    def compile_options(self, calib: Any, int8: bool, exclude: Sequence[str] = ()) -> dict[str, Any]:
+        """``--int8`` quantises to QDQ (OpenVINO runs it as int8), calibrated on ``calib``; ``exclude`` stays fp32."""
+        if not int8:
+            return {}
+        return {"quantize": {"calib": None if calib is None else calib.numpy(), "exclude": list(exclude)}}
 
     def verify_threshold(self, quantized: bool) -> float:
         """fp32 engines must agree with PyTorch on 99% of images; int8 ones on 90%."""

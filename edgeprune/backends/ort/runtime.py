@@ -69,6 +69,7 @@ class OrtBackend(Backend):
     options_schema = OrtOptions
     packages = ("onnxruntime",)
     int8_model_term = True
+    qdq_int8 = True
     description = "ONNX Runtime CPU execution provider"
 
     def availability(self, target: Target) -> tuple[bool, str]:
@@ -156,9 +157,11 @@ class OrtBackend(Backend):
 
         return emit_ort(model, target, out_dir, example, options)
 
-    def compile_options(self, calib: Any, int8: bool) -> dict[str, Any]:
-        """``--int8`` quantises to QDQ, calibrated on ``calib``."""
-        return {"quantize": {"calib": calib.numpy()}} if int8 else {}
+    def compile_options(self, calib: Any, int8: bool, exclude: Sequence[str] = ()) -> dict[str, Any]:
+        """``--int8`` quantises to QDQ, calibrated on ``calib``; ``exclude`` stays fp32."""
+        if not int8:
+            return {}
+        return {"quantize": {"calib": None if calib is None else calib.numpy(), "exclude": list(exclude)}}
 
     def verify_threshold(self, quantized: bool) -> float:
         """fp32 engines must agree with PyTorch on 99% of images; int8 ones on 90%."""

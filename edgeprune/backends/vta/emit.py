@@ -15,10 +15,11 @@ from edgeprune.fileio import write_json
 
 def emit_vta(model: nn.Module, target: Target, out_dir: Path, example: torch.Tensor, options: dict[str, Any]) -> Engine:
     """Compile ``model`` to int8 VTA instructions; ``options['calib']`` is a batch of real images (NCHW)."""
-    from edgeprune.vta import VTAConfig, build, quantize_model, reference_forward
+    from edgeprune.backends.vta.runtime import vta_config
+    from edgeprune.vta import build, quantize_model, reference_forward
     from edgeprune.vta.quantize import dequantise_logits
 
-    config = VTAConfig.preset(str(target.options.get("board", "pynq")))
+    config = vta_config(target)
     calib = options.get("calib")
     if calib is None:
         calib = example
@@ -41,4 +42,4 @@ def emit_vta(model: nn.Module, target: Target, out_dir: Path, example: torch.Ten
         # the numpy int8 reference the simulator is bit-exact against, dequantised to logits
         return dequantise_logits(qnet, reference_forward(qnet, torch.as_tensor(x))["logits"]).astype(np.float32)
 
-    return Engine(target, out_dir, files, {**manifest, "report": report}, run)
+    return Engine(target, out_dir, files, {**manifest, "report": report}, run, batched=True)

@@ -41,12 +41,18 @@ def vta_config(target: Target) -> Any:
     return cfg
 
 
+def _calib(calib: Any, example: Any) -> Any:
+    """The images a VTA build calibrates on: the first 64 of ``calib`` (as the emitter), else the example."""
+    return example if calib is None else calib[:64]
+
+
 class VtaBackend(Backend):
     """The VTA accelerator, simulated cycle by cycle (int8 layers; fp32 is priced as int8 on VTA)."""
 
     name = "vta"
     unit = "cycles"
     simulated = True
+    int8_only = True
     options_schema = VtaOptions
     description = "VTA accelerator, cycle-approximate simulator (cycles)"
 
@@ -70,8 +76,34 @@ class VtaBackend(Backend):
 
     def time_onnx(self, onnx_path: str | Path, target: Target, protocol: TimingProtocol,
                   disabled_optimizers: Sequence[str] = ()) -> Timing:
-        """Not possible: whole models are priced as the sum of their layers' simulated cycles."""
-        raise NotImplementedError("the vta backend prices layers from signatures; whole models are the sum of their layers")
+        """The simulated cycles of a whole VTA build, read from its report (``report.json`` with ``cycles``).
+
+        A VTA engine is compiled from the PyTorch model, not from ONNX: :meth:`engine_file` (and the emitter)
+        write that report; an ONNX file cannot be timed here (layers are priced from their signatures).
+        """
+        from edgeprune.fileio import read_json
+        from edgeprune.profile.timing import Timing
+
+        path = Path(onnx_path)
+        if path.suffix != ".json":
+            raise NotImplementedError("the vta backend times its own builds (engine_file), not ONNX files")
+        cycles = float(read_json(path, "VTA build report")["cycles"])
+        return Timing(cycles, cycles, cycles, 1, "cycles")
+
+    def engine_file(self, model: nn.Module, target: Target, example: Any, precisions: Any, calib: Any,
+                    directory: Path, name: str = "model") -> tuple[Path, list[str]]:
+        """Quantise and compile ``model`` for VTA (int8 whatever ``precisions`` say; no functional run) and write
+        ``<name>.vta.json`` with its simulated cycles: what :meth:`time_onnx` reads."""
+        from edgeprune.fileio import write_json
+        from edgeprune.vta import compile_qnet, quantize_model
+
+        program = compile_qnet(quantize_model(model, _calib(calib, example)), vta_config(target))
+        cycles = int(sum(t.cycles for t in program.timings))
+        return write_json(Path(directory) / f"{name}.vta.json", {"cycles": cycles, "simulated": True}), []
+
+    def engine_timing_file(self, engine: Engine) -> tuple[Path | None, list[str]]:
+        """The emitted build's report (simulated cycles)."""
+        return engine.files.get("vta_report"), []
 
     def emit(self, model: nn.Module, target: Target, out_dir: Path, example: Any, options: dict[str, Any]) -> Engine:
         """The simulated "FPGA build" (instruction stream, weights, report); see :mod:`.emit`."""
@@ -79,11 +111,15 @@ class VtaBackend(Backend):
 
         return emit_vta(model, target, out_dir, example, options)
 
-    def compile_options(self, calib: Any, int8: bool) -> dict[str, Any]:
-        """Calibrate the int8 build on the first 64 images; ``--int8`` is implied."""
+    def compile_options(self, calib: Any, int8: bool, exclude: Sequence[str] = ()) -> dict[str, Any]:
+        """Calibrate the int8 build on the first 64 images; ``--int8`` is implied (every layer runs int8)."""
         if int8:
             raise BadInput("--int8 applies to ort targets (vta is always int8)")
-        return {"calib": calib[:64]}
+        return {"calib": None if calib is None else calib[:64]}
+
+    def verify_threshold(self, quantized: bool) -> float:
+        """The int8 engine (power-of-two scales, per-channel weights) must agree with PyTorch on 90% of images."""
+        return 90.0
 
     def engine_report(self, engine: Engine) -> tuple[dict[str, Any], list[tuple[str, Any]]]:
         """The simulator's cycle report and its bit-exactness against the int8 reference."""

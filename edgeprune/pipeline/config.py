@@ -1,0 +1,89 @@
+"""What ``compress`` takes and returns: :class:`CompressConfig`, :class:`ModelFigures`, :class:`CompressResult`."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from edgeprune.profile.timing import TimingProtocol
+
+
+@dataclass(frozen=True)
+class CompressConfig:
+    """Options of one compression run (the CLI flags of ``edgeprune compress``)."""
+
+    criterion: str = "fisher"  # benchmarks/results/planner-weighting-resnet56.md; docs/importance.md
+    planner: str = "auto"  # auto (= milp) | milp | uniform
+    weighting: str = "importance"  # milp objective: groups weighted by their total importance, or "uniform"
+    max_prune: float | None = None  # milp: at most this fraction of any group's channels removed
+    epochs: float = 2.0
+    kd: bool = True
+    lr: float = 0.02
+    batch_size: int = 128
+    train_device: str | None = None  # torch device for fine-tuning ("cuda"); None: the CPU
+    seed: int = 0
+    eval_limit: int | None = None
+    score_batches: int = 8
+    protocol: TimingProtocol = field(default_factory=TimingProtocol)
+    final_repeats: int = 3
+    max_attempts: int = 4
+    margin: float = 0.95  # plan to this fraction of the budget: measured latency is noisy
+    precisions: tuple[str, ...] | None = None  # None: every precision the target supports (milp planner only)
+    resume: bool = False
+    run_name: str | None = None
+    profiles: str | None = None  # folder of latency profiles (None: the user cache, then the shipped ones)
+    allow_foreign_profile: bool = False  # plan on a profile measured on another device (else re-fit or re-measure here)
+
+
+@dataclass
+class ModelFigures:
+    """Figures of one model in the final table (latency in ``latency_unit``: ms, or simulated cycles)."""
+
+    top1: float
+    params: int
+    macs: int
+    bytes: int
+    latency_ms: float  # the value in ``latency_unit`` (the key keeps its name for existing reports)
+    latency_p10_ms: float
+    latency_p90_ms: float
+    latency_unit: str = "ms"
+    simulated: bool = False
+
+    @property
+    def latency_label(self) -> str:
+        """``ms``, or ``cycles (simulated)``."""
+        return self.latency_unit + (" (simulated)" if self.simulated else "")
+
+
+@dataclass
+class CompressResult:
+    """What ``compress`` returns (and writes as report.json)."""
+
+    model: nn.Module
+    dense: ModelFigures
+    compressed: ModelFigures
+    speedup: float
+    budget: str
+    budget_met: bool
+    budget_detail: list[str]
+    out_dir: Path
+    plan: dict[str, Any]
+    verify: dict[str, Any]
+    report: dict[str, Any]
+
+    @property
+    def top1_drop(self) -> float:
+        """Dense minus compressed top-1, in points."""
+        return self.dense.top1 - self.compressed.top1
+
+    def table_rows(self) -> list[tuple]:
+        """Rows of the summary table."""
+        d, c = self.dense, self.compressed
+        return [
+            ("top-1 (%)", d.top1, c.top1, f"{c.top1 - d.top1:+.2f} pt"),
+            ("params", d.params, c.params, f"{c.params / max(d.params, 1):.2f}x"),
+            ("MACs", d.macs, c.macs, f"{c.macs / max(d.macs, 1):.2f}x"),
+            (f"latency median ({d.latency_label})", d.latency_ms, c.latency_ms, f"{self.speedup:.2f}x faster"),
+        ]

@@ -1,0 +1,218 @@
+"""``compress``: a list of stages from a trained model to a verified engine that meets a measured budget.
+
+Each stage is one short function of the :class:`~edgeprune.pipeline.context.Run`; the ones worth keeping
+checkpoint into ``<out>/state/`` (``resume=True`` continues after a crash), and each one's wall time goes to
+report.json (``stage_seconds``).
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from edgeprune.budget import Budget, DenseContext
+from edgeprune.config import Target
+from edgeprune.data import Dataset
+from edgeprune.errors import BadInput
+from edgeprune.fileio import atomic_path
+from edgeprune.pipeline.config import CompressConfig, CompressResult
+from edgeprune.pipeline.context import Inputs, Run, open_run
+from edgeprune.pipeline.stages import Stages
+from edgeprune.ui import QUIET, UI
+
+
+def estimate_seconds(run: Run) -> float:
+    """A rough wall-time estimate on an idle 2-core machine, from the measured parts of a ResNet-20 run."""
+    cfg, ds = run.config, run.data
+    per_measure = 1.0 if run.backend.simulated else min(cfg.protocol.max_seconds, 3.0) + 1.0
+    searches = 9 if cfg.planner == "uniform" else 2
+    train = cfg.epochs * len(ds.train) / 300 if ds is not None else 0.0  # ~300 img/s for a pruned ResNet-20
+    final = 2 * cfg.final_repeats * per_measure
+    return 15 + per_measure * (1 + searches) + train + final + 15
+
+
+def announce(run: Run) -> None:
+    """Say what the run will do, where it writes, and about how long it takes."""
+    cfg, tgt = run.config, run.target
+    run.ui.log(f"[bold]edgeprune compress[/bold]: {run.model_name} on {tgt.name} ({tgt.device}), budget {run.budget}"
+               f"{'; latency is simulated (' + run.backend.unit + ')' if run.backend.simulated else ''}")
+    run.ui.log(f"  steps: measure dense, score channels ({cfg.criterion}), plan ({cfg.planner}), prune, "
+               f"fine-tune {cfg.epochs:g} epoch(s){' with KD' if cfg.kd else ''}, compile, verify, measure; out: {run.out}")
+    est = estimate_seconds(run)
+    run.ui.log(f"  estimated time: about {est / 60:.0f}-{2 * est / 60:.0f} min on 2 cores (more on a busy machine)")
+
+
+def measure_dense(run: Run) -> None:
+    """The dense model's latency on the target (ms, or simulated cycles)."""
+    run.ui.log("measuring the dense model ...")
+    t = run.stages.json("dense", lambda: run.meter.time_model(run.dense).to_dict())
+    run.dense_latency = float(t["median"])
+    run.ui.log(f"  dense median latency {run.dense_latency:.4g} {run.unit_label}")
+
+
+def find_groups(run: Run) -> None:
+    """The coupled channel groups of the dense model."""
+    from edgeprune.graph import channel_groups
+
+    run.graph = channel_groups(run.dense, run.example)
+    if not run.graph.prunable:
+        raise BadInput(f"model {run.model_name} has no prunable channel groups")
+
+
+def resolve_budget(run: Run) -> None:
+    """The budget as absolute limits, once; a latency ratio is of the measured dense latency (backend unit)."""
+    name = run.target.name
+    ctx = DenseContext(run.dense, run.graph.signatures(), measured={name: run.dense_latency},
+                       units={name: run.backend.unit}, target_signatures={name: run.dense_signatures()})
+    run.limits = run.budget.resolve(ctx, {name: run.target})
+
+
+def score_channels(run: Run) -> None:
+    """Importance of every channel (checkpointed)."""
+    from edgeprune.importance import importance
+
+    def compute() -> dict[str, torch.Tensor]:
+        run.ui.log(f"scoring channels ({run.config.criterion}) ...")
+        with run.clock.work("score"):
+            return importance(run.dense, run.data, run.config.criterion, graph=run.graph,
+                              batches=run.config.score_batches, seed=run.config.seed)
+
+    run.scores = run.stages.tensors("scores", compute)
+
+
+def plan_channels(run: Run) -> None:
+    """The plan (channels kept per group, precision per layer), searched against measurement (checkpointed)."""
+    from edgeprune.pipeline.search import search_plan
+
+    run.plan = run.stages.json("plan", lambda: search_plan(run))
+
+
+def prune_model(run: Run) -> None:
+    """Remove the planned-away channels for real."""
+    from edgeprune.prune import prune
+
+    run.small = prune(run.dense, dict(run.plan["keep"]), run.example)
+
+
+def recover(run: Run) -> None:
+    """Fine-tune the pruned model (with KD from the dense one; checkpointed)."""
+    cfg, ds = run.config, run.data
+    if ds is not None and cfg.epochs > 0:
+        def finetune() -> dict[str, torch.Tensor]:
+            from edgeprune.recover import RecoverConfig
+            from edgeprune.recover import recover as fit
+
+            run.ui.log(f"fine-tuning {cfg.epochs:g} epoch(s) on {len(ds.train)} images"
+                       f"{' with KD from the dense model' if cfg.kd else ''} ...")
+            rc = RecoverConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
+                               checkpoint_dir=str(run.stages.dir), device=cfg.train_device,
+                               resume=cfg.resume)
+            with run.clock.work("train"):
+                fit(run.small, ds, teacher=run.dense if cfg.kd else None, config=rc, ui=run.ui)
+            return run.small.state_dict()
+
+        run.small.load_state_dict(run.stages.tensors("finetuned", finetune))
+    run.small.eval()
+
+
+def compile_engine(run: Run) -> None:
+    """Emit the engine: int8 where the plan says so (and the backend runs QDQ) or where the backend is int8-only."""
+    from edgeprune.compile import compile as emit
+
+    precisions, quantize = run.precisions, run.quantize
+    if quantize:
+        run.ui.log(f"quantising {sum(p == 'int8' for p in precisions.values())} of {len(precisions)} layers to int8 "
+                   "(post-training, calibrated on 256 training images) ...")
+    exclude = [n for n, p in precisions.items() if p != "int8"]
+    options = run.backend.compile_options(run.calib, quantize, exclude) if quantize or run.backend.int8_only else {}
+    run.engine = emit(run.small, run.target, run.out, run.example, **options)
+    with atomic_path(run.out / "model.pt") as tmp:
+        torch.save(run.small, tmp)
+
+
+def verify_engine(run: Run) -> None:
+    """Compare the engine with PyTorch on test images (the backend declares the agreement an engine needs)."""
+    from edgeprune.pipeline.outcome import RandomImages
+    from edgeprune.verify import verify
+
+    images = run.data.test if run.data is not None else RandomImages(run.example)
+    with run.clock.work("measure"):
+        run.verify = verify(run.engine, run.small, images, limit=500,
+                            min_agreement=run.backend.verify_threshold(run.int8))
+
+
+def measure_pair(run: Run) -> None:
+    """Dense model and compressed engine, timed interleaved (median of medians)."""
+    import tempfile
+
+    meter = run.meter
+    run.ui.log(f"measuring dense and compressed engines ({run.config.final_repeats} interleaved repeats) ...")
+    with tempfile.TemporaryDirectory(prefix="edgeprune-final-") as d:
+        files = {"dense": meter.engine_file(run.dense, None, Path(d), "dense"), "compressed": meter.engine_timing_file(run.engine)}
+        run.final = meter.time(files, run.config.final_repeats)
+
+
+def write_report(run: Run) -> None:
+    """Figures, the budget checked on measurement, and plan.json / report.json / report.html."""
+    from edgeprune.pipeline.outcome import check_budget, figures, report_doc, write_outputs
+
+    int8 = {n: 8 for n, p in run.precisions.items() if p == "int8"}
+    dense = figures(run, run.dense, run.final["dense"])
+    comp = figures(run, run.small, run.final["compressed"], engine=run.engine if run.int8 else None, bits=int8)
+    met, detail = check_budget(run, dense, comp)
+    report = report_doc(run, dense, comp, met, detail)
+    write_outputs(run, report)
+    run.result = CompressResult(run.small, dense, comp, report["speedup"], str(run.budget), met, detail, run.out,
+                                run.plan, run.verify.to_dict(), report)
+
+
+def record_time(run: Run) -> None:
+    """Add the wall time, each stage's seconds and the measure/train/score/solve/other split to report.json."""
+    from edgeprune.fileio import write_json
+
+    wall = time.perf_counter() - run.started
+    run.result.report.update(wall_s=wall, stage_seconds={k: round(v, 3) for k, v in run.clock.stages.items()},
+                             time_split=run.clock.split(wall))
+    write_json(run.out / "report.json", run.result.report)
+
+
+STAGES: tuple[tuple[str, Callable[[Run], None]], ...] = (
+    ("measure_dense", measure_dense),
+    ("groups", find_groups),
+    ("budget", resolve_budget),
+    ("importance", score_channels),
+    ("plan", plan_channels),
+    ("prune", prune_model),
+    ("recover", recover),
+    ("compile", compile_engine),
+    ("verify", verify_engine),
+    ("measure_pair", measure_pair),
+    ("report", write_report),
+)
+
+
+def compress(model: str | nn.Module = "resnet20-cifar10", data: str | Dataset | None = "cifar10-demo",
+             target: str | Target = "cpu-ort", budget: str | Budget = "latency=0.6x", out: str | Path | None = None,
+             config: CompressConfig | None = None, input_shape: tuple[int, ...] | None = None, ui: UI = QUIET) -> CompressResult:
+    """Compress ``model`` for ``target`` under ``budget``; write the engine and reports to ``out``.
+
+    Raises :class:`~edgeprune.errors.BudgetMissed` (exit code 1) when the
+    measured result misses the budget and :class:`~edgeprune.errors.VerificationFailed`
+    when the engine disagrees with PyTorch; the files are still written.
+    """
+    from edgeprune.pipeline.outcome import raise_failures
+
+    cfg = config or CompressConfig()
+    run = open_run(Inputs(model, data, target, budget, out, input_shape), cfg, ui)  # every argument checked here
+    run.stages = Stages(run.out, cfg.resume)
+    announce(run)
+    run.clock.stages["open"] = time.perf_counter() - run.started  # checks, model, data, first forward pass
+    for name, stage in STAGES:
+        with run.clock.stage(name):
+            stage(run)
+    record_time(run)
+    raise_failures(run.result, run)
+    return run.result
