@@ -298,10 +298,11 @@ def main(argv: list[str] | None = None) -> int:
     prof_error = ""
     if EP_ROWS & set(rows_wanted):
         try:
-            from edgeprune.profile import default_profile_path, find_profile, load_profile
+            from edgeprune.profile import load_profile, local_profile
 
-            prof_path = Path(args.profile) if args.profile else (find_profile(tgt.name, model_name)
-                                                                 or default_profile_path(tgt.name, model_name))
+            # a profile of this device: the cached one, else the shipped tables re-fitted here (same ISA family),
+            # else measured -- never tables from another CPU as they are (what compress does too)
+            prof_path = Path(args.profile) if args.profile else local_profile(pretrained, tgt, model_name, example=example)
             try:
                 prof = load_profile(prof_path, target=tgt)
             except Exception as err:

@@ -2,12 +2,18 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+# Each test session gets its own user cache (profiles measured or re-fitted, decoded data), inherited by the
+# subprocesses tests start: what one run writes must not change the next one, nor the developer's ~/.cache.
+os.environ["EDGEPRUNE_CACHE_DIR"] = tempfile.mkdtemp(prefix="edgeprune-test-cache-")
 
 
 def import_torchvision():
@@ -42,3 +48,10 @@ def needs_shared_data(*names: str):
     """Skip unless ``../shared/data/<name>`` exists for every name."""
     missing = [n for n in names if not (SHARED_DATA / n).exists()]
     return pytest.mark.skipif(bool(missing), reason=f"needs ../shared/data/{', '.join(missing)}")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Remove this session's user cache (see EDGEPRUNE_CACHE_DIR above)."""
+    import shutil
+
+    shutil.rmtree(os.environ["EDGEPRUNE_CACHE_DIR"], ignore_errors=True)
