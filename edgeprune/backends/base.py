@@ -74,6 +74,9 @@ class Backend(ABC):
     int8_model_term: bool = False  # the profiler times int8 whole models to fit the int8 term's own scale
     packages: tuple[str, ...] = ()  # pip distributions whose versions are recorded next to figures
     description: str = ""
+    # precisions this backend both measures and emits; a target file listing another is refused by
+    # load_target (None: no fixed list, :meth:`precision_support` decides per machine)
+    emits_precisions: tuple[str, ...] | None = None
 
     # ------------------------------------------------------------------ target checks
 
