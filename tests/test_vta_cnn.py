@@ -144,3 +144,16 @@ def test_relu6_clamp_on_the_alu_bit_exact():
     want = reference_layer(layer, x, None)
     assert np.array_equal(got, want) and want.max() == 96 and want.min() == 0
     assert any(getattr(i, "imm", None) == 96 for i in kernel.insns)
+
+
+def test_layer_cycles_prices_depthwise_as_its_diagonal_kernels():
+    from edgeprune.graph.signature import LayerSignature
+    from edgeprune.vta import layer_cycles
+
+    def sig(groups):
+        return LayerSignature(op="conv2d", in_channels=64, out_channels=64, kernel=(3, 3), stride=(1, 1),
+                              padding=(1, 1), groups=groups, in_hw=(8, 8), dtype="int8", post="bn+relu")
+
+    dense, dw, dw64 = layer_cycles(sig(1), PYNQ), layer_cycles(sig(-1), PYNQ), layer_cycles(sig(64), PYNQ)
+    assert dense["fits"] and dw["fits"] and dw["cycles"] == dw64["cycles"]
+    assert dw["cycles"] < dense["cycles"] and dw["plan"].startswith("4 kernels")

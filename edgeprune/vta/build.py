@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import platform
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from edgeprune.vta.compiler import Addresses, DoesNotFit, Kernel, LayerGeom, cho
 from edgeprune.vta.config import VTAConfig
 from edgeprune.vta.program import Program, compile_qnet, run_program
 from edgeprune.vta.cnn import CnnNet, quantize_cnn, reference_forward_cnn
-from edgeprune.vta.cnn_program import CnnProgram, compile_cnn, run_cnn_program
+from edgeprune.vta.cnn_program import CnnProgram, block_ranges, compile_cnn, run_cnn_program
 from edgeprune.vta.quantize import QNet, _check_family, quantize_model, reference_forward
 from edgeprune.vta.timing import TimingResult, simulate_timing
 
@@ -263,8 +264,6 @@ def geom_from_signature(sig: LayerSignature) -> LayerGeom:
     """The lowering of one conv2d/linear layer configuration (per-channel requantisation, bias, clip)."""
     if sig.op not in ("conv2d", "linear"):
         raise UnsupportedLayer(f"VTA costs conv2d and linear layers only, not {sig.op!r}")
-    if sig.groups not in (1,):
-        raise UnsupportedLayer("VTA's GEMM core runs groups=1 convolutions only (no depthwise/grouped)")
     post = sig.post or ""
     if sig.op == "linear":
         return LayerGeom(sig.key(), sig.in_channels, sig.out_channels, 1, 1, (1, 1), (1, 1), (0, 0),
@@ -284,22 +283,36 @@ def layer_cycles(sig: LayerSignature, config: VTAConfig) -> dict[str, Any]:
     ``sig.dtype`` says; channel counts are padded to the block size (16), at
     the cost that padding really has.
     """
-    g = geom_from_signature(sig)
-    try:
-        plan, _ = choose_plan(g, config)
-    except DoesNotFit as err:
-        return {"cycles": None, "time_ms": None, "dram_bytes": None, "fits": False, "reason": str(err)}
-    k = emit_kernel(g, plan, Addresses(), config)
-    tr = simulate_timing(k.insns, config)
-    roof = roofline(g, config)
+    whole = geom_from_signature(sig)
+    groups = sig.in_channels if sig.groups == -1 else int(sig.groups or 1)  # -1: depthwise
+    b = config.block
+    if groups > 1 and (sig.in_channels % groups or sig.out_channels % groups):
+        raise UnsupportedLayer(f"groups={groups} does not divide {sig.in_channels}->{sig.out_channels} channels")
+    parts = []  # grouped / depthwise: one kernel per connected channel-block range, as the CNN compiler emits
+    for o0, o1, i0, i1 in block_ranges(sig.out_channels, sig.in_channels, groups, b):
+        parts.append(replace(whole, out_channels=min(sig.out_channels, o1 * b) - o0 * b,
+                             in_channels=min(sig.in_channels, i1 * b) - i0 * b))
+    cycles = dram = bound = 0
+    plans = []
+    for g in parts:
+        try:
+            plan, _ = choose_plan(g, config)
+        except DoesNotFit as err:
+            return {"cycles": None, "time_ms": None, "dram_bytes": None, "fits": False, "reason": str(err)}
+        k = emit_kernel(g, plan, Addresses(), config)
+        tr = simulate_timing(k.insns, config)
+        cycles, dram = cycles + tr.cycles, dram + tr.dram_bytes
+        bound += roofline(g, config)["bound_cycles"]
+        plans.append(k.plan.describe())
+    roof = roofline(whole, config)
     return {
-        "cycles": tr.cycles,
-        "time_ms": config.cycles_to_ms(tr.cycles),
-        "dram_bytes": tr.dram_bytes,
+        "cycles": cycles,
+        "time_ms": config.cycles_to_ms(cycles),
+        "dram_bytes": dram,
         "fits": True,
-        "plan": k.plan.describe(),
-        "roofline_cycles": roof["bound_cycles"],
-        "padding_overhead": roof["padding_overhead"],
+        "plan": plans[0] if len(plans) == 1 else f"{len(plans)} kernels, {plans[0]}",
+        "roofline_cycles": roof["bound_cycles"] if len(parts) == 1 else bound,
+        "padding_overhead": roof["padding_overhead"] if groups == 1 else None,
         "board": config.board,
         "clock_mhz": config.clock_mhz,
     }

@@ -58,24 +58,27 @@ class Unit:
                       ly.w_frac[oc] if ly.w_frac.size else ly.w_frac, ly.clip, ly.clip_hi, ly.groups)
 
 
-def units(layer: QLayer, block: int) -> list[Unit]:
-    """Split a (grouped) layer into kernels over the channel blocks its block-diagonal weight really connects."""
-    o, i = layer.out_channels, layer.in_channels
+def block_ranges(out_channels: int, in_channels: int, groups: int, block: int) -> list[tuple[int, int, int, int]]:
+    """``(o0, o1, i0, i1)`` channel-block ranges of a grouped conv: output blocks [o0, o1) read input blocks [i0, i1)."""
+    o, i = out_channels, in_channels
     ob = -(-o // block)
-    if layer.groups == 1:
-        return [Unit(layer, 0, ob, 0, -(-i // block))]
-    og, ig = o // layer.groups, i // layer.groups
-    spans = []
+    if groups == 1:
+        return [(0, ob, 0, -(-i // block))]
+    og, ig = o // groups, i // groups
+    out: list[list[int]] = []
     for a in range(ob):
         g0, g1 = (a * block) // og, (min(o, (a + 1) * block) - 1) // og
-        spans.append(((g0 * ig) // block, -(-((g1 + 1) * ig) // block)))
-    out: list[Unit] = []
-    for a, (i0, i1) in enumerate(spans):
-        if out and (out[-1].i0, out[-1].i1) == (i0, i1):
-            out[-1].o1 = a + 1
+        i0, i1 = (g0 * ig) // block, -(-((g1 + 1) * ig) // block)
+        if out and (out[-1][2], out[-1][3]) == (i0, i1):
+            out[-1][1] = a + 1
         else:
-            out.append(Unit(layer, a, a + 1, i0, i1))
-    return out
+            out.append([a, a + 1, i0, i1])
+    return [(a, b, c, d) for a, b, c, d in out]
+
+
+def units(layer: QLayer, block: int) -> list[Unit]:
+    """Split a (grouped) layer into kernels over the channel blocks its block-diagonal weight really connects."""
+    return [Unit(layer, *r) for r in block_ranges(layer.out_channels, layer.in_channels, layer.groups, block)]
 
 
 @dataclass
@@ -257,4 +260,4 @@ def run_cnn_program(program: CnnProgram, x: torch.Tensor | np.ndarray, quantised
     return {name: read(name) for name in program.tensors}
 
 
-__all__ = ["CnnProgram", "Step", "Unit", "compile_cnn", "dma_cycles", "run_cnn_program", "units"]
+__all__ = ["CnnProgram", "Step", "Unit", "block_ranges", "compile_cnn", "dma_cycles", "run_cnn_program", "units"]
