@@ -101,6 +101,12 @@ def load_target(path: str | os.PathLike[str]) -> Target:
     bad = [p for p in precisions if p not in PRECISIONS]
     if bad:
         raise BadInput(f"target file {path}: unknown precision {bad[0]!r} (known: {', '.join(PRECISIONS)})")
+    emitted = get_backend(raw["backend"]).emits_precisions
+    if emitted is not None:
+        wrong = [p for p in precisions if p not in emitted]
+        if wrong:
+            raise BadInput(f"target file {path}: backend {raw['backend']!r} does not measure or emit {wrong[0]} "
+                           f"(it does: {', '.join(emitted)})")
     threads = raw.get("threads", 1)
     multiple = raw.get("channel_multiple", 1)
     if threads < 1 or multiple < 1:

@@ -1,7 +1,8 @@
 """TensorRT target: what needs no TensorRT runs everywhere; the rest skips with a reason.
 
-The inspector fixture below follows TensorRT's documented engine-inspector JSON
-(``LayerInformationFormat.JSON`` at ``ProfilingVerbosity.DETAILED``): a ``Layers``
+The inspector fixture below is hand-written from TensorRT's documented engine-inspector JSON
+format, not recorded from a TensorRT run (none is installable here); the format is
+``LayerInformationFormat.JSON`` at ``ProfilingVerbosity.DETAILED``: a ``Layers``
 list of objects with ``Name``, ``LayerType``, ``Inputs``/``Outputs`` (``Name``,
 ``Format/Datatype``), ``TacticName`` and ``Metadata`` (``[ONNX Layer: x]`` entries
 joined by the 0x1F unit separator), and a ``Bindings`` list of I/O tensor names.
@@ -219,10 +220,10 @@ def test_attribution_without_macs_splits_equally_and_names_unknown_go_to_other()
     assert got[OTHER] == pytest.approx(0.5)
 
 
-def test_layer_names_only_and_recorded_profiler_list():
+def test_layer_names_only_and_profiler_name_list():
     names = [lay["Name"] for lay in INSPECTOR["Layers"]]
-    for recorded in ({"Layers": names}, names):
-        lm = build_layer_map(recorded)
+    for names_form in ({"Layers": names}, names):
+        lm = build_layer_map(names_form)
         got = lm.attribute({n: 1.0 for n in names})
         assert got["layer1.0.conv2"] == pytest.approx(1.0)
         assert got["layer2.0.conv1"] == pytest.approx(2.0)  # its reformat + itself

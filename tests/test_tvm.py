@@ -45,6 +45,21 @@ def test_availability_reason_when_tvm_does_not_import(monkeypatch):
         assert why == "unavailable: apache-tvm not installed (pip install edgeprune[tvm])"
 
 
+def test_tvm_targets_list_fp32_only_and_fp16_is_refused(tmp_path):
+    from edgeprune.backends import get_backend
+    from edgeprune.config import load_target
+    from edgeprune.errors import BadInput
+
+    for name in ("cpu-tvm", "rpi4-tvm", "jetson-orin-tvm"):
+        assert get_target(name).precisions == ("fp32",)
+    ok, why = get_backend("tvm").precision_support("fp16")
+    assert not ok and "fp32 graphs only" in why
+    bad = tmp_path / "t.toml"
+    bad.write_text('name = "x"\nbackend = "tvm"\nprecisions = ["fp32", "fp16"]\n')
+    with pytest.raises(BadInput, match="does not measure or emit fp16"):
+        load_target(bad)
+
+
 def test_target_files_and_rpc_urls():
     from edgeprune.backends.tvm.rpc import RemoteSpec, parse_tracker
 

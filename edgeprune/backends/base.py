@@ -99,6 +99,9 @@ class Backend(ABC):
     int8_only: bool = False  # every engine is int8 whatever a plan's precisions say (an int8 accelerator)
     packages: tuple[str, ...] = ()  # pip distributions whose versions are recorded next to figures
     description: str = ""
+    # precisions this backend both measures and emits; a target file listing another is refused by
+    # load_target (None: no fixed list, :meth:`precision_support` decides per machine)
+    emits_precisions: tuple[str, ...] | None = None
 
     # ------------------------------------------------------------------ target checks
 

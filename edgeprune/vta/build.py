@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import platform
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,9 @@ from edgeprune.graph.signature import LayerSignature
 from edgeprune.vta.compiler import Addresses, DoesNotFit, Kernel, LayerGeom, choose_plan, emit_kernel
 from edgeprune.vta.config import VTAConfig
 from edgeprune.vta.program import Program, compile_qnet, run_program
-from edgeprune.vta.quantize import quantize_model, reference_forward
+from edgeprune.vta.cnn import CnnNet, quantize_cnn, reference_forward_cnn
+from edgeprune.vta.cnn_program import CnnProgram, block_ranges, compile_cnn, run_cnn_program
+from edgeprune.vta.quantize import QNet, _check_family, quantize_model, reference_forward
 from edgeprune.vta.timing import TimingResult, simulate_timing
 
 DISCLAIMER = ("cycle-approximate simulation of the VTA architecture (edgeprune's own numpy model of its ISA, "
@@ -147,32 +150,102 @@ def program_report(program: Program) -> dict[str, Any]:
     }
 
 
+def cnn_report(program: CnnProgram) -> dict[str, Any]:
+    """The report of a compiled general CNN: kernels, host steps with their DMA cost, and which layer ran where."""
+    cfg = program.config
+    layers, placement = [], []
+    for s in program.steps:
+        if s.where == "host":
+            assert s.host is not None
+            placement.append({"name": s.name, "runs_on": "host", "op": s.host.what, "inputs": s.host.inputs,
+                              "output": s.host.output, "dma_bytes": s.dma_bytes, "dma_cycles": s.dma_cycles})
+            continue
+        assert s.layer is not None
+        reps = [kernel_report(k, tr, cfg) for k, tr in zip(s.kernels, s.timings)]
+        layers += reps
+        placement.append({"name": s.name, "runs_on": "vta", "op": f"{s.layer.kind} groups={s.layer.groups}",
+                          "kernels": len(s.kernels), "cycles": s.cycles})
+    host_dma = sum(s.dma_cycles for s in program.steps) + program.input_dma[1]
+    kernel_cycles = sum(tr.cycles for tr in program.timings)
+    total = program.cycles
+    busy: dict[str, int] = {}
+    for tr in program.timings:
+        for m, b in tr.busy.items():
+            busy[m] = busy.get(m, 0) + b
+    return {
+        "what": DISCLAIMER,
+        "board": cfg.board,
+        "config": cfg.to_json_dict(),
+        "fits": True,
+        "cycles": total,
+        "time_ms": round(cfg.cycles_to_ms(total), 6),
+        "vta_cycles": kernel_cycles,
+        "host_dma_cycles": host_dma,
+        "host_compute": "not modelled: host steps run on the board's CPU; only their DRAM transfers are priced",
+        "host_steps": [f"quantise the float input to int8 (power-of-two scale); DMA {program.input_dma[0]} B"]
+                      + [f"{p['name']}: {p['op']}" for p in placement if p["runs_on"] == "host"],
+        "placement": placement,
+        "kernels": len(program.kernels),
+        "instructions": sum(len(k.insns) for k in program.kernels),
+        "micro_ops": sum(len(k.uops) for k in program.kernels),
+        "dram_bytes": sum(tr.dram_bytes for tr in program.timings) + sum(s.dma_bytes for s in program.steps)
+                      + program.input_dma[0],
+        "dram_image_bytes": program.dram_bytes,
+        "weights_bytes": program.const_bytes,
+        "busy_cycles": busy,
+        "layers_within_2x_roofline": sum(r["roofline_check"]["within_2x"] for r in layers),
+        "layers": layers,
+        "memory_map": program.regions,
+        "quantisation": {"per_channel_weights": program.net.per_channel, "input_frac": program.net.input_frac,
+                         "tensor_fracs": program.net.fracs},
+    }
+
+
+def is_resnet_family(model: nn.Module) -> bool:
+    """Whether ``model`` takes the CIFAR ResNet path (the original compiler, whose cycle counts are pinned)."""
+    try:
+        _check_family(model)
+    except UnsupportedLayer:
+        return False
+    return True
+
+
 def build(model: nn.Module, example_input: torch.Tensor, calib_images: torch.Tensor, config: VTAConfig,
           out_dir: str | Path, per_channel: bool = True, verify: bool = True) -> dict[str, Any]:
     """Compile ``model`` for VTA and write ``out_dir/vta/{program.bin, program.lst, weights.bin, report.json}``.
 
-    With ``verify``, the example input runs through the functional simulator and
-    its int8 logits (and every intermediate tensor) are compared with the numpy
-    int8 reference.  Raises :class:`DoesNotFit` (exit code 1) when a layer cannot
-    be tiled into the SRAMs.  Returns the report.
+    CIFAR ResNets take the ResNet compiler; any other CNN the general path of
+    :mod:`edgeprune.vta.cnn` (accelerator layers plus host steps; the report's
+    ``placement`` says which ran where).  With ``verify``, the example input runs
+    through the functional simulator and its int8 logits (and every intermediate
+    tensor) are compared with the numpy int8 reference.  Raises
+    :class:`DoesNotFit` (exit code 1) when a layer cannot be tiled into the SRAMs.
+    Returns the report.
     """
     t0 = time.perf_counter()
-    qnet = quantize_model(model, calib_images, per_channel=per_channel)
-    program = compile_qnet(qnet, config)
-    t_compile = time.perf_counter() - t0
-    report = program_report(program)
-    report["compile_seconds"] = round(t_compile, 3)
+    program: Program | CnnProgram
+    if is_resnet_family(model):
+        qnet: QNet | CnnNet = quantize_model(model, calib_images, per_channel=per_channel)
+        program = compile_qnet(qnet, config)
+        report = program_report(program)
+        out_name = "logits"
+    else:
+        qnet = quantize_cnn(model, calib_images, per_channel=per_channel)
+        program = compile_cnn(qnet, config)
+        report = cnn_report(program)
+        out_name = qnet.output
+    report["compile_seconds"] = round(time.perf_counter() - t0, 3)
     if verify:
         x = example_input[:1]
         t1 = time.perf_counter()
-        sim = run_program(program, x)
+        sim = run_cnn_program(program, x) if isinstance(program, CnnProgram) else run_program(program, x)
         report["functional_sim_seconds"] = round(time.perf_counter() - t1, 3)
-        ref = reference_forward(qnet, x)
+        ref = reference_forward_cnn(program.net, x) if isinstance(program, CnnProgram) else reference_forward(program.qnet, x)
         mismatched = [n for n in ref if not np.array_equal(ref[n], sim[n])]
         report["verification"] = {
             "bit_exact": not mismatched,
             "mismatched_tensors": mismatched,
-            "logits_int8": sim["logits"].ravel().tolist(),
+            "logits_int8": sim[out_name].ravel().tolist(),
             "logits_frac": qnet.logits_frac,
             "hazard_checked": True,
         }
@@ -191,8 +264,6 @@ def geom_from_signature(sig: LayerSignature) -> LayerGeom:
     """The lowering of one conv2d/linear layer configuration (per-channel requantisation, bias, clip)."""
     if sig.op not in ("conv2d", "linear"):
         raise UnsupportedLayer(f"VTA costs conv2d and linear layers only, not {sig.op!r}")
-    if sig.groups not in (1,):
-        raise UnsupportedLayer("VTA's GEMM core runs groups=1 convolutions only (no depthwise/grouped)")
     post = sig.post or ""
     if sig.op == "linear":
         return LayerGeom(sig.key(), sig.in_channels, sig.out_channels, 1, 1, (1, 1), (1, 1), (0, 0),
@@ -212,22 +283,36 @@ def layer_cycles(sig: LayerSignature, config: VTAConfig) -> dict[str, Any]:
     ``sig.dtype`` says; channel counts are padded to the block size (16), at
     the cost that padding really has.
     """
-    g = geom_from_signature(sig)
-    try:
-        plan, _ = choose_plan(g, config)
-    except DoesNotFit as err:
-        return {"cycles": None, "time_ms": None, "dram_bytes": None, "fits": False, "reason": str(err)}
-    k = emit_kernel(g, plan, Addresses(), config)
-    tr = simulate_timing(k.insns, config)
-    roof = roofline(g, config)
+    whole = geom_from_signature(sig)
+    groups = sig.in_channels if sig.groups == -1 else int(sig.groups or 1)  # -1: depthwise
+    b = config.block
+    if groups > 1 and (sig.in_channels % groups or sig.out_channels % groups):
+        raise UnsupportedLayer(f"groups={groups} does not divide {sig.in_channels}->{sig.out_channels} channels")
+    parts = []  # grouped / depthwise: one kernel per connected channel-block range, as the CNN compiler emits
+    for o0, o1, i0, i1 in block_ranges(sig.out_channels, sig.in_channels, groups, b):
+        parts.append(replace(whole, out_channels=min(sig.out_channels, o1 * b) - o0 * b,
+                             in_channels=min(sig.in_channels, i1 * b) - i0 * b))
+    cycles = dram = bound = 0
+    plans = []
+    for g in parts:
+        try:
+            plan, _ = choose_plan(g, config)
+        except DoesNotFit as err:
+            return {"cycles": None, "time_ms": None, "dram_bytes": None, "fits": False, "reason": str(err)}
+        k = emit_kernel(g, plan, Addresses(), config)
+        tr = simulate_timing(k.insns, config)
+        cycles, dram = cycles + tr.cycles, dram + tr.dram_bytes
+        bound += roofline(g, config)["bound_cycles"]
+        plans.append(k.plan.describe())
+    roof = roofline(whole, config)
     return {
-        "cycles": tr.cycles,
-        "time_ms": config.cycles_to_ms(tr.cycles),
-        "dram_bytes": tr.dram_bytes,
+        "cycles": cycles,
+        "time_ms": config.cycles_to_ms(cycles),
+        "dram_bytes": dram,
         "fits": True,
-        "plan": k.plan.describe(),
-        "roofline_cycles": roof["bound_cycles"],
-        "padding_overhead": roof["padding_overhead"],
+        "plan": plans[0] if len(plans) == 1 else f"{len(plans)} kernels, {plans[0]}",
+        "roofline_cycles": roof["bound_cycles"] if len(parts) == 1 else bound,
+        "padding_overhead": roof["padding_overhead"] if groups == 1 else None,
         "board": config.board,
         "clock_mhz": config.clock_mhz,
     }

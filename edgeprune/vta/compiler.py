@@ -63,6 +63,7 @@ class LayerGeom:
     shift_imm: int = 0
     res_shift: str = "none"  # same choices, for the residual
     res_shift_imm: int = 0
+    clip_hi: int = 127  # MIN immediate of the final clamp (ReLU6 clamps lower)
 
     @property
     def out_hw(self) -> tuple[int, int]:
@@ -348,7 +349,7 @@ def emit_kernel(g: LayerGeom, plan: TilePlan, addr: Addresses, config: VTAConfig
         elif g.clip:
             cp.append(alu(AluOp.MAX, imm=-128))
         if g.clip:
-            cp.append(alu(AluOp.MIN, imm=127))
+            cp.append(alu(AluOp.MIN, imm=g.clip_hi))
         st: list[Insn] = [MemInsn(Opcode.STORE, MemType.OUT, acc_base + j * th_r * tw_c,
                                   out_e + (a0 + j) * oh * ow + r0 * ow + c0, th_r, tw_c, ow) for j in range(n_oc)]
         loads.append(ld)

@@ -113,7 +113,8 @@ def layer_geom(layer: QLayer, in_hw: tuple[int, int]) -> LayerGeom:
     rm, ri = mode(layer.res_shift) if layer.residual else ("none", 0)
     return LayerGeom(layer.name, layer.in_channels, layer.out_channels, in_hw[0], in_hw[1], layer.kernel,
                      layer.stride, layer.padding, relu=layer.relu, clip=layer.clip, residual=layer.residual is not None,
-                     bias=layer.need_bias, shift=sm, shift_imm=si, res_shift=rm, res_shift_imm=ri)
+                     bias=layer.need_bias, shift=sm, shift_imm=si, res_shift=rm, res_shift_imm=ri,
+                     clip_hi=layer.clip_hi)
 
 
 def compile_qnet(qnet: QNet, config: VTAConfig) -> Program:

@@ -52,6 +52,8 @@ class QLayer:
     out_frac: int = 0
     w_frac: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     clip: bool = True  # False only when the result provably fits int8 (channel selections)
+    clip_hi: int = 127  # upper clamp (MIN immediate): 127, or the int8 image of 6 for ReLU6
+    groups: int = 1  # the source convolution's groups; ``weight`` is always dense (block-diagonal when grouped)
 
     @property
     def out_channels(self) -> int:
@@ -316,7 +318,7 @@ def reference_layer(layer: QLayer, x: np.ndarray, residual: np.ndarray | None = 
     if layer.relu:
         acc = np.maximum(acc, 0)
     if layer.clip:
-        acc = np.clip(acc, -128, 127)
+        acc = np.clip(acc, -128, layer.clip_hi)
     return acc.astype(np.int8)  # low 8 bits, as the VTA output buffer keeps them
 
 

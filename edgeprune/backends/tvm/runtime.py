@@ -342,6 +342,13 @@ class TvmBackend(Backend):
     options_schema = TvmOptions
     packages = ("apache-tvm",)
     description = "Apache TVM (Relax) locally or on boards behind a TVM RPC tracker"
+    emits_precisions = ("fp32",)  # timing and engines are fp32 Relax graphs: an fp16 label would be fp32 figures
+
+    def precision_support(self, precision: str) -> tuple[bool, str]:
+        """fp32 only: the TVM path builds, times and emits fp32 graphs."""
+        if precision != "fp32":
+            return False, f"the tvm backend builds fp32 graphs only; {precision} would be fp32 timings under the wrong label"
+        return True, ""
 
     def availability(self, target: Target) -> tuple[bool, str]:
         err = tvm_import_error()

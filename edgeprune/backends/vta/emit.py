@@ -17,6 +17,8 @@ def emit_vta(model: nn.Module, target: Target, out_dir: Path, example: torch.Ten
     """Compile ``model`` to int8 VTA instructions; ``options['calib']`` is a batch of real images (NCHW)."""
     from edgeprune.backends.vta.runtime import vta_config
     from edgeprune.vta import build, quantize_model, reference_forward
+    from edgeprune.vta.build import is_resnet_family
+    from edgeprune.vta.cnn import dequantise_output, quantize_cnn, reference_forward_cnn
     from edgeprune.vta.quantize import dequantise_logits
 
     config = vta_config(target)
@@ -36,10 +38,18 @@ def emit_vta(model: nn.Module, target: Target, out_dir: Path, example: torch.Ten
         "files": {k: str(v.relative_to(out_dir)) for k, v in files.items()},
     }
     files["manifest"] = write_json(out_dir / "manifest.json", manifest)
-    qnet = quantize_model(model, calib)
+    if is_resnet_family(model):
+        qnet = quantize_model(model, calib)
 
-    def run(x: np.ndarray) -> np.ndarray:
-        # the numpy int8 reference the simulator is bit-exact against, dequantised to logits
-        return dequantise_logits(qnet, reference_forward(qnet, torch.as_tensor(x))["logits"]).astype(np.float32)
+        def run(x: np.ndarray) -> np.ndarray:
+            # the numpy int8 reference the simulator is bit-exact against, dequantised to logits
+            return dequantise_logits(qnet, reference_forward(qnet, torch.as_tensor(x))["logits"]).astype(np.float32)
+    else:
+        net = quantize_cnn(model, calib)
+
+        def run(x: np.ndarray) -> np.ndarray:
+            # the general path's numpy int8 reference (accelerator layers + host steps), dequantised
+            out = reference_forward_cnn(net, torch.as_tensor(x))[net.output]
+            return dequantise_output(net, out).astype(np.float32)
 
     return Engine(target, out_dir, files, {**manifest, "report": report}, run, batched=True)
