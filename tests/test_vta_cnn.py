@@ -75,7 +75,7 @@ def test_depthwise_block_bit_exact(config):
     assert where["sigmoid"] == where["mul"] == where["pool"] == "host"
     layer = {ly.name: ly for ly in net.layers}
     assert layer["dw_0"].groups == 48 and layer["project_0"].residual == "stem_2"
-    assert len([s for s in prog.steps if s.name == "dw_0"][0].kernels) == 3  # one per diagonal channel block
+    assert len(next(s for s in prog.steps if s.name == "dw_0").kernels) == 3  # one per diagonal channel block
     assert all(s.dma_cycles > 0 for s in prog.steps if s.where == "host")
     # int8 network tracks the float model
     out = ref[net.output].astype(np.float64).ravel() * 2.0 ** -net.logits_frac
@@ -108,7 +108,7 @@ def test_units_cover_only_diagonal_blocks():
 def test_small_mobilenet_v2_bit_exact(torchvision):
     torch.manual_seed(0)
     model = _randomise_bn(torchvision.models.mobilenet_v2(num_classes=10, width_mult=0.25))
-    net, prog, _ = _check_bit_exact(model, PYNQ, hw=32)
+    net, _prog, _ = _check_bit_exact(model, PYNQ, hw=32)
     depthwise = [ly for ly in net.layers if ly.groups > 1]
     assert len(depthwise) == 17 and all(ly.groups == ly.out_channels for ly in depthwise)
     assert [h.name for h in net.host_ops] == ["adaptive_avg_pool2d"]

@@ -19,11 +19,11 @@ from torch import nn
 from edgeprune.errors import UnsupportedLayer
 from edgeprune.fileio import write_bytes, write_json, write_text
 from edgeprune.graph.signature import LayerSignature
+from edgeprune.vta.cnn import CnnNet, quantize_cnn, reference_forward_cnn
+from edgeprune.vta.cnn_program import CnnProgram, block_ranges, compile_cnn, run_cnn_program
 from edgeprune.vta.compiler import Addresses, DoesNotFit, Kernel, LayerGeom, choose_plan, emit_kernel
 from edgeprune.vta.config import VTAConfig
 from edgeprune.vta.program import Program, compile_qnet, run_program
-from edgeprune.vta.cnn import CnnNet, quantize_cnn, reference_forward_cnn
-from edgeprune.vta.cnn_program import CnnProgram, block_ranges, compile_cnn, run_cnn_program
 from edgeprune.vta.quantize import QNet, _check_family, quantize_model, reference_forward
 from edgeprune.vta.timing import TimingResult, simulate_timing
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from edgeprune.vta.cnn import CnnNet, HostOp, run_host_op
 from edgeprune.vta.compiler import (
     Addresses,
     Kernel,
@@ -27,7 +28,6 @@ from edgeprune.vta.compiler import (
     emit_kernel,
     unblock_activation,
 )
-from edgeprune.vta.cnn import CnnNet, HostOp, run_host_op
 from edgeprune.vta.config import VTAConfig
 from edgeprune.vta.functional import Machine, check_hazards
 from edgeprune.vta.isa import encode_stream, format_insn
