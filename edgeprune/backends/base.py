@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
     from edgeprune.config import Target
     from edgeprune.graph.signature import LayerSignature
+    from edgeprune.profile.farm import RunnerPool
     from edgeprune.profile.timing import Timing, TimingProtocol
 
 
@@ -110,6 +111,17 @@ class Backend(ABC):
     def time_layer_detail(self, sig: LayerSignature, target: Target, protocol: TimingProtocol) -> tuple[Timing, dict]:
         """:meth:`time_layer` plus what the backend chose for the layer (e.g. ``{"layout": "nchwc"}``)."""
         return self.time_layer(sig, target, protocol), {}
+
+    def runner_pool(self, target: Target, protocol: TimingProtocol, log: Callable[[str], None] | None = None) -> RunnerPool:
+        """The runners that time layer samples for ``target`` in parallel (:mod:`edgeprune.profile.farm`).
+
+        Default: a pool of one, :meth:`time_layer_detail` on this machine. A backend
+        reaching several devices (boards behind a TVM RPC tracker) returns one runner
+        per free device; the caller closes the pool (it is a context manager).
+        """
+        from edgeprune.profile.farm import BackendRunner, RunnerPool
+
+        return RunnerPool([BackendRunner(self, target, protocol)], f"{target.name} on this machine")
 
     def make_runner(self, onnx_path: str | Path, target: Target, disabled_optimizers: Sequence[str] = ()) -> Callable[[], Any]:
         """A zero-argument callable running the model once on fixed random inputs (for interleaved timing).

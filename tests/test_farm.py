@@ -1,0 +1,110 @@
+"""The runner pool (edgeprune.profile.farm) with fake runners: no tvm, no boards, fast.
+
+The real board farm (two RPC servers behind a tracker, one killed mid-run) is in tests/test_tvm.py.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from edgeprune.errors import BackendUnavailable
+from edgeprune.graph.signature import LayerSignature
+from edgeprune.profile.farm import RunnerLost, RunnerPool, measure_all
+from edgeprune.profile.timing import Timing
+
+
+def _sigs(n: int) -> list[LayerSignature]:
+    return [LayerSignature("conv2d", 8 + i, 16, (3, 3), (1, 1), (1, 1), 1, (8, 8)) for i in range(n)]
+
+
+class Fake:
+    """A runner that takes ``delay`` seconds per sample and dies (RunnerLost) on its ``die_at``-th sample."""
+
+    def __init__(self, name: str, delay: float = 0.01, die_at: int | None = None) -> None:
+        self.name, self.delay, self.die_at = name, delay, die_at
+        self.measured: list[str] = []
+        self.calls = 0
+        self.closed = False
+
+    def time(self, sig):
+        self.calls += 1
+        time.sleep(self.delay)
+        if self.die_at is not None and self.calls >= self.die_at:
+            raise RunnerLost(f"{self.name} gone")
+        self.measured.append(sig.key())
+        return Timing(float(sig.in_channels), 1.0, 1.0, 1), {"board": self.name, "thread": threading.current_thread().name}
+
+    def close(self):
+        self.closed = True
+
+
+def test_single_runner_runs_in_order_in_this_thread():
+    sigs = _sigs(5)
+    r = Fake("one")
+    got = []
+    with RunnerPool([r]) as pool:
+        n = measure_all(sigs + sigs[:2], pool, lambda s, t, m: got.append((s.key(), m["thread"])))
+    assert n == 5 and [k for k, _ in got] == [s.key() for s in sigs]  # deduplicated, in order
+    assert {th for _, th in got} == {threading.current_thread().name} and r.closed
+
+
+def test_two_runners_share_the_queue_and_a_lost_board_loses_nothing():
+    sigs = _sigs(20)
+    a, b = Fake("a", 0.02, die_at=4), Fake("b", 0.02)
+    got: dict[str, int] = {}
+    logs = []
+    with RunnerPool([a, b]) as pool:
+        measure_all(sigs, pool, lambda s, t, m: got.__setitem__(s.key(), got.get(s.key(), 0) + 1), log=logs.append)
+    assert set(got) == {s.key() for s in sigs} and set(got.values()) == {1}  # every sample exactly once
+    assert len(a.measured) == 3 and len(b.measured) == 17 and not set(a.measured) & set(b.measured)
+    assert a.closed and any("a dropped out" in line for line in logs)
+
+
+def test_pool_replaces_a_lost_runner_and_fails_clearly_when_all_are_gone():
+    class Refill(RunnerPool):
+        def __init__(self, runners):
+            super().__init__(runners)
+            self.spare = [Fake("spare")]
+
+        def replace(self, lost, others_alive):
+            return self.spare.pop() if self.spare else None
+
+    sigs = _sigs(6)
+    got = []
+    with Refill([Fake("x", die_at=2)]) as pool:
+        measure_all(sigs, pool, lambda s, t, m: got.append(m["board"]))
+    assert got == ["x", "spare", "spare", "spare", "spare", "spare"]
+
+    with pytest.raises(BackendUnavailable, match="every runner .* lost with 5 of 6 samples left") as err:
+        with RunnerPool([Fake("p", die_at=2), Fake("q", die_at=1)]) as pool:
+            measure_all(sigs, pool, lambda s, t, m: None)
+    assert "\n" not in str(err.value)
+
+
+def test_a_sample_that_kills_every_board_is_reported_and_errors_propagate():
+    class Poison(Fake):
+        def time(self, sig):
+            if sig.in_channels == 9:
+                raise RunnerLost(f"{self.name} crashed")
+            return super().time(sig)
+
+    with pytest.raises(BackendUnavailable, match="conv2d 9x16 fp32 failed on 3 runners"):
+        with RunnerPool([Poison(f"r{i}") for i in range(4)]) as pool:
+            measure_all(_sigs(4), pool, lambda s, t, m: None)
+
+    class Broken(Fake):
+        def time(self, sig):
+            raise ValueError("a bug, not a lost board")
+
+    with pytest.raises(ValueError, match="a bug"):
+        with RunnerPool([Broken("x"), Fake("y", 0.05)]) as pool:
+            measure_all(_sigs(6), pool, lambda s, t, m: None)
+
+
+def test_should_stop_stops_handing_out_samples():
+    got = []
+    with RunnerPool([Fake("a"), Fake("b")]) as pool:
+        measure_all(_sigs(30), pool, lambda s, t, m: got.append(s), should_stop=lambda: len(got) >= 4)
+    assert 4 <= len(got) <= 6  # in-flight samples are still delivered, nothing more is handed out
