@@ -381,7 +381,11 @@ class BoardRunner:
 
 
 class BoardPool(RunnerPool):
-    """Every free board with a remote target's key, each leased once for the whole profile (a farm)."""
+    """Every board with a remote target's key, each leased once for the whole profile (a farm).
+
+    The first lease waits ``request_timeout_s`` for a board; the others a few seconds
+    each (a board busy elsewhere is skipped). ``profile_boards`` caps the count.
+    """
 
     def __init__(self, backend: TvmBackend, target: Target, protocol: TimingProtocol,
                  log: Callable[[str], None] | None = None) -> None:
@@ -396,15 +400,17 @@ class BoardPool(RunnerPool):
         opts = target.options
         self.timeout = float(opts.get("request_timeout_s", 60))
         self.session_timeout = float(opts.get("session_timeout_s", 0))
-        free = tracker_summary(self.spec.host, self.spec.port)["keys"].get(self.spec.key, {}).get("free", 0)
-        want = max(1, free)
+        # every board registered under the key (one just released by a previous pool may not show as free yet);
+        # the first lease waits as long as a lease may, the others only a few seconds (busy elsewhere: skipped)
+        keys = tracker_summary(self.spec.host, self.spec.port)["keys"].get(self.spec.key, {})
+        want = max(1, keys.get("total", 0), keys.get("free", 0))
         if int(opts.get("profile_boards", 0)) > 0:
             want = min(want, int(opts["profile_boards"]))
         runners: list[BoardRunner] = []
         try:
             for i in range(want):
-                try:  # the first lease waits for a board; the others take only boards free now
-                    sess, board = request_board(self.spec, timeout=self.timeout if i == 0 else 5.0,
+                try:
+                    sess, board = request_board(self.spec, timeout=self.timeout if i == 0 else min(5.0, self.timeout),
                                                 session_timeout=self.session_timeout)
                 except BackendUnavailable:
                     if i == 0:
@@ -421,9 +427,9 @@ class BoardPool(RunnerPool):
         """Lease another board with the key: briefly while others still work, else as long as a lease may wait."""
         from edgeprune.backends.tvm.rpc import request_board
 
-        for _ in range(2):
+        for _ in range(1 if others_alive else 2):
             try:
-                sess, board = request_board(self.spec, timeout=5.0 if others_alive else self.timeout,
+                sess, board = request_board(self.spec, timeout=min(5.0, self.timeout) if others_alive else self.timeout,
                                             session_timeout=self.session_timeout)
             except BackendUnavailable:
                 continue
