@@ -77,9 +77,9 @@ def test_pool_replaces_a_lost_runner_and_fails_clearly_when_all_are_gone():
         measure_all(sigs, pool, lambda s, t, m: got.append(m["board"]))
     assert got == ["x", "spare", "spare", "spare", "spare", "spare"]
 
-    with pytest.raises(BackendUnavailable, match="every runner .* lost with 5 of 6 samples left") as err:
-        with RunnerPool([Fake("p", die_at=2), Fake("q", die_at=1)]) as pool:
-            measure_all(sigs, pool, lambda s, t, m: None)
+    with pytest.raises(BackendUnavailable, match="every runner .* lost with 5 of 6 samples left") as err, \
+            RunnerPool([Fake("p", die_at=2), Fake("q", die_at=1)]) as pool:
+        measure_all(sigs, pool, lambda s, t, m: None)
     assert "\n" not in str(err.value)
 
 
@@ -90,17 +90,16 @@ def test_a_sample_that_kills_every_board_is_reported_and_errors_propagate():
                 raise RunnerLost(f"{self.name} crashed")
             return super().time(sig)
 
-    with pytest.raises(BackendUnavailable, match="conv2d 9x16 fp32 failed on 3 runners"):
-        with RunnerPool([Poison(f"r{i}") for i in range(4)]) as pool:
-            measure_all(_sigs(4), pool, lambda s, t, m: None)
+    with pytest.raises(BackendUnavailable, match="conv2d 9x16 fp32 failed on 3 runners"), \
+            RunnerPool([Poison(f"r{i}") for i in range(4)]) as pool:
+        measure_all(_sigs(4), pool, lambda s, t, m: None)
 
     class Broken(Fake):
         def time(self, sig):
             raise ValueError("a bug, not a lost board")
 
-    with pytest.raises(ValueError, match="a bug"):
-        with RunnerPool([Broken("x"), Fake("y", 0.05)]) as pool:
-            measure_all(_sigs(6), pool, lambda s, t, m: None)
+    with pytest.raises(ValueError, match="a bug"), RunnerPool([Broken("x"), Fake("y", 0.05)]) as pool:
+        measure_all(_sigs(6), pool, lambda s, t, m: None)
 
 
 def test_should_stop_stops_handing_out_samples():

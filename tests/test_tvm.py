@@ -258,7 +258,7 @@ def test_board_farm_profiles_in_parallel(farm):
         t0 = time.perf_counter()
         with backend.runner_pool(_remote_target(farm["port"], profile_boards=n), proto) as pool:
             assert len(pool.runners) == n
-            measure_all(sigs, pool, lambda s, t, m: got.setdefault(s.key(), []).append(m["board"]))
+            measure_all(sigs, pool, lambda s, t, m, got=got: got.setdefault(s.key(), []).append(m["board"]))
         took[n] = time.perf_counter() - t0
         assert sorted(got) == sorted(s.key() for s in sigs) and all(len(v) == 1 for v in got.values())
         boards[n] = {v[0] for v in got.values()}

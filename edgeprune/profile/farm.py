@@ -23,7 +23,7 @@ import queue
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from edgeprune.errors import BackendUnavailable
 
@@ -99,7 +99,7 @@ class RunnerPool:
         for r in self.runners:
             self.retire(r)
 
-    def __enter__(self) -> RunnerPool:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
