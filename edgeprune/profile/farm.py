@@ -187,7 +187,13 @@ class _Farm:
                 try:
                     timing, meta = runner.time(sig)
                 except RunnerLost as err:
-                    runner = self.lost(runner, sig, err)
+                    try:
+                        runner = self.lost(runner, sig, err)
+                    except BaseException as err2:  # noqa: BLE001 - leasing a replacement failed unexpectedly
+                        with self.cond:
+                            self.error = self.error or err2
+                            self.cond.notify_all()
+                        return
                     continue
                 except BaseException as err:  # noqa: BLE001 - handed to the calling thread, re-raised there
                     self.fail(err)
