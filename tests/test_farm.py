@@ -69,7 +69,10 @@ def test_pool_replaces_a_lost_runner_and_fails_clearly_when_all_are_gone():
             self.spare = [Fake("spare")]
 
         def replace(self, lost, others_alive):
-            return self.spare.pop() if self.spare else None
+            if not self.spare:
+                return None
+            self.runners.append(self.spare[-1])
+            return self.spare.pop()
 
     sigs = _sigs(6)
     got = []
@@ -107,3 +110,35 @@ def test_should_stop_stops_handing_out_samples():
     with RunnerPool([Fake("a"), Fake("b")]) as pool:
         measure_all(_sigs(30), pool, lambda s, t, m: got.append(s), should_stop=lambda: len(got) >= 4)
     assert 4 <= len(got) <= 6  # in-flight samples are still delivered, nothing more is handed out
+
+
+def test_device_model_build_spreads_its_kernels_over_the_backends_pool(tmp_path, monkeypatch):
+    """build_device_model with no time_fn measures on Backend.runner_pool: two fake boards, one drops out."""
+    from edgeprune.profile import profiler
+    from edgeprune.costmodel import BuildConfig, build_device_model
+    from tests.test_costmodel import FAST_FIT, SMALL, fake_time
+
+    class Board(Fake):
+        def time(self, sig):
+            super().time(sig)
+            return fake_time(sig)[0], {"board": self.name}
+
+    boards = [Board("a", 0.001, die_at=5), Board("b", 0.001)]
+
+    class FakeBackend:
+        unit = "ms"
+
+        def precision_support(self, p):
+            return True, ""
+
+        def runner_pool(self, target, protocol, log=None):
+            return RunnerPool(boards, "two fake boards")
+
+    monkeypatch.setattr(profiler, "_backend_for", lambda target: FakeBackend())
+    dm = build_device_model("cpu-ort", out=tmp_path / "dm.json", resume=False, space=SMALL, fit=FAST_FIT,
+                            config=BuildConfig(max_samples=40, budget_s=600))
+    measured = boards[0].measured + boards[1].measured
+    assert dm.complete and sorted(measured) == sorted(dm.samples) and len(set(measured)) == len(measured)
+    assert len(boards[0].measured) == 4 and boards[0].calls == 5  # a lost board is not asked again in later rounds
+    assert boards[0].closed and boards[1].closed and len(dm.data["rounds"]) > 1
+    assert {r["board"] for r in dm.samples.values()} == {"a", "b"}

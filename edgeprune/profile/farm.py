@@ -80,12 +80,14 @@ class RunnerPool:
         self.describe = describe or f"{len(self.runners)} runner(s)"
         self._closed: list[Runner] = []
 
-    def replace(self, lost: Runner, others_alive: int) -> Runner | None:
-        """A runner to take over from ``lost`` (None: the pool shrinks). Default: none."""
+    def replace(self, lost: Runner | None, others_alive: int) -> Runner | None:
+        """A runner (added to :attr:`runners`) to take over from ``lost`` (None: the pool shrinks). Default: none."""
         return None
 
     def retire(self, runner: Runner) -> None:
-        """Close ``runner`` (best effort) and forget it."""
+        """Close ``runner`` (best effort) and take it out of the pool (later calls do not use it)."""
+        if runner in self.runners:
+            self.runners.remove(runner)
         if runner in self._closed:
             return
         self._closed.append(runner)
@@ -96,7 +98,7 @@ class RunnerPool:
 
     def close(self) -> None:
         """Close every runner."""
-        for r in self.runners:
+        for r in list(self.runners):
             self.retire(r)
 
     def __enter__(self) -> Self:
@@ -224,6 +226,12 @@ def measure_all(
     farm = _Farm(_unique(sigs), pool, log)
     total = len(farm.todo)
     delivered = 0
+    if not total:
+        return 0
+    if not pool.runners:  # every runner was lost in an earlier call
+        fresh = pool.replace(None, 0)
+        if fresh is None:
+            raise BackendUnavailable(f"every runner of {pool.describe} was lost; resume when boards are back")
     if len(pool.runners) == 1:  # the single-board path: this thread, in order
         farm.alive = 1
         runner: Runner | None = pool.runners[0]
