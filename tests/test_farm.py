@@ -114,8 +114,8 @@ def test_should_stop_stops_handing_out_samples():
 
 def test_device_model_build_spreads_its_kernels_over_the_backends_pool(tmp_path, monkeypatch):
     """build_device_model with no time_fn measures on Backend.runner_pool: two fake boards, one drops out."""
-    from edgeprune.profile import profiler
     from edgeprune.costmodel import BuildConfig, build_device_model
+    from edgeprune.profile import profiler
     from tests.test_costmodel import FAST_FIT, SMALL, fake_time
 
     class Board(Fake):
