@@ -127,36 +127,47 @@ def _remote_target(port: int, **options) -> Target:
     return Target(name="test-rpc-tvm", backend="tvm", host=f"rpc://127.0.0.1:{port}/{KEY}", threads=1, options=opts)
 
 
-@pytest.fixture(scope="module")
-def farm():
-    """An RPC tracker and two RPC servers (boards) on 127.0.0.1 under one key."""
+def _start_farm(n: int = 2) -> dict:
+    """A tracker and ``n`` RPC servers on 127.0.0.1 under :data:`KEY`, all registered and free."""
     from edgeprune.backends.tvm.rpc import tracker_summary
 
     tport = _free_port()
     tracker = _spawn("tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(tport), "--port-end", str(tport + 1), "--silent")
     servers = {}
-    for _ in range(2):
+    for _ in range(n):
         p = _free_port()
         servers[p] = _spawn(
             "tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", str(p), "--port-end", str(p + 1),
             "--tracker", f"127.0.0.1:{tport}", "--key", KEY, "--silent",
         )
+    info = {"port": tport, "servers": servers, "tracker": tracker}
+    deadline = time.time() + 120
+    while True:
+        try:
+            k = tracker_summary("127.0.0.1", tport, timeout=2)["keys"].get(KEY)
+            if k and k["total"] == n and k["free"] == n:
+                return info
+        except BackendUnavailable:
+            pass
+        if time.time() > deadline:
+            _stop_farm(info)
+            pytest.fail(f"RPC tracker and {n} servers did not come up within 120 s")
+        time.sleep(0.5)
+
+
+def _stop_farm(info: dict) -> None:
+    for proc in [*info["servers"].values(), info["tracker"]]:
+        _kill(proc)
+
+
+@pytest.fixture(scope="module")
+def farm():
+    """An RPC tracker and two RPC servers (boards) on 127.0.0.1 under one key."""
+    info = _start_farm(2)
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                k = tracker_summary("127.0.0.1", tport, timeout=2)["keys"].get(KEY)
-                if k and k["total"] == 2 and k["free"] == 2:
-                    break
-            except BackendUnavailable:
-                pass
-            if time.time() > deadline:
-                pytest.fail("RPC tracker and servers did not come up within 120 s")
-            time.sleep(0.5)
-        yield {"port": tport, "servers": servers}
+        yield info
     finally:
-        for proc in [*servers.values(), tracker]:
-            _kill(proc)
+        _stop_farm(info)
 
 
 # --------------------------------------------------------------------------- with tvm
@@ -234,6 +245,93 @@ def test_missing_key_and_busy_boards_fail_clearly(farm):
             free_board(s)
         del held
     assert _free_boards(farm["port"]) == 2
+
+
+def _farm_sigs(n: int) -> list:
+    from edgeprune.graph.signature import LayerSignature
+
+    return [LayerSignature("conv2d", c, 8, (3, 3), (1, 1), (1, 1), 1, (8, 8)) for c in range(4, 4 + n)]
+
+
+@needs_tvm
+def test_board_farm_profiles_in_parallel(farm):
+    """Layer samples spread over both boards: each measured once, by either board; about half the time of one board.
+
+    The timing is reported, and asserted only loosely: both boards run on this (shared, 2-core) machine.
+    """
+    from edgeprune.backends import get_backend
+    from edgeprune.profile.farm import measure_all
+    from edgeprune.profile.timing import TimingProtocol
+
+    # a fixed ~0.8 s on the board per sample (never "stable": rel_tol < 0), so board time dominates the build here
+    proto = TimingProtocol(warmup=2, min_runs=10, max_runs=10**6, round_size=20, rel_tol=-1.0, max_seconds=0.8)
+    sigs = _farm_sigs(8)
+    backend = get_backend("tvm")
+    took, boards = {}, {}
+    for n in (1, 2):
+        got: dict[str, list[str]] = {}
+        t0 = time.perf_counter()
+        with backend.runner_pool(_remote_target(farm["port"], profile_boards=n), proto) as pool:
+            assert len(pool.runners) == n
+            measure_all(sigs, pool, lambda s, t, m, got=got: got.setdefault(s.key(), []).append(m["board"]))
+        took[n] = time.perf_counter() - t0
+        assert sorted(got) == sorted(s.key() for s in sigs) and all(len(v) == 1 for v in got.values())
+        boards[n] = {v[0] for v in got.values()}
+    assert len(boards[1]) == 1 and len(boards[2]) == 2
+    ratio = took[2] / took[1]
+    print(f"\n8 layer samples: 1 board {took[1]:.1f} s, 2 boards {took[2]:.1f} s ({ratio:.2f}x)")
+    assert ratio < 0.95, f"two boards took {ratio:.2f}x the time of one"
+    assert _free_boards(farm["port"]) == 2
+
+
+@needs_tvm
+def test_profile_on_a_farm_survives_a_board_dropping_out(tmp_path, monkeypatch):
+    """profile() spreads its layer table over two boards; one is killed mid-run: nothing lost, nothing twice."""
+    from edgeprune.backends.tvm.runtime import BoardRunner
+    from edgeprune.profile import profile
+    from edgeprune.profile.farm import RunnerLost
+    from edgeprune.profile.timing import ModelProtocol, TimingProtocol
+
+    info = _start_farm(2)
+    try:
+        real = BoardRunner.time
+        done: dict[str, list[str]] = {}
+        lost: list[str] = []
+
+        def counted(self, sig):
+            try:
+                timing, meta = real(self, sig)
+            except RunnerLost:
+                lost.append(self.name)
+                raise
+            done.setdefault(sig.key(), []).append(meta["board"])
+            return timing, meta
+
+        monkeypatch.setattr(BoardRunner, "time", counted)
+        victim = next(iter(info["servers"]))
+
+        def kill_one(i: int) -> None:
+            if i == 3:  # both boards are busy: the victim's in-flight sample goes back to the queue
+                _kill(info["servers"][victim])
+
+        torch.manual_seed(0)
+        from tests.tiny import tiny_net
+
+        model, x = tiny_net().eval(), torch.randn(1, 3, 16, 16)
+        grid = {"conv2": [16, 32], "conv3": [16, 32], "conv4": [32, 64]}
+        proto = TimingProtocol(warmup=2, min_runs=10, max_runs=10**6, round_size=20, rel_tol=-1.0, max_seconds=0.4)
+        prof = profile(model, x, _remote_target(info["port"], request_timeout_s=20), model_name="tiny", grid=grid,
+                       out=tmp_path / "farm.json", protocol=proto, calibration=2, model_protocol=ModelProtocol.quick(),
+                       _on_record=kill_one)
+        doc = json.loads((tmp_path / "farm.json").read_text())
+        assert doc["complete"] and len(doc["records"]) == 16 and set(done) == set(doc["records"])
+        assert all(len(v) == 1 for v in done.values()), "a sample was measured twice"
+        assert lost and all(f":{victim} " in name for name in lost)
+        by_board = [r["board"] for r in doc["records"].values()]
+        assert len(set(by_board)) == 2 and by_board.count(f"127.0.0.1:{victim}") < 8  # the survivor took over
+        assert prof.data["calibration"]["coef"]
+    finally:
+        _stop_farm(info)
 
 
 @needs_tvm

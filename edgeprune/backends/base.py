@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
     from edgeprune.config import Target
     from edgeprune.graph.signature import LayerSignature
+    from edgeprune.profile.farm import RunnerPool
     from edgeprune.profile.timing import Timing, TimingProtocol
 
 
@@ -152,6 +153,17 @@ class Backend(ABC):
     def engine_timing_file(self, engine: Engine) -> tuple[Path | None, list[str]]:
         """The file of an emitted engine that :meth:`time_onnx` times, and the optimisers it disables."""
         return engine.onnx_engine()
+
+    def runner_pool(self, target: Target, protocol: TimingProtocol, log: Callable[[str], None] | None = None) -> RunnerPool:
+        """The runners that time layer samples for ``target`` in parallel (:mod:`edgeprune.profile.farm`).
+
+        Default: a pool of one, :meth:`time_layer_detail` on this machine. A backend
+        reaching several devices (boards behind a TVM RPC tracker) returns one runner
+        per free device; the caller closes the pool (it is a context manager).
+        """
+        from edgeprune.profile.farm import BackendRunner, RunnerPool
+
+        return RunnerPool([BackendRunner(self, target, protocol)], f"{target.name} on this machine")
 
     def make_runner(self, onnx_path: str | Path, target: Target, disabled_optimizers: Sequence[str] = ()) -> Callable[[], Any]:
         """A zero-argument callable running the model once on fixed random inputs (for interleaved timing).

@@ -31,6 +31,7 @@ from edgeprune.costmodel.model import (
 from edgeprune.costmodel.space import KERNEL_TYPES, SpaceConfig, sample_round
 from edgeprune.errors import BadInput
 from edgeprune.graph.signature import LayerSignature
+from edgeprune.profile.farm import RunnerPool
 
 if TYPE_CHECKING:
     from edgeprune.config import Target
@@ -91,7 +92,9 @@ def build_device_model(
 ) -> DeviceModel:
     """Measure and fit the device model of ``target``; write it to ``out`` (default :func:`device_model_path`).
 
-    ``time_fn(sig) -> (Timing, meta)`` replaces the backend's ``time_layer_detail`` (tests use a fake);
+    Samples are measured on the backend's runner pool (:meth:`~edgeprune.backends.base.Backend.runner_pool`):
+    spread over every free board with the key for a target behind a TVM RPC tracker, this machine otherwise.
+    ``time_fn(sig) -> (Timing, meta)`` replaces the backend's runners (tests use a fake);
     ``resume`` continues the file in ``out`` (it must have been measured on this device).
     """
     from edgeprune.config import get_target
@@ -113,10 +116,14 @@ def build_device_model(
         protocol = protocol or kernel_protocol()
         unit = backend.unit
 
-        def time_fn(sig: LayerSignature) -> tuple[Timing, dict]:
-            return backend.time_layer_detail(sig, target, protocol)
+        def make_pool() -> RunnerPool:
+            return backend.runner_pool(target, protocol, ui.log)
     else:
         precisions, notes, unit = list(target.precisions), [], "ms"
+
+        def make_pool() -> RunnerPool:
+            return RunnerPool([_FnRunner(time_fn)], "time_fn")
+    pool: RunnerPool | None = None
 
     doc = None
     if resume and out.exists():
@@ -157,9 +164,13 @@ def build_device_model(
                         break
                     doc["pending"] = [s.to_dict() for s in nxt]
                     save()
-                _measure_pending(dm, time_fn, ui, save, lambda: spent() >= config.budget_s)
+                if pool is None:  # leased once, when there is something to measure
+                    pool = make_pool()
+                _measure_pending(dm, pool, ui, save, lambda: spent() >= config.budget_s)
                 dm.invalidate()
     finally:
+        if pool is not None:
+            pool.close()
         doc["timings_s"]["measure"] = round(spent_before + time.perf_counter() - t_run, 2)
         doc["timings_s"]["total_this_run"] = round(time.perf_counter() - t_start, 2)
         save()
@@ -216,26 +227,57 @@ def _next_round(dm: DeviceModel, precisions: Sequence[str], config: BuildConfig,
     return sigs
 
 
-def _measure_pending(dm: DeviceModel, time_fn: TimeFn, ui: UI, save: Callable[[], None],
+class _FnRunner:
+    """A pool of one around a ``time_fn`` (tests pass a fake)."""
+
+    name = "time_fn"
+
+    def __init__(self, fn: TimeFn) -> None:
+        self.fn = fn
+
+    def time(self, sig: LayerSignature) -> tuple[Timing, dict]:
+        """``fn(sig)``."""
+        return self.fn(sig)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def _measure_pending(dm: DeviceModel, pool: RunnerPool, ui: UI, save: Callable[[], None],
                      over_budget: Callable[[], bool]) -> None:
+    """Measure the round's pending samples on the pool's runners (every free board of a farm), storing each as it comes."""
+    from edgeprune.profile.farm import measure_all
+
     doc = dm.data
     last = time.perf_counter()
-    pending = [LayerSignature.from_dict(d) for d in doc["pending"]]
-    with ui.progress(f"device model round {len(doc['rounds']) - 1}", total=len(pending)) as bar:
-        for sig in pending:
-            if over_budget():
-                doc["notes"].append(f"time budget reached: {len(doc['pending'])} sampled kernels left unmeasured")
-                doc["pending"] = []
-                break
+    remaining = {LayerSignature.from_dict(d).key(): d for d in doc["pending"]}
+    todo = []
+    for key, d in list(remaining.items()):
+        if key in doc["samples"]:
+            del remaining[key]
+        else:
+            todo.append(LayerSignature.from_dict(d))
+    doc["pending"] = list(remaining.values())
+    with ui.progress(f"device model round {len(doc['rounds']) - 1}", total=len(todo)) as bar:
+
+        def store(sig: LayerSignature, timing: Timing, meta: dict) -> None:
+            nonlocal last
             key = sig.key()
-            if key not in doc["samples"]:
-                timing, meta = time_fn(sig)
-                rec: dict[str, Any] = {"signature": sig.to_dict(), **timing.to_dict()}
-                if meta.get("layout"):
-                    rec["layout"] = meta["layout"]
-                doc["samples"][key] = rec
-            doc["pending"] = doc["pending"][1:]
+            rec: dict[str, Any] = {"signature": sig.to_dict(), **timing.to_dict()}
+            if meta.get("layout"):
+                rec["layout"] = meta["layout"]
+            if meta.get("board"):
+                rec["board"] = meta["board"]
+            doc["samples"][key] = rec
+            remaining.pop(key, None)
+            doc["pending"] = list(remaining.values())
             bar.advance(info=f"{sig.op} {sig.in_channels}x{sig.out_channels} {sig.dtype}")
             if time.perf_counter() - last > SAVE_EVERY_S:
                 save()
                 last = time.perf_counter()
+
+        if todo and not over_budget():
+            measure_all(todo, pool, store, should_stop=over_budget, log=ui.log)
+    if remaining and over_budget():
+        doc["notes"].append(f"time budget reached: {len(remaining)} sampled kernels left unmeasured")
+        doc["pending"] = []

@@ -554,24 +554,14 @@ def profile(
         doc["updated"] = datetime.now(UTC).isoformat(timespec="seconds")
         write_json(out, doc)
 
-    last_save = time.perf_counter()
     t_layers = time.perf_counter()
     try:
         with ui.progress("layer tables", total=len(todo)) as bar, boosted_priority(mprotocol.nice) as prio, \
                 pinned(mprotocol.pin) as pin, fixed_threads(mprotocol.threads):
             doc["machine"]["priority"] = prio
             doc["machine"]["affinity"] = pin
-            for i, sig in enumerate(todo):
-                if _on_record is not None:
-                    _on_record(i)
-                timing, meta = backend.time_layer_detail(sig, target, protocol)
-                rec = {"signature": sig.to_dict(), **timing.to_dict()}
-                rec.update({k: v for k, v in meta.items() if k in ("layout", "nodes") or not isinstance(v, (dict, list))})
-                doc["records"][sig.key()] = rec
-                bar.advance(info=f"{sig.op} {sig.in_channels}x{sig.out_channels} {sig.dtype}")
-                if time.perf_counter() - last_save > SAVE_EVERY_S:
-                    save()
-                    last_save = time.perf_counter()
+            if todo:
+                _measure_layers(doc, todo, backend, target, protocol, ui, bar, save, _on_record)
     finally:
         doc["timings_s"]["layers"] = round(doc["timings_s"].get("layers", 0.0) + time.perf_counter() - t_layers, 2)
         save()
@@ -599,6 +589,40 @@ def profile(
     save()
     prof._predictor = None
     return prof
+
+
+def _measure_layers(doc: dict[str, Any], todo: Sequence[LayerSignature], backend: Any, target: Target,
+                    protocol: TimingProtocol, ui: UI, bar: Any, save: Callable[[], None],
+                    on_record: Callable[[int], None] | None) -> None:
+    """Measure ``todo`` on the backend's runner pool (every free board of a farm; this machine otherwise).
+
+    Each result goes into ``doc["records"]`` as it comes (in this thread); the file is written
+    every :data:`SAVE_EVERY_S` seconds. ``on_record(i)`` runs before the i-th result is stored
+    (tests interrupt there).
+    """
+    from edgeprune.profile.farm import measure_all
+
+    last_save = time.perf_counter()
+    with backend.runner_pool(target, protocol, ui.log) as pool:
+        if len(pool.runners) > 1:
+            ui.log(f"spreading {len(todo)} layer configurations over {pool.describe}")
+            doc["machine"]["runners"] = [r.name for r in pool.runners]
+        count = 0
+
+        def store(sig: LayerSignature, timing: Timing, meta: dict) -> None:
+            nonlocal last_save, count
+            if on_record is not None:
+                on_record(count)
+            count += 1
+            rec = {"signature": sig.to_dict(), **timing.to_dict()}
+            rec.update({k: v for k, v in meta.items() if k in ("layout", "nodes") or not isinstance(v, (dict, list))})
+            doc["records"][sig.key()] = rec
+            bar.advance(info=f"{sig.op} {sig.in_channels}x{sig.out_channels} {sig.dtype}")
+            if time.perf_counter() - last_save > SAVE_EVERY_S:
+                save()
+                last_save = time.perf_counter()
+
+        measure_all(todo, pool, store, log=ui.log)
 
 
 def local_profile(model: Any, target: Target | str, model_name: str | None = None, profiles: str | Path | None = None,

@@ -19,3 +19,4 @@ class TvmOptions:
     request_timeout_s: float = 60.0  # RPC lease behaviour
     session_timeout_s: float = 0.0
     attempts: int = 3
+    profile_boards: int = 0  # boards a profile spreads its samples over (0 = every free one with the key)

@@ -15,6 +15,8 @@ Target options (``[options]`` of the target file):
 - ``cross_compiler``: e.g. ``aarch64-linux-gnu-gcc``; used to link a ``.so`` when
   installed, else the module is exported as a ``.tar`` the board links itself.
 - ``request_timeout_s``, ``session_timeout_s``, ``attempts``: RPC lease behaviour.
+- ``profile_boards``: how many boards a profile leases at once (0: every free one
+  with the key; :meth:`TvmBackend.runner_pool`).
 """
 from __future__ import annotations
 
@@ -31,11 +33,13 @@ import numpy as np
 from edgeprune.backends.base import Backend, Engine
 from edgeprune.backends.tvm.options import TvmOptions
 from edgeprune.errors import BackendUnavailable, BadInput
+from edgeprune.profile.farm import RunnerPool
 
 if TYPE_CHECKING:
     from torch import nn
 
     from edgeprune.config import Target
+    from edgeprune.graph.signature import LayerSignature
     from edgeprune.profile.timing import Timing, TimingProtocol
 
 INSTALL_HINT = "pip install edgeprune[tvm]"
@@ -334,6 +338,107 @@ def on_target(target: Target, lib_path: Path, fn: Callable[[LoadedModule], Any],
     )
 
 
+class BoardRunner:
+    """One leased board holding its own RPC session: builds a layer here, times it there (a farm worker)."""
+
+    def __init__(self, pool: BoardPool, sess: Any, board: tuple[str, int]) -> None:
+        self.pool, self.sess, self.board = pool, sess, board
+        self.name = f"board {board[0]}:{board[1]} ({pool.spec.key})"
+        self._n = 0
+
+    def time(self, sig: LayerSignature) -> tuple[Timing, dict]:
+        """Build ``sig``'s layer graph (one build at a time per pool) and time it on this board."""
+        from edgeprune.backends.tvm.rpc import _first_line
+        from edgeprune.profile.farm import RunnerLost
+        from edgeprune.profile.layer_onnx import layer_onnx
+
+        self._n += 1
+        with tempfile.TemporaryDirectory(prefix="edgeprune-tvm-") as d:
+            # a unique name per upload: the board's server dlopen()s by path within one session
+            path = Path(d) / f"layer{self._n}.onnx"
+            path.write_bytes(layer_onnx(sig).SerializeToString())
+            with self.pool.build_lock:  # TVM builds stay serial: the boards time in parallel
+                lib, inputs = self.pool.backend.build_onnx(path, self.pool.target, Path(d))
+            xs = random_inputs([s for _, s in inputs])
+            try:
+                timing = LoadedModule(lib, self.pool.kind, self.sess).time(xs, self.pool.protocol)
+            except (BadInput, KeyboardInterrupt):
+                raise
+            except Exception as err:  # noqa: BLE001 - RPCError / TVMError / OSError: the board went away mid-sample
+                raise RunnerLost(f"{self.name}: {_first_line(err)}") from None
+            try:
+                self.sess.remove(lib.name)
+            except Exception:  # noqa: BLE001, S110 - best effort: the server cleans its temp dir at session end
+                pass
+        return timing, {"board": f"{self.board[0]}:{self.board[1]}"}
+
+    def close(self) -> None:
+        """End the lease: the board returns to the tracker."""
+        from edgeprune.backends.tvm.rpc import free_board
+
+        free_board(self.sess)
+        self.sess = None
+
+
+class BoardPool(RunnerPool):
+    """Every board with a remote target's key, each leased once for the whole profile (a farm).
+
+    The first lease waits ``request_timeout_s`` for a board; the others a few seconds
+    each (a board busy elsewhere is skipped). ``profile_boards`` caps the count.
+    """
+
+    def __init__(self, backend: TvmBackend, target: Target, protocol: TimingProtocol,
+                 log: Callable[[str], None] | None = None) -> None:
+        import threading
+
+        from edgeprune.backends.tvm.rpc import RemoteSpec, request_board, tracker_summary
+
+        self.backend, self.target, self.protocol, self.log = backend, target, protocol, log
+        self.spec = RemoteSpec.parse(target.host)
+        self.kind = device_kind(target_dict(target))
+        self.build_lock = threading.Lock()
+        opts = target.options
+        self.timeout = float(opts.get("request_timeout_s", 60))
+        self.session_timeout = float(opts.get("session_timeout_s", 0))
+        # every board registered under the key (one just released by a previous pool may not show as free yet);
+        # the first lease waits as long as a lease may, the others only a few seconds (busy elsewhere: skipped)
+        keys = tracker_summary(self.spec.host, self.spec.port)["keys"].get(self.spec.key, {})
+        want = max(1, keys.get("total", 0), keys.get("free", 0))
+        if int(opts.get("profile_boards", 0)) > 0:
+            want = min(want, int(opts["profile_boards"]))
+        runners: list[BoardRunner] = []
+        try:
+            for i in range(want):
+                try:
+                    sess, board = request_board(self.spec, timeout=self.timeout if i == 0 else min(5.0, self.timeout),
+                                                session_timeout=self.session_timeout)
+                except BackendUnavailable:
+                    if i == 0:
+                        raise
+                    break
+                runners.append(BoardRunner(self, sess, board))
+        except BaseException:
+            for r in runners:
+                r.close()
+            raise
+        super().__init__(runners, f"{len(runners)} board(s) '{self.spec.key}' on {self.spec.tracker}")
+
+    def replace(self, lost: Any, others_alive: int) -> BoardRunner | None:
+        """Lease another board with the key: briefly while others still work, else as long as a lease may wait."""
+        from edgeprune.backends.tvm.rpc import request_board
+
+        for _ in range(1 if others_alive else 2):
+            try:
+                sess, board = request_board(self.spec, timeout=min(5.0, self.timeout) if others_alive else self.timeout,
+                                            session_timeout=self.session_timeout)
+            except BackendUnavailable:
+                continue
+            runner = BoardRunner(self, sess, board)
+            self.runners.append(runner)
+            return runner
+        return None
+
+
 class TvmBackend(Backend):
     """Apache TVM (Relax), local or on boards behind a TVM RPC tracker; timings from ``time_evaluator``."""
 
@@ -386,6 +491,13 @@ class TvmBackend(Backend):
         mod, inputs = import_onnx(onnx_path)
         ex = build(mod, target)
         return export(ex, target, out_dir, Path(onnx_path).stem), inputs
+
+    def runner_pool(self, target: Target, protocol: TimingProtocol, log: Callable[[str], None] | None = None) -> RunnerPool:
+        """A remote target: one runner per free board with its key (``profile_boards`` caps it); local: a pool of one."""
+        if not target.is_remote:
+            return super().runner_pool(target, protocol, log)
+        self._check(target)
+        return BoardPool(self, target, protocol, log)
 
     def time_onnx(self, onnx_path: str | Path, target: Target, protocol: TimingProtocol,
                   disabled_optimizers: Sequence[str] = ()) -> Timing:
