@@ -96,9 +96,16 @@ class VtaBackend(Backend):
         ``<name>.vta.json`` with its simulated cycles: what :meth:`time_onnx` reads."""
         from edgeprune.fileio import write_json
         from edgeprune.vta import compile_qnet, quantize_model
+        from edgeprune.vta.build import is_resnet_family
+        from edgeprune.vta.cnn import quantize_cnn
+        from edgeprune.vta.cnn_program import compile_cnn
 
-        program = compile_qnet(quantize_model(model, _calib(calib, example)), vta_config(target))
-        cycles = int(sum(t.cycles for t in program.timings))
+        images = _calib(calib, example)
+        if is_resnet_family(model):
+            program = compile_qnet(quantize_model(model, images), vta_config(target))
+            cycles = int(sum(t.cycles for t in program.timings))
+        else:  # any other CNN: accelerator kernels + host steps with their DMA (edgeprune.vta.cnn)
+            cycles = int(compile_cnn(quantize_cnn(model, images), vta_config(target)).cycles)
         return write_json(Path(directory) / f"{name}.vta.json", {"cycles": cycles, "simulated": True}), []
 
     def engine_timing_file(self, engine: Engine) -> tuple[Path | None, list[str]]:
