@@ -157,3 +157,20 @@ def test_layer_cycles_prices_depthwise_as_its_diagonal_kernels():
     dense, dw, dw64 = layer_cycles(sig(1), PYNQ), layer_cycles(sig(-1), PYNQ), layer_cycles(sig(64), PYNQ)
     assert dense["fits"] and dw["fits"] and dw["cycles"] == dw64["cycles"]
     assert dw["cycles"] < dense["cycles"] and dw["plan"].startswith("4 kernels")
+
+
+def test_vta_backend_prices_any_cnn_as_its_build(tmp_path):
+    """compress times a non-ResNet model on vta-pynq by compiling it: the backend's engine file holds the same simulated
+    cycles as the full build's report."""
+    from edgeprune.backends import get_backend
+    from edgeprune.config import get_target
+    from edgeprune.profile.timing import TimingProtocol
+
+    torch.manual_seed(1)
+    model = _randomise_bn(DepthwiseBlock(24)).eval()
+    x = torch.randn(6, 3, 8, 8)
+    backend, target = get_backend("vta"), get_target("vta-pynq")
+    path, disabled = backend.engine_file(model, target, x[:1], None, x, tmp_path)
+    timing = backend.time_onnx(path, target, TimingProtocol.quick())
+    report = build(model, x[:1], x, PYNQ, tmp_path / "build", verify=False)
+    assert disabled == [] and timing.unit == "cycles" and timing.median == report["cycles"] > 0
