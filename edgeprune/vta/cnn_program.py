@@ -20,10 +20,7 @@ from edgeprune.vta.cnn import CnnNet, HostOp, run_host_op
 from edgeprune.vta.compiler import (
     Addresses,
     Kernel,
-    align,
     block_activation,
-    block_vectors,
-    block_weights,
     choose_plan,
     emit_kernel,
     unblock_activation,
@@ -31,7 +28,7 @@ from edgeprune.vta.compiler import (
 from edgeprune.vta.config import VTAConfig
 from edgeprune.vta.functional import Machine, check_hazards
 from edgeprune.vta.isa import encode_stream, format_insn
-from edgeprune.vta.program import TensorInfo, layer_geom
+from edgeprune.vta.program import DramLayout, TensorInfo, layer_geom
 from edgeprune.vta.quantize import QLayer, host_quantise_input
 from edgeprune.vta.timing import TimingResult, simulate_timing
 
@@ -172,19 +169,7 @@ def dma_cycles(nbytes: int, config: VTAConfig) -> int:
 def compile_cnn(net: CnnNet, config: VTAConfig) -> CnnProgram:
     """Plan, place and emit every accelerator layer of ``net``; price the host steps' DMA transfers."""
     b = config.block
-    pos = 0
-    chunks: list[tuple[int, np.ndarray]] = []
-    regions: list[dict[str, Any]] = []
-
-    def place(name: str, data: np.ndarray) -> int:
-        nonlocal pos
-        addr = pos
-        raw = np.ascontiguousarray(data).view(np.uint8).ravel()
-        chunks.append((addr, raw))
-        regions.append({"name": name, "addr": addr, "bytes": int(raw.size)})
-        pos = align(pos + raw.size)
-        return addr
-
+    dram = DramLayout()
     planned: list[list[tuple[QLayer, Unit, Any, Any, tuple[int, int, int]]]] = []
     for step in net.steps:
         if not isinstance(step, QLayer):
@@ -196,20 +181,9 @@ def compile_cnn(net: CnnNet, config: VTAConfig) -> CnnProgram:
             g = layer_geom(sl, net.shapes[step.input][1:])
             plan = choose_plan(g, config)[0]
             probe = emit_kernel(g, plan, Addresses(), config)
-            wa = place(f"{sl.name}.weight", block_weights(sl.weight, b))
-            va = place(f"{sl.name}.vectors", block_vectors(sl.bias, sl.shift, sl.res_shift, b)) if g.uses_vec else 0
-            ua = place(f"{sl.name}.uops", probe.uops)
-            row.append((sl, u, g, plan, (wa, va, ua)))
+            row.append((sl, u, g, plan, dram.constants(sl, g.uses_vec, probe.uops, b)))
         planned.append(row)
-    const_end = pos
-    tensors: dict[str, TensorInfo] = {}
-    for name, (c, h, w) in net.shapes.items():
-        tensors[name] = TensorInfo(name, c, h, w, pos, b)
-        regions.append({"name": f"tensor {name}", "addr": pos, "bytes": tensors[name].nbytes})
-        pos = align(pos + tensors[name].nbytes)
-    image = np.zeros(const_end, np.uint8)
-    for addr, raw in chunks:
-        image[addr:addr + raw.size] = raw
+    tensors, image = dram.place_tensors(net.shapes, b)
     steps: list[Step] = []
     for step, row in zip(net.steps, planned):
         if isinstance(step, HostOp):
@@ -229,7 +203,7 @@ def compile_cnn(net: CnnNet, config: VTAConfig) -> CnnProgram:
             s.timings.append(simulate_timing(k.insns, config))
         steps.append(s)
     nin = tensors["input"].nbytes
-    return CnnProgram(config, net, steps, tensors, image, pos, (nin, dma_cycles(nin, config)), regions)
+    return CnnProgram(config, net, steps, tensors, image, dram.pos, (nin, dma_cycles(nin, config)), dram.regions)
 
 
 def run_cnn_program(program: CnnProgram, x: torch.Tensor | np.ndarray, quantised: bool = False,

@@ -117,40 +117,54 @@ def layer_geom(layer: QLayer, in_hw: tuple[int, int]) -> LayerGeom:
                      clip_hi=layer.clip_hi)
 
 
+@dataclass
+class DramLayout:
+    """Where a program's data sits in DRAM: layer constants (weights, vectors, uops) first, then the
+    activation tensors, each region aligned; ``regions`` lists them for the report."""
+
+    pos: int = 0
+    chunks: list[tuple[int, np.ndarray]] = field(default_factory=list)
+    regions: list[dict[str, Any]] = field(default_factory=list)
+
+    def place(self, name: str, data: np.ndarray) -> int:
+        """Append ``data`` (as bytes) at the next aligned address; return that address."""
+        addr = self.pos
+        raw = np.ascontiguousarray(data).view(np.uint8).ravel()
+        self.chunks.append((addr, raw))
+        self.regions.append({"name": name, "addr": addr, "bytes": int(raw.size)})
+        self.pos = align(self.pos + raw.size)
+        return addr
+
+    def constants(self, layer: QLayer, uses_vec: bool, uops: np.ndarray, block: int) -> tuple[int, int, int]:
+        """Place one layer's blocked weights, its vectors (when the kernel reads them) and its uops."""
+        wa = self.place(f"{layer.name}.weight", block_weights(layer.weight, block))
+        va = self.place(f"{layer.name}.vectors", block_vectors(layer.bias, layer.shift, layer.res_shift, block)) \
+            if uses_vec else 0
+        ua = self.place(f"{layer.name}.uops", uops)
+        return wa, va, ua
+
+    def place_tensors(self, shapes: dict[str, tuple[int, int, int]], block: int) -> tuple[dict[str, TensorInfo], np.ndarray]:
+        """Place the activation tensors after the constants; return them and the DRAM image of the constants."""
+        const_end = self.pos
+        tensors: dict[str, TensorInfo] = {}
+        for name, (c, h, w) in shapes.items():
+            tensors[name] = TensorInfo(name, c, h, w, self.pos, block)
+            self.regions.append({"name": f"tensor {name}", "addr": self.pos, "bytes": tensors[name].nbytes})
+            self.pos = align(self.pos + tensors[name].nbytes)
+        image = np.zeros(const_end, np.uint8)
+        for addr, raw in self.chunks:
+            image[addr:addr + raw.size] = raw
+        return tensors, image
+
+
 def compile_qnet(qnet: QNet, config: VTAConfig) -> Program:
     """Plan, place and emit every layer of ``qnet``; raises DoesNotFit when a layer cannot be tiled."""
     geoms = [layer_geom(layer, qnet.shapes[layer.input][1:]) for layer in qnet.layers]
     plans = [choose_plan(g, config)[0] for g in geoms]
     probe = [emit_kernel(g, p, Addresses(), config) for g, p in zip(geoms, plans)]
-    pos = 0
-    chunks: list[tuple[int, np.ndarray]] = []
-    regions: list[dict[str, Any]] = []
-
-    def place(name: str, data: np.ndarray) -> int:
-        nonlocal pos
-        addr = pos
-        raw = np.ascontiguousarray(data).view(np.uint8).ravel()
-        chunks.append((addr, raw))
-        regions.append({"name": name, "addr": addr, "bytes": int(raw.size)})
-        pos = align(pos + raw.size)
-        return addr
-
-    const_addr = []
-    for layer, g, k in zip(qnet.layers, geoms, probe):
-        wa = place(f"{layer.name}.weight", block_weights(layer.weight, config.block))
-        va = place(f"{layer.name}.vectors", block_vectors(layer.bias, layer.shift, layer.res_shift, config.block)) \
-            if g.uses_vec else 0
-        ua = place(f"{layer.name}.uops", k.uops)
-        const_addr.append((wa, va, ua))
-    const_end = pos
-    tensors: dict[str, TensorInfo] = {}
-    for name, (c, h, w) in qnet.shapes.items():
-        tensors[name] = TensorInfo(name, c, h, w, pos, config.block)
-        regions.append({"name": f"tensor {name}", "addr": pos, "bytes": tensors[name].nbytes})
-        pos = align(pos + tensors[name].nbytes)
-    image = np.zeros(const_end, np.uint8)
-    for addr, raw in chunks:
-        image[addr:addr + raw.size] = raw
+    dram = DramLayout()
+    const_addr = [dram.constants(layer, g.uses_vec, k.uops, config.block) for layer, g, k in zip(qnet.layers, geoms, probe)]
+    tensors, image = dram.place_tensors(qnet.shapes, config.block)
     kernels, timings = [], []
     for layer, g, p, (wa, va, ua) in zip(qnet.layers, geoms, plans, const_addr):
         addr = Addresses(inp=tensors[layer.input].addr, out=tensors[layer.output].addr,
@@ -158,7 +172,7 @@ def compile_qnet(qnet: QNet, config: VTAConfig) -> Program:
         k = emit_kernel(g, p, addr, config)
         kernels.append(k)
         timings.append(simulate_timing(k.insns, config))
-    return Program(config, qnet, kernels, list(qnet.layers), tensors, image, pos, timings, regions)
+    return Program(config, qnet, kernels, list(qnet.layers), tensors, image, dram.pos, timings, dram.regions)
 
 
 def run_program(program: Program, x: torch.Tensor | np.ndarray, quantised: bool = False,
