@@ -1,4 +1,4 @@
-"""What several benchmarks share: the fine-tuned dense reference, cached outside git."""
+"""What several benchmarks share: the fine-tuned dense reference (cached outside git), torchvision on the CPU torch."""
 from __future__ import annotations
 
 import copy
@@ -46,3 +46,16 @@ def dense_reference(pretrained: nn.Module, model_name: str, ds: Any, rc: Any, ca
         torch.save(dense.state_dict(), tmp)
         tmp.replace(path)
     return dense.eval(), key
+
+
+def torchvision_models() -> Any:
+    """torchvision on the CPU torch: declare the two C++ ops its CUDA wheel cannot load first (as tests/conftest.py does;
+    benchmarks only, the package never needs torchvision)."""
+    for op in ("nms", "qnms"):
+        try:
+            torch.library.define(f"torchvision::{op}", "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        except RuntimeError:
+            pass  # already declared
+    import torchvision
+
+    return torchvision

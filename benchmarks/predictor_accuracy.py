@@ -25,20 +25,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
-
-def _torchvision():
-    """torchvision's model code on the CPU torch: declare the two C++ ops its CUDA wheel cannot load (as tests/conftest.py)."""
-    import torch
-
-    for op in ("nms", "qnms"):
-        try:
-            torch.library.define(f"torchvision::{op}", "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-        except RuntimeError:
-            pass
-    import torchvision
-
-    return torchvision
+from common import torchvision_models
 
 
 def load(name: str):
@@ -47,7 +36,7 @@ def load(name: str):
 
     if name.startswith("mobilenetv2"):
         size = 224 if name.endswith("224") else 32
-        m = _torchvision().models.mobilenet_v2(num_classes=10 if size == 32 else 1000).eval()
+        m = torchvision_models().models.mobilenet_v2(num_classes=10 if size == 32 else 1000).eval()
         return m, torch.randn(1, 3, size, size)
     from edgeprune.graph import example_input
     from edgeprune.models import load_model, model_spec

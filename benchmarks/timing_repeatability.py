@@ -27,29 +27,19 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from common import torchvision_models
 
 GOAL = 0.02
 
-
-def _torchvision():
-    """torchvision's model definitions on the CPU torch (the op declarations of tests/conftest.py)."""
-    import torch
-
-    for op in ("nms", "qnms"):
-        try:
-            torch.library.define(f"torchvision::{op}", "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-        except RuntimeError:
-            pass
-    import torchvision
-
-    return torchvision
 
 
 def _model(name: str):
     import torch
 
     if name == "mobilenet_v2":
-        m = _torchvision().models.mobilenet_v2(num_classes=10).eval()
+        m = torchvision_models().models.mobilenet_v2(num_classes=10).eval()
         return m, torch.zeros(1, 3, 32, 32)
     from edgeprune.models import load_model
 
