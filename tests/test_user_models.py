@@ -4,9 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from edgeprune.errors import BadInput
+from edgeprune.errors import BadInput, close_names
 from edgeprune.models import load_model, parse_model_args
-from edgeprune.models.hub import close_names
 
 
 def test_model_args_are_typed() -> None:

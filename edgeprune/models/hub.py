@@ -5,29 +5,19 @@ Both packages are optional: edgeprune never needs them, and never downloads weig
 """
 from __future__ import annotations
 
-import difflib
 import importlib
 import importlib.util
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from torch import nn
 
-from edgeprune.errors import BadInput, first_line
+from edgeprune.errors import BadInput, close_names, first_line
 
 HUBS = ("torchvision", "timm")
 # arguments that would make a hub download weights: edgeprune takes a local state_dict (--weights) instead
 _DOWNLOADING_ARGS = ("weights", "pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path")
-
-
-def close_names(name: str, names: Iterable[str], n: int = 5) -> str:
-    """``"did you mean a, b?"`` for the few names closest to ``name`` (empty when none is close)."""
-    names = list(names)
-    close = difflib.get_close_matches(name, names, n=n, cutoff=0.5)
-    if not close:
-        close = [c for c in names if name.lower() in c.lower()][:n]
-    return f"; did you mean {', '.join(close)}?" if close else ""
 
 
 def import_torchvision() -> Any:
@@ -116,4 +106,4 @@ def hub_model(spec: str, args: Mapping[str, Any] | None = None) -> nn.Module | N
     return torchvision_model(name, args) if hub == "torchvision" else timm_model(name, args)
 
 
-__all__ = ["HUBS", "close_names", "hub_model", "import_torchvision", "timm_model", "torchvision_model"]
+__all__ = ["HUBS", "hub_model", "import_torchvision", "timm_model", "torchvision_model"]
