@@ -61,6 +61,10 @@ def find_groups(run: Run) -> None:
 
     run.graph = channel_groups(run.dense, run.example)
     freeze_groups(run.graph, run.config.freeze)
+    if run.config.plan_file is not None:  # apply: a plan made for another model fails before any measurement
+        from edgeprune.models.pruned import check_plan, read_plan
+
+        check_plan(read_plan(run.config.plan_file), run.graph)
     if not run.graph.prunable:
         raise BadInput(f"model {run.model_name} has no prunable channel groups")
 
