@@ -49,13 +49,7 @@ def dense_reference(pretrained: nn.Module, model_name: str, ds: Any, rc: Any, ca
 
 
 def torchvision_models() -> Any:
-    """torchvision on the CPU torch: declare the two C++ ops its CUDA wheel cannot load first (as tests/conftest.py does;
-    benchmarks only, the package never needs torchvision)."""
-    for op in ("nms", "qnms"):
-        try:
-            torch.library.define(f"torchvision::{op}", "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-        except RuntimeError:
-            pass  # already declared
-    import torchvision
+    """torchvision on the CPU torch (its CUDA wheel's C++ ops do not load here): edgeprune.models.hub declares them."""
+    from edgeprune.models.hub import import_torchvision
 
-    return torchvision
+    return import_torchvision()

@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 
 _API = {
     "load_model": "edgeprune.models",
+    "load_pruned": "edgeprune.models.pruned",
     "load_data": "edgeprune.data",
     "get_target": "edgeprune.config",
     "list_targets": "edgeprune.config",
@@ -44,6 +45,7 @@ _API = {
     "EdgepruneError": "edgeprune.errors",
     "BadInput": "edgeprune.errors",
     "BudgetMissed": "edgeprune.errors",
+    "AccuracyDropped": "edgeprune.errors",
 }
 
 __all__ = [name for name in sorted(_API)] + ["__version__"]  # not sorted(...) + [...]: ruff PLE0605

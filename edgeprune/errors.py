@@ -5,6 +5,9 @@ verification failed, 2 bad input.
 """
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class EdgepruneError(Exception):
     """An error the user can act on; the CLI prints ``str(err)`` and exits ``exit_code``."""
@@ -28,6 +31,12 @@ class BudgetMissed(EdgepruneError):
     exit_code = 1
 
 
+class AccuracyDropped(EdgepruneError):
+    """The compressed model lost more accuracy than ``--max-drop`` allows (the files are written)."""
+
+    exit_code = 1
+
+
 class VerificationFailed(EdgepruneError):
     """The compiled engine disagrees with the PyTorch model."""
 
@@ -46,3 +55,12 @@ def first_line(err: BaseException) -> str:
         if line.strip():
             return line.strip()
     return type(err).__name__
+
+
+def close_names(name: str, names: Iterable[str], n: int = 5) -> str:
+    """``"did you mean a, b?"`` for the few names closest to ``name`` (empty when none is close)."""
+    names = list(names)
+    close = difflib.get_close_matches(name, names, n=n, cutoff=0.5)
+    if not close:
+        close = [c for c in names if name.lower() in c.lower()][:n]
+    return f"; did you mean {', '.join(close)}?" if close else ""

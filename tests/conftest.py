@@ -7,7 +7,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-import torch
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -21,21 +20,18 @@ def import_torchvision():
 
     The only torchvision 0.28 wheel is a CUDA build whose C++ ops do not load here;
     its fake-kernel registrations then fail with "operator torchvision::nms does not
-    exist" unless the two ops are declared first (DESIGN.md). Tests only: the package
-    never needs torchvision.
+    exist" unless the two ops are declared first (DESIGN.md): edgeprune.models.hub does
+    that for ``--model torchvision:NAME``; the package never needs torchvision.
     """
+    from edgeprune.errors import BadInput
+    from edgeprune.models.hub import import_torchvision as load
+
     if importlib.util.find_spec("torchvision") is None:
         pytest.skip("torchvision is not installed (pip install --no-deps torchvision==0.28.0)")
-    for op in ("nms", "qnms"):
-        try:
-            torch.library.define(f"torchvision::{op}", "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-        except RuntimeError:
-            pass  # already declared (by the real extension or an earlier call)
     try:
-        import torchvision
-    except Exception as err:  # pragma: no cover  # noqa: BLE001 - a broken wheel fails in many ways: skip
-        pytest.skip(f"torchvision does not import here: {str(err).splitlines()[0]}")
-    return torchvision
+        return load()
+    except BadInput as err:  # pragma: no cover - a broken wheel
+        pytest.skip(str(err))
 
 
 @pytest.fixture(scope="session")

@@ -4,8 +4,9 @@ from __future__ import annotations
 import argparse
 import re
 
+from edgeprune.commands.config_file import add_config_option, resolve_settings
 from edgeprune.commands.profile import add_foreign_option, add_profiles_option
-from edgeprune.errors import BadInput, BudgetMissed, VerificationFailed
+from edgeprune.errors import AccuracyDropped, BadInput, BudgetMissed, VerificationFailed
 from edgeprune.ui import UI
 
 
@@ -42,9 +43,20 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         ),
     )
     add_model_data_options(p)
+    add_model_source_options(p)
     add_compress_options(p)
+    add_config_option(p)  # last: every option above can come from --config FILE.toml
     p.set_defaults(func=run)
     return p
+
+
+def add_model_source_options(p: argparse.ArgumentParser) -> None:
+    """--model-arg (repeatable) and --weights: how a factory or hub model is built and what weights it gets."""
+    p.add_argument("--model-arg", action="append", default=[], metavar="NAME=VALUE",
+                   help="keyword argument of a factory or torchvision:/timm: model, e.g. num_classes=10 (repeatable; "
+                        "values are read as int, float, true/false or text)")
+    p.add_argument("--weights", default=None, metavar="STATE.pt",
+                   help="a state_dict (torch.save(model.state_dict())) to load into the model; read without unpickling")
 
 
 def add_compress_options(p: argparse.ArgumentParser, default_budget: str = "latency=0.6x") -> None:
@@ -60,6 +72,16 @@ def add_compress_options(p: argparse.ArgumentParser, default_budget: str = "late
                    help="milp objective: weigh each channel group by its total importance (default) or count every group alike")
     p.add_argument("--planner", default="auto", choices=["auto", "milp", "uniform"],
                    help="milp: exact planner on the latency table; uniform: one keep ratio searched on measurement")
+    p.add_argument("--freeze", action="append", default=[], metavar="LAYER",
+                   help="layer name or glob (features.0*) whose channel groups are never pruned (repeatable)")
+    add_run_options(p)
+
+
+def add_run_options(p: argparse.ArgumentParser, default_out: str = "build/<model>-<target>") -> None:
+    """What a run does after planning (guard, fine-tuning, timing, output), shared by compress, demo and apply."""
+    p.add_argument("--max-drop", default=None, metavar="DROP",
+                   help="accuracy guard: exit 1 (files still written) when top-1 drops more than this: 1pt (points; a "
+                        "bare number too) or 0.5%% (of the dense top-1)")
     p.add_argument("--epochs", type=float, default=2.0, help="fine-tuning epochs (0 to skip)")
     p.add_argument("--no-kd", action="store_true", help="fine-tune on labels only (no distillation from the dense model)")
     p.add_argument("--lr", type=float, default=0.02, help="fine-tuning learning rate")
@@ -70,14 +92,15 @@ def add_compress_options(p: argparse.ArgumentParser, default_budget: str = "late
                    help="evaluate top-1 on the first N test images (default: all)")
     p.add_argument("--quick", action="store_true",
                    help="short timing protocol and one final interleaved repeat (tests, smoke runs; noisier latency)")
-    p.add_argument("--out", default=None, help="output folder (default build/<model>-<target>)")
+    p.add_argument("--out", default=None, help=f"output folder (default {default_out})")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoints in --out")
     add_profiles_option(p)
     add_foreign_option(p)
 
 
-def config_from_args(args: argparse.Namespace):
-    """CompressConfig from parsed flags."""
+def config_from_args(args: argparse.Namespace, **extra):
+    """CompressConfig from parsed flags (flags a command does not have keep the config's defaults)."""
+    from edgeprune.models import parse_model_args
     from edgeprune.pipeline import CompressConfig
     from edgeprune.profile.timing import TimingProtocol
 
@@ -88,21 +111,25 @@ def config_from_args(args: argparse.Namespace):
     if args.eval_limit is not None and args.eval_limit < 1:
         raise BadInput(f"--eval-limit must be >= 1, got {args.eval_limit}")
     quick = {"protocol": TimingProtocol.quick(), "final_repeats": 1} if args.quick else {}
-    return CompressConfig(**quick, eval_limit=args.eval_limit, criterion=args.criterion, planner=args.planner,
-                          weighting=args.weighting, max_prune=args.max_prune, epochs=args.epochs, kd=not args.no_kd,
+    planning = {k: getattr(args, k) for k in ("criterion", "planner", "weighting", "max_prune") if hasattr(args, k)}
+    return CompressConfig(**quick, **planning, eval_limit=args.eval_limit, epochs=args.epochs, kd=not args.no_kd,
                           lr=args.lr, seed=args.seed, resume=args.resume, train_device=args.train_device,
-                          profiles=args.profiles, allow_foreign_profile=getattr(args, "allow_foreign_profile", False))
+                          profiles=args.profiles, allow_foreign_profile=getattr(args, "allow_foreign_profile", False),
+                          model_args=parse_model_args(getattr(args, "model_arg", None)),
+                          weights=getattr(args, "weights", None), freeze=tuple(getattr(args, "freeze", None) or ()),
+                          max_drop=getattr(args, "max_drop", None), **extra)
 
 
 def run(args: argparse.Namespace, ui: UI) -> int:
     """Run compress and print the table."""
     from edgeprune.pipeline import compress
 
+    resolve_settings(args)  # --config FILE.toml under the flags typed
     data = None if (args.data or "").lower() == "none" else args.data
     try:
         result = compress(args.model, data, args.target, args.budget, out=args.out, config=config_from_args(args),
                           input_shape=parse_input_shape(args.input_shape), ui=ui)
-    except (BudgetMissed, VerificationFailed) as err:
+    except (BudgetMissed, VerificationFailed, AccuracyDropped) as err:
         res = getattr(err, "result", None)
         if res is not None:
             show(res, ui)
@@ -118,6 +145,12 @@ def show(result, ui: UI) -> None:
              ["", "dense", "compressed", "change"], result.table_rows())
     for line in result.budget_detail:
         ui.log(("[green]" if "met" in line and "MISSED" not in line else "[red]") + line + "[/]")
+    guard = result.report.get("accuracy_guard")
+    if guard is not None:
+        ok = guard["passed"]
+        drop = "not measured" if guard["drop_pt"] is None else f"{guard['drop_pt']:.2f} pt"
+        ui.log(f"{'[green]' if ok else '[red]'}accuracy guard: top-1 drop {drop} <= {guard['allowed_pt']:.2f} pt "
+               f"(--max-drop {guard['max_drop']}): {'met' if ok else 'MISSED'}[/]")
     v = result.verify
     ui.log(f"engine check: top-1 agreement {v['top1_agreement']:.1f}% on {v['images']} images, max |error| {v['max_abs_error']:.2e}")
     html = result.out_dir / "report.html"

@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from edgeprune.commands.compress import add_model_source_options
 from edgeprune.commands.profile import add_foreign_option, add_profiles_option
 from edgeprune.errors import BadInput
 from edgeprune.ui import UI
@@ -28,6 +29,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("--model", required=True, help="registered model name, saved module file, or pkg.mod:function")
+    add_model_source_options(p)
     p.add_argument("--target", action="append", required=True, help="target name or TOML file (repeat for several)")
     p.add_argument("--budget", required=True, help="e.g. latency=0.5x,bytes=2MB or latency@cpu-ort=1.5ms,latency@vta-pynq=600000cycles")
     p.add_argument("--profile", action="append", default=[], metavar="FILE",
@@ -133,7 +135,7 @@ def run(args: argparse.Namespace, ui: UI) -> int:
     precisions = [p.strip() for p in args.precisions.split(",") if p.strip()] if args.precisions else None
     if args.steps < 1:
         raise BadInput("--steps must be >= 1")
-    model = load_model(args.model)
+    model = load_model(args.model, args=args.model_arg, weights=args.weights)
     model_name = _model_name(args.model)
     example = _example(args.model, model)
     graph = channel_groups(model, example)
@@ -175,9 +177,13 @@ def run(args: argparse.Namespace, ui: UI) -> int:
     else:
         scores = load_scores(args.scores) if args.scores else scores_for(model, graph)
         result = make_plan(model, scores, budget, predictors, graph=graph, example=example, **kw)
-    if args.out:
-        result.save(args.out)
-        ui.log(f"wrote {args.out}")
+    if args.out:  # with its source (model, input shape, groups, targets, budget): edgeprune apply reads it
+        from edgeprune.models import parse_model_args
+        from edgeprune.models.pruned import plan_source, write_plan
+
+        write_plan(args.out, result.to_dict(), plan_source(args.model, parse_model_args(args.model_arg), example, graph,
+                                                            names, str(budget)))
+        ui.log(f"wrote {args.out} (apply it with: edgeprune apply --plan {args.out} --target {names[0]} ...)")
     ui.log(f"solved ({result.solver['status']}) in {result.wall_s:.2f} s; objective {result.objective:.4f}")
     obj = result.to_dict()
     if args.out:

@@ -1,7 +1,6 @@
 """Model registry, the embedded CIFAR ResNets and :func:`load_model` for user models."""
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,6 +11,7 @@ from torch import nn
 
 from edgeprune.errors import BadInput, first_line
 from edgeprune.models.cifar_resnet import CifarResNet, SelectShortcut
+from edgeprune.models.user import load_model, load_weights, parse_model_args
 from edgeprune.registry import Registry
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -87,44 +87,5 @@ def model_spec(name: str) -> ModelSpec | None:
     return MODELS.entry(name).meta.get("spec") if name in MODELS else None
 
 
-def load_model(spec: str | nn.Module, pretrained: bool = True) -> nn.Module:
-    """A model from a registered name, a saved full module (``torch.save(model)``) or ``pkg.mod:function``.
-
-    Loading a saved full module unpickles it (``weights_only=False``): only do
-    that with files you made yourself; it can run code.
-    """
-    if isinstance(spec, nn.Module):
-        return spec
-    if spec in MODELS:
-        return MODELS.get(spec)(pretrained)
-    if ":" in spec and not os.path.exists(spec):
-        mod_name, _, fn_name = spec.partition(":")
-        import sys
-
-        if os.getcwd() not in sys.path:  # like `python -m`: a factory in the user's project folder is found
-            sys.path.insert(0, os.getcwd())
-        try:
-            fn = getattr(importlib.import_module(mod_name), fn_name)
-        except (ImportError, AttributeError) as err:
-            raise BadInput(f"cannot import model factory {spec!r}: {err}") from None
-        model = fn()
-        if not isinstance(model, nn.Module):
-            raise BadInput(f"model factory {spec!r} returned {type(model).__name__}, not an nn.Module")
-        return model.eval()
-    path = Path(spec)
-    if not path.exists():
-        known = ", ".join(MODELS.names())
-        raise BadInput(f"model not found: {spec!r} is neither a file nor a registered model ({known})")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001 - torch.load/unpickling raises many kinds: one-line user-facing error
-        raise BadInput(f"cannot load model file {path}: {first_line(err)}") from None
-    if not isinstance(obj, nn.Module):
-        raise BadInput(
-            f"model file {path} holds a {type(obj).__name__}, not a full module "
-            "(save with torch.save(model), or pass a factory pkg.mod:function)"
-        )
-    return obj.eval()
-
-
-__all__ = ["MODELS", "CifarResNet", "ModelSpec", "SelectShortcut", "load_cifar_checkpoint", "load_model", "model_spec"]
+__all__ = ["MODELS", "CifarResNet", "ModelSpec", "SelectShortcut", "load_cifar_checkpoint", "load_model", "load_weights",
+           "model_spec", "parse_model_args"]

@@ -1,6 +1,7 @@
 """What ``compress`` takes and returns: :class:`CompressConfig`, :class:`ModelFigures`, :class:`CompressResult`."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,30 @@ class CompressConfig:
     run_name: str | None = None
     profiles: str | None = None  # folder of latency profiles (None: the user cache, then the shipped ones)
     allow_foreign_profile: bool = False  # plan on a profile measured on another device (else re-fit or re-measure here)
+    model_args: Mapping[str, Any] = field(default_factory=dict)  # keyword arguments of a factory / hub model (--model-arg)
+    weights: str | None = None  # a state_dict file loaded into the model (--weights)
+    freeze: tuple[str, ...] = ()  # layer-name (or group-id) globs whose channel groups are never pruned (--freeze)
+    max_drop: str | None = None  # accuracy guard: "1pt" (points) or "0.5%" (of the dense figure); exit 1 beyond it
+    plan_file: str | None = None  # apply this plan.json instead of searching one (edgeprune apply)
+
+    def __post_init__(self) -> None:
+        if self.max_drop is not None:
+            parse_max_drop(self.max_drop)  # a bad value fails here, before any work
+        if isinstance(self.freeze, str):
+            object.__setattr__(self, "freeze", (self.freeze,))
+
+
+def parse_max_drop(text: str | float) -> tuple[float, bool]:
+    """``"1pt"`` / ``"1"`` -> (1.0, False): points of the metric (top-1 %); ``"0.5%"`` -> (0.5, True): percent of the
+    dense figure."""
+    import re
+
+    from edgeprune.errors import BadInput
+
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(pt|pts|points?|%)?\s*", str(text))
+    if not m:
+        raise BadInput(f"cannot parse --max-drop {text!r} (expected e.g. 1pt, or 0.5% of the dense accuracy)")
+    return float(m.group(1)), m.group(2) == "%"
 
 
 @dataclass

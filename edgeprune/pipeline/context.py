@@ -137,9 +137,11 @@ def check_inputs(inputs: Inputs, cfg: CompressConfig) -> tuple[Target, Backend, 
                        "and has no clock_mhz to convert")
     if cfg.planner not in ("auto", "milp", "uniform"):
         raise BadInput(f"unknown planner {cfg.planner!r} (auto, milp, uniform)")
-    if inputs.data is None and CRITERIA.get(cfg.criterion).needs_data:  # an unknown criterion: one-line error
+    if inputs.data is None and cfg.plan_file is None and CRITERIA.get(cfg.criterion).needs_data:  # an unknown criterion: one-line error
         free = ", ".join(e.name for e in CRITERIA if not e.obj.needs_data)
         raise BadInput(f"criterion {cfg.criterion} needs data; pass --data or a data-free criterion ({free})")
+    if inputs.data is None and cfg.max_drop is not None:
+        raise BadInput("--max-drop needs data to measure the accuracy drop: pass --data")
     if cfg.train_device is not None and cfg.epochs > 0:
         from edgeprune.recover.finetune import resolve_device
 
@@ -157,7 +159,7 @@ def open_run(inputs: Inputs, cfg: CompressConfig, ui: UI) -> Run:
     tgt, backend, budget = check_inputs(inputs, cfg)
     torch.manual_seed(cfg.seed)
     model_name = inputs.model if isinstance(inputs.model, str) else type(inputs.model).__name__
-    dense = load_model(inputs.model).eval()
+    dense = load_model(inputs.model, args=cfg.model_args, weights=cfg.weights).eval()
     ds = load_data(inputs.data) if inputs.data is not None else None
     example = example_input(None, ds, inputs.input_shape)  # no guess: latency depends on the input size
     with torch.no_grad():

@@ -1,6 +1,7 @@
 """The end of a run: each model's figures, the budget checked against measurement, report.json and friends."""
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Any
@@ -8,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgeprune.errors import BudgetMissed, VerificationFailed
+from edgeprune.errors import AccuracyDropped, BudgetMissed, VerificationFailed
 from edgeprune.fileio import write_json
 from edgeprune.pipeline.config import CompressResult, ModelFigures
 from edgeprune.pipeline.context import Run
@@ -72,6 +73,20 @@ def check_budget(run: Run, d: ModelFigures, c: ModelFigures) -> tuple[bool, list
     return ok, lines
 
 
+def accuracy_guard(run: Run, dense: ModelFigures, comp: ModelFigures) -> dict[str, Any] | None:
+    """``--max-drop`` checked: the allowed and measured drop in points, and whether it held (None without a guard)."""
+    from edgeprune.pipeline.config import parse_max_drop
+
+    if run.config.max_drop is None:
+        return None
+    value, relative = parse_max_drop(run.config.max_drop)
+    allowed = value * dense.top1 / 100.0 if relative else value
+    drop = dense.top1 - comp.top1
+    measured = not math.isnan(drop)  # nan without data: the guard cannot hold
+    return {"max_drop": str(run.config.max_drop), "allowed_pt": allowed, "drop_pt": drop if measured else None,
+            "passed": measured and drop <= allowed}
+
+
 def candidates(run: Run, dense: ModelFigures, comp: ModelFigures) -> list[dict[str, Any]]:
     """Every model the run measured: dense, each planner candidate (accuracy not evaluated), the final one."""
     out = [{"label": "dense", "latency_ms": dense.latency_ms, "top1": dense.top1}]
@@ -101,6 +116,7 @@ def report_doc(run: Run, dense: ModelFigures, comp: ModelFigures, met: bool, det
         "compressed": asdict(comp),
         "speedup": dense.latency_ms / max(comp.latency_ms, 1e-12),
         "top1_drop": dense.top1 - comp.top1,
+        "accuracy_guard": accuracy_guard(run, dense, comp),
         "compressed_top1_from": (f"int8 engine ({run.backend.description})" if run.int8
                                  else "pruned PyTorch model (fp32 engine verified equal)"),
         "precisions": run.precisions,
@@ -116,8 +132,15 @@ def report_doc(run: Run, dense: ModelFigures, comp: ModelFigures, met: bool, det
 
 
 def write_outputs(run: Run, report: dict[str, Any]) -> None:
-    """plan.json, report.json, and report.html/md when the report extra is installed."""
-    write_json(run.out / "plan.json", run.plan)
+    """plan.json (with its ``source``: ``edgeprune apply`` and ``load_pruned`` read it), weights.pt (the compressed
+    model's state_dict, for ``load_pruned``), report.json, and report.html/md when the report extra is installed."""
+    from edgeprune.fileio import atomic_path
+    from edgeprune.models.pruned import plan_source, write_plan
+
+    source = plan_source(run.model_name, run.config.model_args, run.example, run.graph, [run.target.name], str(run.budget))
+    write_plan(run.out / "plan.json", run.plan, source)
+    with atomic_path(run.out / "weights.pt") as tmp:
+        torch.save(run.small.state_dict(), tmp)
     write_json(run.out / "report.json", report)
     try:
         from edgeprune.report import write_report
@@ -136,7 +159,17 @@ def raise_failures(result: CompressResult, run: Run) -> None:
                                             f"on {v.images} images")
         err.result = result  # type: ignore[attr-defined]
         raise err
+    guard = result.report.get("accuracy_guard")
+    dropped = None
+    if guard is not None and not guard["passed"]:
+        drop = "not measured" if guard["drop_pt"] is None else f"{guard['drop_pt']:.2f} pt"
+        dropped = f"top-1 dropped {drop}, more than --max-drop {guard['max_drop']} ({guard['allowed_pt']:.2f} pt)"
     if not result.budget_met:
-        err = BudgetMissed("budget missed: " + "; ".join(d for d in result.budget_detail if "MISSED" in d))
+        err = BudgetMissed("budget missed: " + "; ".join([d for d in result.budget_detail if "MISSED" in d]
+                                                         + ([dropped] if dropped else [])))
+        err.result = result  # type: ignore[attr-defined]
+        raise err
+    if dropped:
+        err = AccuracyDropped(dropped + f" (files written to {result.out_dir})")
         err.result = result  # type: ignore[attr-defined]
         raise err

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -39,7 +40,8 @@ def announce(run: Run) -> None:
     cfg, tgt = run.config, run.target
     run.ui.log(f"[bold]edgeprune compress[/bold]: {run.model_name} on {tgt.name} ({tgt.device}), budget {run.budget}"
                f"{'; latency is simulated (' + run.backend.unit + ')' if run.backend.simulated else ''}")
-    run.ui.log(f"  steps: measure dense, score channels ({cfg.criterion}), plan ({cfg.planner}), prune, "
+    steps = f"apply {cfg.plan_file}" if cfg.plan_file else f"score channels ({cfg.criterion}), plan ({cfg.planner})"
+    run.ui.log(f"  steps: measure dense, {steps}, prune, "
                f"fine-tune {cfg.epochs:g} epoch(s){' with KD' if cfg.kd else ''}, compile, verify, measure; out: {run.out}")
     est = estimate_seconds(run)
     run.ui.log(f"  estimated time: about {est / 60:.0f}-{2 * est / 60:.0f} min on 2 cores (more on a busy machine)")
@@ -58,8 +60,23 @@ def find_groups(run: Run) -> None:
     from edgeprune.graph import channel_groups
 
     run.graph = channel_groups(run.dense, run.example)
+    freeze_groups(run.graph, run.config.freeze)
+    if run.config.plan_file is not None:  # apply: a plan made for another model fails before any measurement
+        from edgeprune.models.pruned import check_plan, read_plan
+
+        check_plan(read_plan(run.config.plan_file), run.graph)
     if not run.graph.prunable:
         raise BadInput(f"model {run.model_name} has no prunable channel groups")
+
+
+def freeze_groups(graph: Any, patterns: tuple[str, ...]) -> None:
+    """Mark the groups of layers matching ``patterns`` (globs, as ``plan --freeze``) unprunable, with the reason."""
+    from edgeprune.plan.choices import frozen_groups
+
+    for gid in frozen_groups(graph, patterns) if patterns else ():
+        g = graph.group(gid)
+        if g.prunable:
+            g.prunable, g.reason = False, "frozen by --freeze"
 
 
 def resolve_budget(run: Run) -> None:
@@ -74,6 +91,9 @@ def score_channels(run: Run) -> None:
     """Importance of every channel (checkpointed)."""
     from edgeprune.importance import importance
 
+    if run.config.plan_file is not None:  # apply: the plan is given, nothing to score
+        return
+
     def compute() -> dict[str, torch.Tensor]:
         run.ui.log(f"scoring channels ({run.config.criterion}) ...")
         with run.clock.work("score"):
@@ -85,9 +105,10 @@ def score_channels(run: Run) -> None:
 
 def plan_channels(run: Run) -> None:
     """The plan (channels kept per group, precision per layer), searched against measurement (checkpointed)."""
+    from edgeprune.pipeline.given_plan import plan_from_file
     from edgeprune.pipeline.search import search_plan
 
-    run.plan = run.stages.json("plan", lambda: search_plan(run))
+    run.plan = run.stages.json("plan", lambda: plan_from_file(run) if run.config.plan_file else search_plan(run))
 
 
 def prune_model(run: Run) -> None:
@@ -180,8 +201,8 @@ def record_time(run: Run) -> None:
 
 
 STAGES: tuple[tuple[str, Callable[[Run], None]], ...] = (
+    ("groups", find_groups),  # first: a bad --freeze fails before any measurement
     ("measure_dense", measure_dense),
-    ("groups", find_groups),
     ("budget", resolve_budget),
     ("importance", score_channels),
     ("plan", plan_channels),

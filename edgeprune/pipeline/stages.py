@@ -54,8 +54,7 @@ class Stages:
 
     def __init__(self, out: Path, resume: bool) -> None:
         self.dir = Path(out) / "state"
-        self.resume = resume
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.resume = resume  # the folder is made on the first checkpoint: a run that fails its checks leaves none
 
     def json(self, name: str, compute: Callable[[], Any]) -> Any:
         """``compute()`` saved as ``state/<name>.json``, or the saved value under ``resume``."""
@@ -63,6 +62,7 @@ class Stages:
         if self.resume and path.exists():
             return read_json(path, f"checkpoint {name}")
         value = compute()
+        self.dir.mkdir(parents=True, exist_ok=True)
         write_json(path, value)
         return value
 
@@ -72,6 +72,7 @@ class Stages:
         if self.resume and path.exists():
             return torch.load(path, map_location="cpu", weights_only=True)
         value = compute()
+        self.dir.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
             torch.save(value, tmp)
         return value

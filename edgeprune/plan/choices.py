@@ -140,7 +140,10 @@ def frozen_groups(graph: ChannelGraph, patterns: Sequence[str]) -> set[str]:
         hit = [n for n in names if fnmatch.fnmatchcase(n, pat)]
         hit += [g.id for g in graph.groups if fnmatch.fnmatchcase(g.id, pat) and g.id not in hit]
         if not hit:
-            raise BadInput(f"--freeze {pat!r} matches no layer (layers look like {', '.join(names[:3])}, ...)")
+            from edgeprune.errors import close_names
+
+            hint = close_names(pat, names + [g.id for g in graph.groups]) or f"; layers look like {', '.join(names[:3])}, ..."
+            raise BadInput(f"--freeze {pat!r} matches no layer or group{hint}")
         for n in hit:
             info = graph.layers.get(n)
             if info is not None:
