@@ -115,10 +115,11 @@ def load_predictor(run: Run) -> tuple[Any, Path]:
     device of the same ISA family; priced by this target's device cost model (``edgeprune profile --target
     T``) when one exists; else measured. ``allow_foreign_profile`` plans on a foreign profile as it is.
     """
-    from edgeprune.profile import find_profile, load_profile, local_profile
+    from edgeprune.profile import find_profile, load_profile, local_profile, profile_model_name
 
     cfg, tgt = run.config, run.target
-    found = find_profile(tgt.name, run.model_name, cfg.profiles)
+    name = profile_model_name(run.model_name)  # the name `edgeprune profile` and `plan` use
+    found = find_profile(tgt.name, name, cfg.profiles)
     if found is not None and cfg.allow_foreign_profile:
         prof = load_profile(found, target=tgt, allow_foreign=True)
         if prof.foreign:
@@ -129,7 +130,7 @@ def load_predictor(run: Run) -> tuple[Any, Path]:
             priced = _device_model_profile(run)
             if priced is not None:
                 return load_profile(priced, target=tgt).predictor(), priced
-        path = local_profile(run.dense, tgt, run.model_name, cfg.profiles, run.ui, run.example)
+        path = local_profile(run.dense, tgt, name, cfg.profiles, run.ui, run.example)
     return load_profile(path, target=tgt).predictor(), path
 
 
@@ -142,7 +143,9 @@ def _device_model_profile(run: Run) -> Path | None:
         return None
     run.ui.log(f"pricing {run.model_name} with the device cost model {dm_path} (calibrating the per-model term) ...")
     dm = load_device_model(dm_path, target=run.target)
-    prof = calibrate_model(run.dense, run.example, run.target, dm, model_name=run.model_name,
+    from edgeprune.profile import profile_model_name
+
+    prof = calibrate_model(run.dense, run.example, run.target, dm, model_name=profile_model_name(run.model_name),
                            profiles=run.config.profiles, ui=run.ui)
     return prof.path
 
