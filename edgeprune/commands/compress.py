@@ -60,6 +60,8 @@ def add_compress_options(p: argparse.ArgumentParser, default_budget: str = "late
                    help="milp objective: weigh each channel group by its total importance (default) or count every group alike")
     p.add_argument("--planner", default="auto", choices=["auto", "milp", "uniform"],
                    help="milp: exact planner on the latency table; uniform: one keep ratio searched on measurement")
+    p.add_argument("--time-limit", type=float, default=10.0, metavar="SECONDS",
+                   help="milp solver time limit per plan (default 10); a plan cut short by it says so")
     p.add_argument("--epochs", type=float, default=2.0, help="fine-tuning epochs (0 to skip)")
     p.add_argument("--no-kd", action="store_true", help="fine-tune on labels only (no distillation from the dense model)")
     p.add_argument("--lr", type=float, default=0.02, help="fine-tuning learning rate")
@@ -85,12 +87,15 @@ def config_from_args(args: argparse.Namespace):
         raise BadInput(f"--epochs must be >= 0, got {args.epochs}")
     if args.lr <= 0:
         raise BadInput(f"--lr must be positive, got {args.lr}")
+    if not args.time_limit > 0:
+        raise BadInput(f"--time-limit must be positive, got {args.time_limit}")
     if args.eval_limit is not None and args.eval_limit < 1:
         raise BadInput(f"--eval-limit must be >= 1, got {args.eval_limit}")
     quick = {"protocol": TimingProtocol.quick(), "final_repeats": 1} if args.quick else {}
     return CompressConfig(**quick, eval_limit=args.eval_limit, criterion=args.criterion, planner=args.planner,
                           weighting=args.weighting, max_prune=args.max_prune, epochs=args.epochs, kd=not args.no_kd,
-                          lr=args.lr, seed=args.seed, resume=args.resume, train_device=args.train_device,
+                          lr=args.lr, seed=args.seed, time_limit=args.time_limit, resume=args.resume,
+                          train_device=args.train_device,
                           profiles=args.profiles, allow_foreign_profile=getattr(args, "allow_foreign_profile", False))
 
 

@@ -44,7 +44,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="remove at most this fraction of any channel group (e.g. 0.5; default: no floor)")
     p.add_argument("--weighting", default="importance", choices=["importance", "uniform"],
                    help="objective: weigh each channel group by its total importance (default) or count every group alike")
-    p.add_argument("--time-limit", type=float, default=10.0, help="solver time limit in seconds (default 10)")
+    p.add_argument("--time-limit", type=float, default=10.0, metavar="SECONDS",
+                   help="solver time limit in seconds (default 10); a plan cut short by it says so")
     p.add_argument("--schedule", choices=("oneshot", "iterative"), default="oneshot",
                    help="iterative: re-score the shrinking model between --steps smaller steps (no fine-tuning here)")
     p.add_argument("--steps", type=int, default=3, help="steps of the iterative schedule (default 3)")
@@ -214,6 +215,9 @@ def run(args: argparse.Namespace, ui: UI) -> int:
         result.save(args.out)
         ui.log(f"wrote {args.out}")
     ui.log(f"solved ({result.solver['status']}) in {result.wall_s:.2f} s; objective {result.objective:.4f}")
+    if result.solver.get("time_limited"):
+        ui.log(f"[yellow]warning: the solver hit its {args.time_limit:g} s time limit (--time-limit): "
+               "the plan is not proven optimal[/]")
     obj = result.to_dict()
     if args.out:
         obj["out"] = str(args.out)
