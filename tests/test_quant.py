@@ -119,7 +119,7 @@ def test_mixed_engine_of_nested_module_names(target, tmp_path):
     assert "features.1.conv.0.0" in layers and "features.2.conv.1" in layers
     fp32 = ["features.1.conv.0.0", "features.1.conv.1", "features.2.conv.1"]
     precisions = {n: "fp32" if n in fp32 else "int8" for n in layers}
-    path, disabled = onnx_engine_file(m, target, torch.randn(1, 3, 16, 16), precisions, _calib(16), tmp_path)
+    path, disabled = onnx_engine_file(m, target, torch.randn(1, 3, 16, 16), precisions, _calib(100), tmp_path)
     assert disabled == ["WeightBiasQuantization"]
     assert count_precisions(path) == precisions
 
@@ -142,7 +142,7 @@ def test_plan_layer_matching_no_node_is_an_internal_error(target, tmp_path):
     from edgeprune.errors import EdgepruneError, InternalError
 
     with pytest.raises(InternalError, match="matches no node") as info:
-        onnx_engine_file(_tiny(), target, torch.randn(1, 3, 16, 16), {"conv1": "int8", "conv9": "fp32"}, _calib(16), tmp_path)
+        onnx_engine_file(_tiny(), target, torch.randn(1, 3, 16, 16), {"conv1": "int8", "conv9": "fp32"}, _calib(100), tmp_path)
     assert not isinstance(info.value, EdgepruneError)
     assert not (tmp_path / "model.int8.onnx").exists()
 
