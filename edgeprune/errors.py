@@ -1,7 +1,8 @@
 """Errors that reach the user as one line and an exit code.
 
 Exit codes (documented in the README): 0 success, 1 budget missed or
-verification failed, 2 bad input.
+verification failed, 2 bad input, 3 internal error (a bug: any other exception,
+:class:`InternalError` included).
 """
 from __future__ import annotations
 
@@ -13,6 +14,10 @@ class EdgepruneError(Exception):
     """An error the user can act on; the CLI prints ``str(err)`` and exits ``exit_code``."""
 
     exit_code = 2
+
+
+class InternalError(RuntimeError):
+    """An inconsistency inside edgeprune (a bug, never the user's input): the CLI exits 3 and says "internal error"."""
 
 
 class BadInput(EdgepruneError):

@@ -437,22 +437,22 @@ def test_cli_plan(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(prof, "default_profile_path", lambda t, m, profiles=None: tmp_path / "none.json", raising=False)
     monkeypatch.setattr(prof, "find_profile", lambda t, m, profiles=None: None, raising=False)
     monkeypatch.setattr(prof, "profile", lambda *a, **k: FakeProfile(), raising=False)
-    monkeypatch.setattr("edgeprune.commands.plan._example", lambda spec, m: EXAMPLE)
     out = tmp_path / "plan.json"
-    code = main(["plan", "--model", str(mfile), "--target", "cpu-ort", "--budget", "latency=0.5x,granularity=1",
-                 "--scores", str(sfile), "--out", str(out), "--json", "-q"])
+    code = main(["plan", "--model", str(mfile), "--input-shape", "1,3,8,8", "--target", "cpu-ort", "--budget",
+                 "latency=0.5x,granularity=1", "--scores", str(sfile), "--out", str(out), "--json", "-q"])
     assert code == 0
     res = json.loads(capsys.readouterr().out)
     assert res["solver"]["wall_s"] > 0 and res["targets"]["cpu-ort"]["predicted"] <= res["targets"]["cpu-ort"]["limit"]
     assert Plan.load(out).widths == {k: v["kept"] for k, v in res["groups"].items()}
     assert res["solver"]["weighting"] == "importance"
-    code = main(["plan", "--model", str(mfile), "--target", "cpu-ort", "--budget", "latency=0.5x,granularity=1",
-                 "--scores", str(sfile), "--weighting", "uniform", "--max-prune", "0.25", "--json", "-q"])
+    code = main(["plan", "--model", str(mfile), "--input-shape", "1,3,8,8", "--target", "cpu-ort", "--budget",
+                 "latency=0.5x,granularity=1", "--scores", str(sfile), "--weighting", "uniform", "--max-prune", "0.25",
+                 "--json", "-q"])
     res = json.loads(capsys.readouterr().out)
     assert code == 0 and res["solver"]["weighting"] == "uniform" and res["solver"]["max_prune"] == 0.25
     assert all(g["kept"] >= 0.75 * g["size"] for g in res["groups"].values())
-    code = main(["plan", "--model", str(mfile), "--target", "cpu-ort", "--budget", "latency=0.0001ms",
-                 "--scores", str(sfile), "-q"])
+    code = main(["plan", "--model", str(mfile), "--input-shape", "1,3,8,8", "--target", "cpu-ort", "--budget",
+                 "latency=0.0001ms", "--scores", str(sfile), "-q"])
     err = capsys.readouterr().err
     assert code == 1 and "smallest predicted latency on cpu-ort is" in err and err.count("\n") == 1
 

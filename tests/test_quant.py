@@ -82,6 +82,71 @@ def test_module_path_from_node_names():
     assert module_path("/Relu") is None
 
 
+def test_module_path_of_nested_sequentials():
+    # torchvision MobileNetV2: the scope of features.1.conv.1 is "conv.1" under "conv", not a child "conv.1" of it
+    assert module_path("/features/features.1/conv/conv.1/Conv") == "features.1.conv.1"
+    assert module_path("/features/features.11/conv/conv.0/conv.0.0/Conv") == "features.11.conv.0.0"
+    assert module_path("/features/features.0/features.0.1/features.0.1.0/Conv") == "features.0.1.0"
+    assert module_path("/stage/blocks.0/conv/Conv") == "stage.blocks.0.conv"  # an uncalled ModuleList's item
+    # a child named like its parent's tail: the model's module names settle the reading
+    assert module_path("/x/x.conv/conv.0/Conv", known={"x", "x.conv", "x.conv.conv", "x.conv.conv.0"}) == "x.conv.conv.0"
+
+
+class _Nested(nn.Module):
+    """MobileNetV2's naming: Sequentials of blocks whose ``conv`` is a Sequential of Sequentials."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        def block(c: int) -> nn.Module:
+            b = nn.Module()
+            b.conv = nn.Sequential(nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.ReLU()), nn.Conv2d(c, c, 1))
+            b.forward = lambda x: x + b.conv(x)
+            return b
+        self.features = nn.Sequential(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU()), block(8), block(8))
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(8 * 16 * 16, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+def test_mixed_engine_of_nested_module_names(target, tmp_path):
+    """The default compress path: a plan keeps nested layers fp32; every one maps to its node (issue #24)."""
+    from edgeprune.backends.base import onnx_engine_file
+
+    torch.manual_seed(0)
+    m = _Nested().eval()
+    layers = [n for n, mod in m.named_modules() if isinstance(mod, (nn.Conv2d, nn.Linear))]
+    assert "features.1.conv.0.0" in layers and "features.2.conv.1" in layers
+    fp32 = ["features.1.conv.0.0", "features.1.conv.1", "features.2.conv.1"]
+    precisions = {n: "fp32" if n in fp32 else "int8" for n in layers}
+    path, disabled = onnx_engine_file(m, target, torch.randn(1, 3, 16, 16), precisions, _calib(100), tmp_path)
+    assert disabled == ["WeightBiasQuantization"]
+    assert count_precisions(path) == precisions
+
+
+def test_every_torchvision_mobilenet_v2_node_maps_to_its_module(torchvision, tmp_path):
+    import onnx
+
+    from edgeprune.quant.names import layer_of_node
+
+    m = torchvision.models.mobilenet_v2(num_classes=10).eval()
+    p = export_onnx(m, torch.randn(1, 3, 64, 64), tmp_path / "mv2.onnx")
+    weighted = {n for n, mod in m.named_modules() if isinstance(mod, (nn.Conv2d, nn.Linear))}
+    mapped = {layer_of_node(n) for n in onnx.load(str(p)).graph.node if n.op_type in ("Conv", "Gemm")}
+    assert mapped == weighted
+
+
+def test_plan_layer_matching_no_node_is_an_internal_error(target, tmp_path):
+    """A plan's layer that matches no exported node is edgeprune's bug: InternalError (exit 3), not BadInput (exit 2)."""
+    from edgeprune.backends.base import onnx_engine_file
+    from edgeprune.errors import EdgepruneError, InternalError
+
+    with pytest.raises(InternalError, match="matches no node") as info:
+        onnx_engine_file(_tiny(), target, torch.randn(1, 3, 16, 16), {"conv1": "int8", "conv9": "fp32"}, _calib(100), tmp_path)
+    assert not isinstance(info.value, EdgepruneError)
+    assert not (tmp_path / "model.int8.onnx").exists()
+
+
 def test_exclusion_keeps_fp32_nodes(tiny_onnx, target, tmp_path):
     q = quantize_onnx(tiny_onnx, tmp_path / "t.int8.onnx", target, calib=_calib(128), exclude=["conv2"])
     assert q.format == "QDQ U8S8 per-channel reduce_range"

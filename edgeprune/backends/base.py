@@ -80,11 +80,13 @@ def onnx_engine_file(model: nn.Module, target: Target, example: Any, precisions:
     precisions = dict(precisions or {})
     if not any(p == "int8" for p in precisions.values()):
         return fp32, []
+    from edgeprune.quant.names import model_exclusions
     from edgeprune.quant.ort_int8 import quantize_onnx
 
     keep_fp32 = [n for n, p in precisions.items() if p != "int8"]
     calib = calib.numpy() if hasattr(calib, "numpy") else calib
-    q = quantize_onnx(fp32, Path(directory) / f"{name}.int8.onnx", target, calib=calib, exclude=keep_fp32)
+    with model_exclusions():
+        q = quantize_onnx(fp32, Path(directory) / f"{name}.int8.onnx", target, calib=calib, exclude=keep_fp32)
     return q.path, list(q.disabled_optimizers)
 
 

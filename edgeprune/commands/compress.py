@@ -72,6 +72,8 @@ def add_compress_options(p: argparse.ArgumentParser, default_budget: str = "late
                    help="milp objective: weigh each channel group by its total importance (default) or count every group alike")
     p.add_argument("--planner", default="auto", choices=["auto", "milp", "uniform"],
                    help="milp: exact planner on the latency table; uniform: one keep ratio searched on measurement")
+    p.add_argument("--time-limit", type=float, default=10.0, metavar="SECONDS",
+                   help="milp solver time limit per plan (default 10); a plan cut short by it says so")
     p.add_argument("--freeze", action="append", default=[], metavar="LAYER",
                    help="layer name or glob (features.0*) whose channel groups are never pruned (repeatable)")
     add_run_options(p)
@@ -108,10 +110,13 @@ def config_from_args(args: argparse.Namespace, **extra):
         raise BadInput(f"--epochs must be >= 0, got {args.epochs}")
     if args.lr <= 0:
         raise BadInput(f"--lr must be positive, got {args.lr}")
+    if not getattr(args, "time_limit", 1.0) > 0:
+        raise BadInput(f"--time-limit must be positive, got {args.time_limit:g}")
     if args.eval_limit is not None and args.eval_limit < 1:
         raise BadInput(f"--eval-limit must be >= 1, got {args.eval_limit}")
     quick = {"protocol": TimingProtocol.quick(), "final_repeats": 1} if args.quick else {}
-    planning = {k: getattr(args, k) for k in ("criterion", "planner", "weighting", "max_prune") if hasattr(args, k)}
+    planning = {k: getattr(args, k) for k in ("criterion", "planner", "weighting", "max_prune", "time_limit")
+                if hasattr(args, k)}
     return CompressConfig(**quick, **planning, eval_limit=args.eval_limit, epochs=args.epochs, kd=not args.no_kd,
                           lr=args.lr, seed=args.seed, resume=args.resume, train_device=args.train_device,
                           profiles=args.profiles, allow_foreign_profile=getattr(args, "allow_foreign_profile", False),

@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from edgeprune.commands.compress import add_model_source_options
+from edgeprune.commands.compress import add_model_data_options, add_model_source_options, parse_input_shape
 from edgeprune.commands.profile import add_foreign_option, add_profiles_option
 from edgeprune.errors import BadInput
 from edgeprune.ui import UI
@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
             "      --budget latency@cpu-ort=1.5ms,latency@vta-pynq=600000cycles --out plan.json --json"
         ),
     )
-    p.add_argument("--model", required=True, help="registered model name, saved module file, or pkg.mod:function")
+    add_model_data_options(p, default_model=None, default_data=None)
     add_model_source_options(p)
     p.add_argument("--target", action="append", required=True, help="target name or TOML file (repeat for several)")
     p.add_argument("--budget", required=True, help="e.g. latency=0.5x,bytes=2MB or latency@cpu-ort=1.5ms,latency@vta-pynq=600000cycles")
@@ -38,7 +38,6 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_foreign_option(p)
     p.add_argument("--scores", metavar="FILE", help="importance scores {group: [scores]} (.json, or .pt saved with torch.save)")
     p.add_argument("--criterion", default="fisher", help="importance criterion when --scores is not given (default fisher)")
-    p.add_argument("--data", help="dataset for importance scores (default: the model's, or cifar10-demo)")
     p.add_argument("--freeze", action="append", default=[], metavar="PATTERN", help="layer-name glob kept whole (repeatable)")
     p.add_argument("--granularity", type=int, help="channel multiple (default: budget's granularity=, else LCM of the targets')")
     p.add_argument("--precisions", help="comma list of allowed precisions (default: those every target supports)")
@@ -46,7 +45,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="remove at most this fraction of any channel group (e.g. 0.5; default: no floor)")
     p.add_argument("--weighting", default="importance", choices=["importance", "uniform"],
                    help="objective: weigh each channel group by its total importance (default) or count every group alike")
-    p.add_argument("--time-limit", type=float, default=10.0, help="solver time limit in seconds (default 10)")
+    p.add_argument("--time-limit", type=float, default=10.0, metavar="SECONDS",
+                   help="solver time limit in seconds (default 10); a plan cut short by it says so")
     p.add_argument("--schedule", choices=("oneshot", "iterative"), default="oneshot",
                    help="iterative: re-score the shrinking model between --steps smaller steps (no fine-tuning here)")
     p.add_argument("--steps", type=int, default=3, help="steps of the iterative schedule (default 3)")
@@ -81,18 +81,36 @@ def load_scores(path: str) -> dict[str, Any]:
         raise BadInput(f"scores file {f}: bad scores ({err})") from None
 
 
-def _model_name(spec: str) -> str:
-    from edgeprune.models import MODELS
-
-    return spec if spec in MODELS else Path(spec.split(":")[-1]).stem
-
-
-def _example(model_spec_name: str, model: Any) -> Any:
+def plan_example(model: Any, model_spec_name: str, data: Any, shape: tuple[int, ...] | None, stored: Any, ui: UI) -> Any:
+    """The example input to plan at: from ``data``, else ``shape`` (--input-shape), else the zoo model's own
+    shape, else the shape the model's profile was measured at (``stored``), else guessed from the first layer (logged)."""
     from edgeprune.graph import example_input
     from edgeprune.models import model_spec
 
+    if data is not None or shape is not None:
+        return example_input(None, data, shape)
     spec = model_spec(model_spec_name)
-    return example_input(model, shape=spec.input_shape if spec is not None else None)
+    if spec is not None:
+        return example_input(None, shape=spec.input_shape)
+    if stored is not None:
+        ui.log(f"input shape {'x'.join(map(str, stored.shape))}, as the profile was measured (--input-shape to change it)")
+        return stored
+    example = example_input(model)
+    ui.log(f"[yellow]warning: no --input-shape or --data: guessing input {'x'.join(map(str, example.shape))}[/]")
+    return example
+
+
+def _default_data(model_spec_name: str, criterion: str, example: Any) -> Any:
+    """The data a criterion scores on when --data is not given: the zoo model's demo set, else the 32 px demo set
+    when the model takes 32 px images; a model at another input size needs its own data."""
+    from edgeprune.data import load_data
+    from edgeprune.models import model_spec
+
+    spec = model_spec(model_spec_name)
+    if spec is not None or tuple(example.shape[1:]) == (3, 32, 32):
+        return load_data(spec.dataset + "-demo" if spec and spec.dataset == "cifar10" else "cifar10-demo")
+    raise BadInput(f"criterion {criterion} needs data at the model's input size {'x'.join(map(str, example.shape))}: "
+                   "pass --data, --scores FILE or a data-free --criterion (l1, l2)")
 
 
 def get_profiles(model: Any, example: Any, targets: list, model_name: str, paths: list[str], ui: UI,
@@ -122,10 +140,12 @@ def get_profiles(model: Any, example: Any, targets: list, model_name: str, paths
 def run(args: argparse.Namespace, ui: UI) -> int:
     """Plan and print (or write) the result."""
     from edgeprune.config import Budget, get_target
+    from edgeprune.data import load_data
     from edgeprune.graph import channel_groups
-    from edgeprune.models import load_model, model_spec
+    from edgeprune.models import load_model
     from edgeprune.plan import PlanConfig
     from edgeprune.plan import plan as make_plan
+    from edgeprune.profile import profile_model_name
 
     budget = Budget.parse(args.budget)
     targets = [get_target(t) for t in args.target]
@@ -135,9 +155,19 @@ def run(args: argparse.Namespace, ui: UI) -> int:
     precisions = [p.strip() for p in args.precisions.split(",") if p.strip()] if args.precisions else None
     if args.steps < 1:
         raise BadInput("--steps must be >= 1")
+    if not args.model:
+        raise BadInput("plan needs --model (a registered name, a saved module file, or pkg.mod:function)")
+    shape = parse_input_shape(args.input_shape)
     model = load_model(args.model, args=args.model_arg, weights=args.weights)
-    model_name = _model_name(args.model)
-    example = _example(args.model, model)
+    model_name = profile_model_name(args.model)  # the profile file `profile` and `compress` use
+    data = None if (args.data or "none").lower() == "none" else load_data(args.data)
+    stored = None
+    if data is None and shape is None and not args.profile:
+        from edgeprune.profile import find_profile, stored_example
+
+        stored = next((stored_example(f) for f in (find_profile(t.name, model_name, args.profiles) for t in targets)
+                       if f is not None and stored_example(f) is not None), None)
+    example = plan_example(model, args.model, data, shape, stored, ui)
     graph = channel_groups(model, example)
     profiles = get_profiles(model, example, targets, model_name, args.profile, ui, args.profiles,
                             allow_foreign=True if args.allow_foreign_profile else None)
@@ -145,17 +175,22 @@ def run(args: argparse.Namespace, ui: UI) -> int:
         foreign = getattr(p, "foreign", None)
         if foreign:
             ui.log(f"[yellow]warning: planning {name} on a profile from another device ({'; '.join(foreign)})[/]")
+    for name, p in profiles.items():
+        measured = (p.data.get("example") or {}).get("shape") if isinstance(getattr(p, "data", None), dict) else None
+        if measured and list(measured) != list(example.shape):
+            ui.log(f"[yellow]warning: the {name} profile was measured at input {'x'.join(map(str, measured))}, "
+                   f"this plan is at {'x'.join(map(str, example.shape))} (--input-shape)[/]")
     predictors = {name: p.predictor() for name, p in profiles.items()}
-    data = None
 
     def scores_for(m: Any, g: Any = None) -> dict[str, Any]:
         nonlocal data
-        from edgeprune.data import load_data
-        from edgeprune.importance import importance
+        from edgeprune.importance import importance, list_criteria
 
-        if data is None:
-            spec = model_spec(args.model)
-            data = load_data(args.data or (spec.dataset + "-demo" if spec and spec.dataset == "cifar10" else "cifar10-demo"))
+        crit = {name: c for name, c, _ in list_criteria()}
+        if args.criterion not in crit:
+            raise BadInput(f"unknown importance criterion {args.criterion!r} (known: {', '.join(crit)})")
+        if data is None and crit[args.criterion].needs_data:
+            data = _default_data(args.model, args.criterion, example)
         with ui.progress(f"importance ({args.criterion})") as bar:
             s = importance(m, data, args.criterion, graph=g)
             bar.advance(1)
@@ -185,6 +220,9 @@ def run(args: argparse.Namespace, ui: UI) -> int:
                                                             names, str(budget)))
         ui.log(f"wrote {args.out} (apply it with: edgeprune apply --plan {args.out} --target {names[0]} ...)")
     ui.log(f"solved ({result.solver['status']}) in {result.wall_s:.2f} s; objective {result.objective:.4f}")
+    if result.solver.get("time_limited"):
+        ui.log(f"[yellow]warning: the solver hit its {args.time_limit:g} s time limit (--time-limit): "
+               "the plan is not proven optimal[/]")
     obj = result.to_dict()
     if args.out:
         obj["out"] = str(args.out)
@@ -200,4 +238,4 @@ def run(args: argparse.Namespace, ui: UI) -> int:
     return 0
 
 
-__all__ = ["load_scores", "register", "run"]
+__all__ = ["get_profiles", "load_scores", "plan_example", "register", "run"]

@@ -86,11 +86,9 @@ def run(args: argparse.Namespace, ui: UI) -> int:
         except ValueError:
             raise BadInput(f"--input-shape must be comma-separated integers, got {args.input_shape!r}") from None
         example = example_input(None, shape=dims)
-    model_name = args.model
-    if "/" in model_name or model_name.endswith((".pt", ".pth")):
-        from pathlib import Path
+    from edgeprune.profile import profile_model_name
 
-        model_name = Path(model_name).stem
+    model_name = profile_model_name(args.model)  # the name plan and compress look the profile up by
     from edgeprune.costmodel.command import calibrated_profile
 
     prof = calibrated_profile(args, target, example, model_name, ui)

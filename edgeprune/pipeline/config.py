@@ -30,6 +30,7 @@ class CompressConfig:
     protocol: TimingProtocol = field(default_factory=TimingProtocol)
     final_repeats: int = 3
     max_attempts: int = 4
+    time_limit: float = 10.0  # milp: seconds per solve (plan.PlanConfig.time_limit); a plan cut short says so
     margin: float = 0.95  # plan to this fraction of the budget: measured latency is noisy
     precisions: tuple[str, ...] | None = None  # None: every precision the target supports (milp planner only)
     resume: bool = False

@@ -149,7 +149,10 @@ def compile_engine(run: Run) -> None:
                    "(post-training, calibrated on 256 training images) ...")
     exclude = [n for n, p in precisions.items() if p != "int8"]
     options = run.backend.compile_options(run.calib, quantize, exclude) if quantize or run.backend.int8_only else {}
-    run.engine = emit(run.small, run.target, run.out, run.example, **options)
+    from edgeprune.quant.names import model_exclusions
+
+    with model_exclusions():  # the exclude list comes from the model's own plan: a mismatch is a bug
+        run.engine = emit(run.small, run.target, run.out, run.example, **options)
     with atomic_path(run.out / "model.pt") as tmp:
         torch.save(run.small, tmp)
 

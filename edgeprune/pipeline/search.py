@@ -115,10 +115,11 @@ def load_predictor(run: Run) -> tuple[Any, Path]:
     device of the same ISA family; priced by this target's device cost model (``edgeprune profile --target
     T``) when one exists; else measured. ``allow_foreign_profile`` plans on a foreign profile as it is.
     """
-    from edgeprune.profile import find_profile, load_profile, local_profile
+    from edgeprune.profile import find_profile, load_profile, local_profile, profile_model_name
 
     cfg, tgt = run.config, run.target
-    found = find_profile(tgt.name, run.model_name, cfg.profiles)
+    name = profile_model_name(run.model_name)  # the name `edgeprune profile` and `plan` use
+    found = find_profile(tgt.name, name, cfg.profiles)
     if found is not None and cfg.allow_foreign_profile:
         prof = load_profile(found, target=tgt, allow_foreign=True)
         if prof.foreign:
@@ -129,7 +130,7 @@ def load_predictor(run: Run) -> tuple[Any, Path]:
             priced = _device_model_profile(run)
             if priced is not None:
                 return load_profile(priced, target=tgt).predictor(), priced
-        path = local_profile(run.dense, tgt, run.model_name, cfg.profiles, run.ui, run.example)
+        path = local_profile(run.dense, tgt, name, cfg.profiles, run.ui, run.example)
     return load_profile(path, target=tgt).predictor(), path
 
 
@@ -142,7 +143,9 @@ def _device_model_profile(run: Run) -> Path | None:
         return None
     run.ui.log(f"pricing {run.model_name} with the device cost model {dm_path} (calibrating the per-model term) ...")
     dm = load_device_model(dm_path, target=run.target)
-    prof = calibrate_model(run.dense, run.example, run.target, dm, model_name=run.model_name,
+    from edgeprune.profile import profile_model_name
+
+    prof = calibrate_model(run.dense, run.example, run.target, dm, model_name=profile_model_name(run.model_name),
                            profiles=run.config.profiles, ui=run.ui)
     return prof.path
 
@@ -173,12 +176,13 @@ def plan_milp(run: Run) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="edgeprune-plan-") as work:
         dense_file = run.meter.engine_file(run.dense, None, Path(work), name="dense")  # once, for every attempt
         for precs in series:
-            search.run_series(precs, len(series) > 1, (dense_file, run.dense_latency))
+            search.run_series(precs, len(series) > 1, (dense_file, run.dense_latency), extra=precs is not series[0])
             if search.best is None and fp32_fallback and precs is series[-1] and ["fp32"] not in series:
                 series.append(["fp32"])
     p, keep, cost = search.result()
     doc = p.to_dict()
     doc.update({"planner": "milp", "keep": keep, "measured": cost, "limits": limits, "attempts": search.attempts,
+                "series": search.series,
                 "profile": str(path), "unit": run.backend.unit})
     return doc
 
@@ -191,6 +195,7 @@ class _MilpSearch:
         self.attempts: list[dict[str, Any]] = []
         self.best: tuple[Any, dict[str, list[int]], dict[str, float]] | None = None
         self.errors: list[BudgetMissed] = []  # the first series offers every precision: its error names the true minimum
+        self.series: list[dict[str, Any]] = []  # how each precision series ended (logged; in plan.json)
 
     def solve(self, precs: list[str], scale: float) -> Any:
         """One MILP plan with the latency limit at ``scale`` of the measured limit, in the predictor's scale."""
@@ -201,31 +206,54 @@ class _MilpSearch:
         b = run.limits.rebased(key, self.pred_dense)  # in the predictor's scale, aimed at limit x scale
         b = b.with_limit(key, self.limits["latency"] * self.to_pred * scale if "latency" in self.limits else None)
         cfg = PlanConfig(precisions=precs, model_name=run.model_name, weighting=run.config.weighting,
-                         max_prune=run.config.max_prune)
+                         max_prune=run.config.max_prune, time_limit=run.config.time_limit)
         with run.clock.work("solve"):
             return solve(run.dense, run.scores, b, {run.target.name: self.pred}, cfg, graph=run.graph,
                          example=run.example, targets=[run.target])
 
-    def run_series(self, precs: list[str], several: bool, reference: tuple[EngineFile, float]) -> None:
-        """Plan with precisions ``precs`` until a measured plan lands within the margin (or nothing new comes)."""
+    def run_series(self, precs: list[str], several: bool, reference: tuple[EngineFile, float], extra: bool = False) -> None:
+        """Plan with precisions ``precs`` until a measured plan lands within the margin (or nothing new comes).
+
+        How the series ended is logged and kept in :attr:`series` (plan.json), an empty one included.
+        ``extra``: a series planned besides the first (every layer int8, fp32 only), which a
+        predictor that cannot price it skips with a message instead of failing the run.
+        """
         run, cfg, limits = self.run, self.run.config, self.limits
         only = " (every layer int8)" if precs == ["int8"] and several else " (fp32 only)" if precs == ["fp32"] and several else ""
-        scale, seen = run.margin, set()
+        name = f"series {'/'.join(precs)}{only}"
+        scale, seen, start = run.margin, set(), len(self.attempts)
+
+        def end(why: str) -> None:
+            n = len(self.attempts) - start
+            self.series.append({"precisions": list(precs), "plans": n, "ended": why})
+            run.ui.log(f"  {name}: {n} plan(s) measured; {why}" if n else f"  {name}: no plan: {why}")
+
         for _ in range(cfg.max_attempts):
             try:
                 p = self.solve(precs, scale)
             except BudgetMissed as err:  # no tighter plan with these precisions: try the next series
                 self.errors.append(err)
+                end(f"no {'tighter ' if len(self.attempts) > start else ''}plan meets the limit ({first_line(err)})")
                 return
+            except BadInput as err:
+                if not extra:
+                    raise
+                end(f"the latency table cannot price it ({first_line(err)})")
+                return
+            if p.solver.get("time_limited") or p.solver.get("status") == "feasible":
+                run.ui.log(f"  [yellow]{name}: the solver hit its {cfg.time_limit:g} s time limit (--time-limit): "
+                           "the plan is not proven optimal[/]")
             keep = {gid: list(map(int, idx)) for gid, idx in p.keep.items()}
             key = (tuple(sorted((g, tuple(k)) for g, k in keep.items())), tuple(sorted(p.precisions.items())))
             if key in seen:  # the solver returned a plan this series already measured: nothing new to learn
+                end("the solver returned a plan already measured")
                 return
             seen.add(key)
             cost = candidate_cost(run, keep, dict(p.precisions), reference)
             self._record(p, cost, scale, f"plan {len(self.attempts) + 1}{only}")
             if "latency" not in limits:
                 self.best = (p, keep, cost)
+                end("no latency limit: the first plan is the plan")
                 return
             if fits(cost, limits, 1.0) and (self.best is None or p.objective > self.best[0].objective):
                 self.best = (p, keep, cost)
@@ -233,15 +261,18 @@ class _MilpSearch:
             # more than 10% of the budget unused (the predictor errs both ways; slack costs accuracy)
             ratio = cost["latency"] / limits["latency"]
             if run.margin * 0.9 <= ratio <= 1.0 and fits(cost, limits, 1.0):
+                end("measured within the margin")
                 return
             scale *= run.margin / max(ratio, 1e-9)
+        end(f"stopped after {cfg.max_attempts} attempts")
 
     def _record(self, p: Any, cost: dict[str, float], scale: float, label: str) -> None:
         run, unit = self.run, self.run.unit_label
         n8 = sum(v == "int8" for v in p.precisions.values())
         predicted = p.targets[run.target.name]["predicted"] / self.to_pred
         self.attempts.append({"scale": scale, "predicted_ms": predicted, "measured_ms": cost["latency"], "unit": run.backend.unit,
-                              "solver_s": p.wall_s, "int8_layers": n8, "label": label, "objective": p.objective})
+                              "solver_s": p.wall_s, "int8_layers": n8, "label": label, "objective": p.objective,
+                              "time_limited": bool(p.solver.get("time_limited"))})
         limit = self.limits.get("latency", float("nan"))
         run.ui.log(f"  {label}: {n8} int8 layers, predicted {predicted:.4g} {unit}, measured {cost['latency']:.4g} {unit} "
                    f"(limit {limit:.4g} {unit})")

@@ -106,7 +106,9 @@ def decode(model: nn.Module, graph: ChannelGraph, ch: Choices, problem: C.Proble
               "build_s": stats.build_s, "cpu_s": sol.cpu_s + stats.build_cpu_s, "mip_gap": sol.gap,
               "variables": sol.variables, "constraints": sol.constraints, "time_limit_s": cfg.time_limit,
               "bitwidth_cost": ch.penalty_source,
-              "weighting": cfg.weighting if cfg.group_weights is None else "given", "max_prune": cfg.max_prune}
+              "weighting": cfg.weighting if cfg.group_weights is None else "given", "max_prune": cfg.max_prune,
+              "search": sol.search, "time_limited": sol.time_limited}
+    notes += search_notes(sol, cfg.time_limit)
     return Plan(
         groups=groups,
         precisions={n: precs[primary].get(n, graph.layers[n].signature.dtype) for n in graph.layers},
@@ -116,6 +118,18 @@ def decode(model: nn.Module, graph: ChannelGraph, ch: Choices, problem: C.Proble
         model=cfg.model_name or type(model).__name__, notes=notes,
         precisions_by_target={t: dict(precs[t]) for t in targets} if len(targets) > 1 else {},
     )
+
+
+def search_notes(sol: milp.Solution, time_limit: float) -> list[str]:
+    """What the plan's notes must say about how it was found: a time limit that cut the search short, a partial search."""
+    out = []
+    if sol.time_limited:
+        gap = f" (gap {sol.gap:.2%})" if sol.gap is not None and math.isfinite(sol.gap) else ""
+        out.append(f"the solver stopped at its {time_limit:g} s time limit: the plan meets the budget but is not proven "
+                   f"optimal{gap}; raise --time-limit")
+    if sol.search != "exact":
+        out.append(f"searched {sol.search}")
+    return out
 
 
 def failure(problem: C.Problem, sol: milp.Solution, limits: Limits, time_limit: float) -> BudgetMissed:

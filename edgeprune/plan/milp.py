@@ -23,7 +23,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import sparse
@@ -45,6 +45,8 @@ class Solution:
     constraints: int
     message: str = ""
     cpu_s: float = 0.0  # process CPU time (the machine may be shared; wall time then overstates the work)
+    search: str = "exact"  # or how a big problem was searched (edgeprune.plan.coarse)
+    time_limited: bool = False  # a time limit cut the search short: the plan is not proven optimal
 
 
 class _Model:
@@ -276,7 +278,78 @@ def _run(m: _Model, c: np.ndarray, extra: list[sparse.csr_matrix], extra_ub: lis
 
 
 def solve(problem: Problem, time_limit: float = 10.0) -> Solution:
-    """Maximise the objective under every limit in ``problem.limits``; exact up to HiGHS's 1e-9 relative gap."""
+    """Maximise the objective under every limit in ``problem.limits``.
+
+    Exact (up to HiGHS's 1e-9 relative gap) when the MILP is small; a big one (over
+    :data:`edgeprune.plan.coarse.DIRECT_LIMIT` variables) is searched coarse to fine, each
+    level exact over a window of choices (:mod:`edgeprune.plan.coarse`). ``time_limit`` bounds
+    the whole search; ``Solution.time_limited`` says when it cut something short.
+    """
+    from edgeprune.plan import coarse
+
+    if coarse.size_estimate(problem) <= coarse.DIRECT_LIMIT or not coarse.levels(problem)[0]:
+        return _solve_exact(problem, time_limit)
+    return _coarse_to_fine(problem, time_limit)
+
+
+def _coarse_to_fine(problem: Problem, time_limit: float) -> Solution:
+    """:func:`solve` of a big problem: a coarse grid, then finer windows around each level's plan."""
+    from edgeprune.plan import coarse
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    deadline = t0 + time_limit
+    steps, n_levels = coarse.levels(problem)
+    keep = grid = coarse.coarse_keep(problem, steps)
+    sol = _solve_exact(coarse.restrict(problem, keep), time_limit * 0.5)
+    if sol.choice is None:
+        if sol.status != "infeasible":
+            return replace(sol, wall_s=time.perf_counter() - t0, cpu_s=time.process_time() - c0,
+                           search="coarse-to-fine (no plan on the coarse grid)", time_limited=sol.status == "timeout")
+        # the grid may miss the only counts that fit: the whole problem, with the time left
+        full = _solve_exact(problem, max(deadline - time.perf_counter(), 1.0))
+        return replace(full, wall_s=time.perf_counter() - t0, cpu_s=time.process_time() - c0,
+                       search="exact (the coarse grid had no feasible plan)")
+    best, choice = sol, coarse.lift(keep, sol.choice)
+    limited = sol.status != "optimal"
+    variables, constraints, done = sol.variables, sol.constraints, 0
+    for _ in range(n_levels):
+        left = deadline - time.perf_counter()
+        if left <= 0.05:
+            limited = True
+            break
+        keep, steps = coarse.finer_keep(problem, steps, choice)
+        s = _solve_exact(coarse.restrict(problem, keep), left)
+        variables, constraints = max(variables, s.variables), max(constraints, s.constraints)
+        if s.choice is None:  # a window always holds the previous plan: only a time limit gets here
+            limited = True
+            break
+        limited |= s.status != "optimal"
+        done += 1
+        if s.objective is not None and s.objective >= (best.objective or -math.inf) - 1e-12:
+            best, choice = s, coarse.lift(keep, s.choice)
+    for _ in range(3 if done == n_levels else 0):  # polish: re-centre the finest window while the plan moves
+        left = deadline - time.perf_counter()
+        if left <= 0.05:
+            break
+        keep, steps = coarse.finer_keep(problem, steps, choice)
+        keep = {fi: sorted(set(v) | set(grid[fi])) for fi, v in keep.items()}  # far jumps stay possible
+        s = _solve_exact(coarse.restrict(problem, keep), left)
+        if s.choice is None or s.objective is None or s.objective <= (best.objective or -math.inf) + 1e-12:
+            limited |= s.choice is None or s.status != "optimal"
+            break
+        best, choice = s, coarse.lift(keep, s.choice)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    search = (f"coarse-to-fine: {COARSE_TEXT.format(n=coarse.COARSE)}, then {done} of {n_levels} finer level(s) "
+              "(optimal within the last window, not proven over every count)")
+    return Solution(choice, best.objective, "feasible" if limited else "optimal", wall, best.gap, variables, constraints,
+                    best.message, cpu, search, limited)
+
+
+COARSE_TEXT = "a grid of at most {n} counts per group"
+
+
+def _solve_exact(problem: Problem, time_limit: float = 10.0) -> Solution:
+    """One MILP over every choice of ``problem``; exact up to HiGHS's 1e-9 relative gap."""
     t0, c0 = time.perf_counter(), time.process_time()
     m = _Model(problem)
     limits = dict(problem.limits)
@@ -292,11 +365,12 @@ def solve(problem: Problem, time_limit: float = 10.0) -> Solution:
     if res.x is not None and res.status in (0, 1):
         status = "optimal" if res.status == 0 else "feasible"
         choice = m.decode(res.x)
-        return Solution(choice, float(-res.fun + problem.constant_value), status, wall, gap, m.n, rows, res.message, cpu)
+        return Solution(choice, float(-res.fun + problem.constant_value), status, wall, gap, m.n, rows, res.message, cpu,
+                        time_limited=res.status == 1)
     if res.status == 2:
         return Solution(None, None, "infeasible", wall, None, m.n, rows, res.message, cpu)
     if res.status == 1:
-        return Solution(None, None, "timeout", wall, None, m.n, rows, res.message, cpu)
+        return Solution(None, None, "timeout", wall, None, m.n, rows, res.message, cpu, time_limited=True)
     return Solution(None, None, "error", wall, None, m.n, rows, res.message, cpu)
 
 

@@ -19,6 +19,7 @@ from edgeprune.profile.lut import (
     default_profile_path,
     find_profile,
     load_profile,
+    profile_model_name,
 )
 from edgeprune.profile.profiler import (
     LAYER_PROTOCOL,
@@ -73,6 +74,7 @@ __all__ = [
     "measure_engines",
     "measure_model",
     "profile",
+    "profile_model_name",
     "random_widths",
     "refit",
     "resume_profile",

@@ -38,6 +38,31 @@ def shipped_profiles_dir() -> Path:
     return Path(__file__).resolve().parent / "shipped"
 
 
+_MODEL_FILE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".bin", ".onnx")
+
+
+def profile_model_name(model: Any) -> str:
+    """The model name a profile file is keyed by, the same for ``profile``, ``plan`` and ``compress``.
+
+    A registered zoo name stays as is (``resnet56-cifar10``); a model file is its stem
+    (``runs/best.pt`` -> ``best``); a factory or a source-prefixed name stays whole
+    (``pkg.mod:build``, ``torchvision:mobilenet_v2``; ``:`` becomes ``_`` in the file name);
+    a module object, or a bare class name, is its class name in lower case (``MobileNetV2`` -> ``mobilenetv2``).
+    """
+    if not isinstance(model, str):
+        return type(model).__name__.lower()
+    from edgeprune.models import MODELS
+
+    if model in MODELS:
+        return model
+    p = Path(model)
+    if "/" in model or "\\" in model or p.suffix.lower() in _MODEL_FILE_SUFFIXES:
+        return p.stem
+    if model.isidentifier():
+        return model.lower()
+    return model
+
+
 def profile_file_name(target_name: Any, model_name: str) -> str:
     """``{target}--{model}.json`` (a target object or its name; path separators in the model name replaced)."""
     name = getattr(target_name, "name", target_name)

@@ -27,6 +27,7 @@ from edgeprune.profile.lut import (
     default_profile_path,
     find_profile,
     fit_calibration,
+    profile_model_name,
     validate,
 )
 from edgeprune.profile.timing import (
@@ -191,8 +192,8 @@ def _model_and_name(model: Any, model_name: str | None) -> tuple[nn.Module, str]
     from edgeprune.models import load_model
 
     if isinstance(model, str):
-        return load_model(model), model_name or model
-    return model.eval(), model_name or type(model).__name__.lower()
+        return load_model(model), model_name or profile_model_name(model)
+    return model.eval(), model_name or profile_model_name(model)
 
 
 def _example_for(model_name: str, example: Any) -> Any:
@@ -642,7 +643,7 @@ def local_profile(model: Any, target: Target | str, model_name: str | None = Non
 
     ui = ui or QUIET
     target = get_target(target)
-    model_name = model_name or (model if isinstance(model, str) else None)
+    model_name = model_name or profile_model_name(model)
     found = find_profile(target.name, model_name, profiles)
     if found is None:
         ui.log(f"no profile for {model_name} on {target.name}: measuring one")

@@ -23,6 +23,7 @@ _API = {
     "count_precisions": "edgeprune.quant.precisions",
     "runtime_precisions": "edgeprune.quant.precisions",
     "layer_of_node": "edgeprune.quant.names",
+    "UnmatchedLayers": "edgeprune.quant.names",
     "sensitivity": "edgeprune.quant.layer_sensitivity",
     "quantize_weight": "edgeprune.quant.qat",
     "prepare_qat": "edgeprune.quant.qat",
@@ -46,6 +47,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "QuantResult",
     "QuantWarning",
+    "UnmatchedLayers",
     "calibrate_qat",
     "convert_scales",
     "count_precisions",

@@ -35,7 +35,7 @@ import numpy as np
 
 from edgeprune.errors import BadInput
 from edgeprune.fileio import atomic_path
-from edgeprune.quant.names import QuantWarning, match_nodes
+from edgeprune.quant.names import QuantWarning, UnmatchedLayers, match_nodes
 
 MIN_CALIB_SAMPLES = 100
 RANDOM_CALIB_SAMPLES = 8
@@ -181,7 +181,8 @@ def quantize_onnx(
     ``MIN_CALIB_SAMPLES`` real samples warns too.
     ``exclude``: ONNX node names, or module names (``layer1.0.conv1``; a module
     name selects every node inside it) kept fp32; a name that matches nothing
-    is an error. An op ONNX Runtime cannot quantise stays fp32 with a warning
+    is an error (:class:`edgeprune.quant.names.UnmatchedLayers`, a BadInput; the
+    pipeline, whose names come from the model itself, turns it into an internal error). An op ONNX Runtime cannot quantise stays fp32 with a warning
     naming the node.
     ``method``: minmax | entropy | percentile (ORT's calibrators).
     """
@@ -243,7 +244,8 @@ def quantize_onnx(
     excluded, unmatched = match_nodes(model.graph.node, exclude)
     if unmatched:
         known = sorted({n.name for n in model.graph.node if n.op_type in ("Conv", "Gemm", "MatMul")})[:6]
-        raise BadInput(f"exclude: {', '.join(map(repr, unmatched))} matches no node of {fp32_path.name} (e.g. {', '.join(known)})")
+        raise UnmatchedLayers(f"exclude: {', '.join(map(repr, unmatched))} matches no node of {fp32_path.name} (e.g. {', '.join(known)})",
+                              unmatched)
 
     quantizable = _quantizable_ops()
     unquantizable = []

@@ -54,8 +54,8 @@ def layer_of_counter(node_name: str, node_type: str, renamed: Mapping[str, str] 
     if node_type == "Reorder" and "_/" in name:
         name = name[name.rfind("_/") + 1 :]
     name = renamed.get(name, name)
-    layer = module_path(_strip(name))
     known_set = set(known) if known is not None else None
+    layer = module_path(_strip(name), known_set)
     if layer is None:
         return OTHER
     if known_set is not None and layer not in known_set:

@@ -427,20 +427,13 @@ def engine_bindings(info: str | Mapping[str, Any] | Sequence[Any]) -> tuple[str,
 def onnx_node_to_layer(node_name: str) -> str | None:
     """The PyTorch module path of a TorchScript-exported ONNX node: ``/layer1/layer1.0/conv1/Conv`` -> ``layer1.0.conv1``.
 
-    The exporter names nodes ``/<scope>/<scope>/.../<Op>``, each scope being a
-    module's attribute name or its dotted path from the parent's (``layer1.0``).
+    One reading of scope names for all backends: :func:`edgeprune.quant.names.module_path`
+    (nested Sequentials too: ``/features/features.1/conv/conv.1/Conv`` -> ``features.1.conv.1``).
     Returns None for nodes without a module scope (``/Relu``, ``node_conv2d``).
     """
-    parts = [p for p in node_name.split("/") if p]
-    if len(parts) < 2:
-        return None
-    acc = ""
-    for scope in parts[:-1]:
-        if not acc or scope == acc or scope.startswith(acc + "."):
-            acc = scope
-        else:
-            acc = f"{acc}.{scope}"
-    return acc
+    from edgeprune.quant.names import module_path
+
+    return module_path(node_name)
 
 
 def onnx_info(model: Any) -> OnnxInfo:
