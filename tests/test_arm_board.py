@@ -107,6 +107,27 @@ def test_profile_document_of_an_emulated_target_says_so():
     assert "mean nothing" in EMULATED_NOTE
 
 
+def test_profile_command_prints_emulated(monkeypatch, capsys):
+    """Wherever a profile of the emulated board is printed, the table says its timings mean nothing."""
+    import edgeprune.costmodel.command as cm
+    import edgeprune.profile as P
+    from edgeprune.backends import get_backend
+    from edgeprune.cli import main
+    from edgeprune.profile.lut import Profile
+    from edgeprune.profile.profiler import _new_doc
+    from edgeprune.profile.timing import ModelProtocol, TimingProtocol
+
+    t = get_target("arm64-emulated-tvm")
+    prof = Profile(_new_doc(t, get_backend("tvm"), "tiny", {}, TimingProtocol.quick(), ModelProtocol.quick()))
+    monkeypatch.setattr(cm, "calibrated_profile", lambda *a, **k: None)
+    monkeypatch.setattr(P, "profile", lambda *a, **k: prof)
+    assert main(["profile", "--target", "arm64-emulated-tvm", "--model", "tests.tiny:tiny_net"]) == 0
+    out = capsys.readouterr()
+    assert "EMULATED: timings mean nothing" in out.out + out.err
+    assert main(["profile", "--json", "--target", "arm64-emulated-tvm", "--model", "tests.tiny:tiny_net"]) == 0
+    assert json.loads(capsys.readouterr().out)["emulated"] is True
+
+
 # --------------------------------------------------------------------------- with the board
 
 
