@@ -43,7 +43,7 @@ def board_dir() -> Path:
 
 def _script(*args: str, board: Path | None = None, **kw) -> subprocess.CompletedProcess:
     env = {**os.environ, "EDGEPRUNE_ARM_BOARD_DIR": str(board or board_dir())}
-    return subprocess.run(["bash", str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=60, **kw)
+    return subprocess.run(["bash", str(SCRIPT), *args], check=False, env=env, capture_output=True, text=True, timeout=60, **kw)
 
 
 def _why_no_board() -> str:
@@ -91,7 +91,7 @@ def test_missing_board_is_one_line(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("EDGEPRUNE_ARM_BOARD_DIR", "EDGEPRUNE_CACHE_DIR")}
     env.pop("XDG_CACHE_HOME", None)
     env["HOME"] = str(tmp_path)
-    out = subprocess.run(["bash", str(SCRIPT), "dir"], env=env, capture_output=True, text=True, timeout=30).stdout.strip()
+    out = subprocess.run(["bash", str(SCRIPT), "dir"], check=False, env=env, capture_output=True, text=True, timeout=30).stdout.strip()
     assert out == str(tmp_path / ".cache" / "edgeprune" / "arm64-board")
 
 

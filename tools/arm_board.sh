@@ -186,7 +186,7 @@ cmd_start() {
   why=$(missing)
   [ -z "$why" ] || die "$why"
   mkdir -p "$DIR/run"
-  setsid "$0" server --tracker "$TRACKER" --key "$KEY" --port "$PORT" --host "$HOST" >"$DIR/run/server.log" 2>&1 &
+  setsid bash "$0" server --tracker "$TRACKER" --key "$KEY" --port "$PORT" --host "$HOST" >"$DIR/run/server.log" 2>&1 &
   echo $! >"$DIR/run/server.pid"
   echo "arm_board: emulated arm64 RPC server starting (pid $!, key $KEY, tracker $TRACKER; log $DIR/run/server.log)"
 }
