@@ -207,5 +207,5 @@ case "${1:-}" in
   server) shift; cmd_server "$@" ;;
   start) shift; cmd_start "$@" ;;
   stop) shift; cmd_stop ;;
-  *) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; [ -n "${1:-}" ] && exit 2 || exit 0 ;;
+  *) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; [ -n "${1:-}" ] && exit 2 || exit 0 ;;
 esac
