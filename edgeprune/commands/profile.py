@@ -109,6 +109,7 @@ def run(args: argparse.Namespace, ui: UI) -> int:
                                                             "aligned", "unaligned", "test_retest", "relative_to_dense",
                                                             "macs_baseline")},
         "notes": d.get("notes"),
+        "emulated": prof.emulated,
     }
     ui.result(summary)
     dense = prof.dense_latency
@@ -134,5 +135,8 @@ def run(args: argparse.Namespace, ui: UI) -> int:
         if a.get("macs_baseline"):
             b = a["macs_baseline"]
             rows.append(("MAC-count line: within 5% / 10%", f"{b['within_5pct']:.0%} / {b['within_10pct']:.0%}"))
-    ui.table(f"profile {prof.target_name} / {prof.model_name}", ["what", "value"], rows)
+    if prof.emulated:
+        rows.insert(0, ("EMULATED", "QEMU board: these timings mean nothing, only correctness does"))
+    emulated = " (EMULATED: timings mean nothing)" if prof.emulated else ""
+    ui.table(f"profile {prof.target_name} / {prof.model_name}{emulated}", ["what", "value"], rows)
     return 0

@@ -24,11 +24,13 @@ def run_device_model(args: argparse.Namespace, target: Target, ui: UI) -> int:
     d = dm.data
     ui.result({"path": str(dm.path), "target": dm.target_name, "samples": len(dm.samples), "complete": dm.complete,
                "rounds": len(d["rounds"]), "cv_error": d.get("cv_error"), "timings_s": d.get("timings_s"),
-               "fingerprint": d.get("fingerprint"), "notes": d.get("notes")})
+               "fingerprint": d.get("fingerprint"), "notes": d.get("notes"),
+               "emulated": bool(d.get("emulated"))})
     rows = [("file", str(dm.path)), ("kernels measured", str(len(dm.samples))), ("rounds", str(len(d["rounds"]))),
             ("measuring time", f"{d['timings_s'].get('measure', 0):.0f} s in all")]
     rows += [(f"CV median error {k}", f"{v:.1%}") for k, v in sorted((d.get("cv_error") or {}).items())]
-    ui.table(f"device model {dm.target_name}", ["what", "value"], rows)
+    emulated = " (EMULATED: timings mean nothing)" if d.get("emulated") else ""
+    ui.table(f"device model {dm.target_name}{emulated}", ["what", "value"], rows)
     return 0
 
 

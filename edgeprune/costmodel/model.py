@@ -119,7 +119,7 @@ def new_document(target: Target, unit: str, fingerprint: dict[str, Any], space: 
     """An empty device model document for ``target``."""
     from datetime import UTC, datetime
 
-    return {
+    doc = {
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
         "target": {"name": target.name, "backend": target.backend, "threads": target.threads,
@@ -139,6 +139,12 @@ def new_document(target: Target, unit: str, fingerprint: dict[str, Any], space: 
         "timings_s": {"measure": 0.0},
         "notes": [],
     }
+    if target.options.get("emulated", False):  # an emulated (QEMU) board: the figures mean nothing
+        from edgeprune.profile.profiler import EMULATED_NOTE
+
+        doc["emulated"] = True
+        doc["notes"].append(EMULATED_NOTE)
+    return doc
 
 
 def validate(doc: Any, path: Path | str = "<device model>") -> None:

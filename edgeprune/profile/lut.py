@@ -137,6 +137,11 @@ class Profile:
         return self.data.get("audit")
 
     @property
+    def emulated(self) -> bool:
+        """True when measured on an emulated board (QEMU): the timings mean nothing, correctness does."""
+        return bool(self.data.get("emulated"))
+
+    @property
     def complete(self) -> bool:
         """False while a run is interrupted (resume it)."""
         return bool(self.data.get("complete"))

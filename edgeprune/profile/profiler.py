@@ -174,6 +174,15 @@ def _loadavg() -> list[float] | None:
         return None
 
 
+EMULATED_NOTE = ("EMULATED board (QEMU user-mode emulation): these timings mean nothing about a real device; "
+                 "the board only proves the engine runs correctly")
+
+
+def is_emulated(target: Target) -> bool:
+    """True when ``target`` is an emulated board (``emulated = true`` in its ``[options]``): its timings mean nothing."""
+    return bool(target.options.get("emulated", False))
+
+
 def _target_spec(target: Target) -> dict[str, Any]:
     return {
         "name": target.name, "backend": target.backend, "device": target.device, "host": target.host,
@@ -428,6 +437,7 @@ def _new_doc(target: Target, backend: Any, model_name: str, grid: Mapping, proto
         "schema_version": SCHEMA_VERSION,
         "target": _target_spec(target),
         "model": model_name,
+        "emulated": is_emulated(target),
         "unit": backend.unit,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "updated": None,
@@ -539,7 +549,8 @@ def profile(
     doc["example"] = _example_dict(example)
     doc["grid"]["groups"] = {k: dict(v) for k, v in grid_n.items()}
     doc["precisions"] = precisions
-    for n in list(skip_notes) + list(notes):
+    doc["emulated"] = is_emulated(target)
+    for n in ([EMULATED_NOTE] if doc["emulated"] else []) + list(skip_notes) + list(notes):
         if n not in doc["notes"]:
             doc["notes"].append(n)
     doc["machine"]["loadavg_start"] = _loadavg()

@@ -151,6 +151,7 @@ def emit_tvm(model: nn.Module, target: Target, out_dir: Path, example: torch.Ten
         "tvm_version": tvm.__version__,
         "tvm_target": tdict,
         "cross_compiled": is_cross(tdict),
+        "emulated": bool(target.options.get("emulated", False)),
         "device": device_kind(tdict),
         "host": target.host,
         "frontend": "torch.export" if frontend == "torch" else "onnx",

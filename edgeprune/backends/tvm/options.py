@@ -20,3 +20,4 @@ class TvmOptions:
     session_timeout_s: float = 0.0
     attempts: int = 3
     profile_boards: int = 0  # boards a profile spreads its samples over (0 = every free one with the key)
+    emulated: bool = False  # the board is emulated (QEMU): its timings are labelled "emulated" and mean nothing

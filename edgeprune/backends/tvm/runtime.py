@@ -17,6 +17,8 @@ Target options (``[options]`` of the target file):
 - ``request_timeout_s``, ``session_timeout_s``, ``attempts``: RPC lease behaviour.
 - ``profile_boards``: how many boards a profile leases at once (0: every free one
   with the key; :meth:`TvmBackend.runner_pool`).
+- ``emulated``: the board is emulated (QEMU user-mode, ``tools/arm_board.sh``): engines and
+  profiles are labelled "emulated"; their timings mean nothing, their outputs are checked.
 """
 from __future__ import annotations
 
@@ -485,6 +487,12 @@ class TvmBackend(Backend):
         ok, why = self.availability(target) if not target.is_remote else (tvm_import_error() is None, tvm_import_error() or "")
         if not ok:
             raise BackendUnavailable(f"target {target.name}: {why.removeprefix('unavailable: ')}")
+
+    def engine_report(self, engine: Engine) -> tuple[dict[str, Any], list[tuple[str, Any]]]:
+        """An engine for an emulated board says so: it ran there, its timings would mean nothing."""
+        if not engine.manifest.get("emulated"):
+            return {}, []
+        return {"emulated": True}, [("board", "EMULATED (QEMU user-mode): correctness only, timings mean nothing")]
 
     def build_onnx(self, onnx_path: str | Path, target: Target, out_dir: Path) -> tuple[Path, list[tuple[str, tuple[int, ...]]]]:
         """Import an ONNX model, build it (untuned) for ``target``, export it into ``out_dir``."""
