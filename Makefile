@@ -38,12 +38,14 @@ test-tvm: $(VENV)/.installed-tvm
 
 # an emulated arm64 board (QEMU user-mode) behind a TVM RPC tracker; docs/tvm.md "An emulated ARM board".
 # Setup builds the arm64 userland once into the user cache (needs root for apt-get, Debian's archive and PyPI);
-# then the tests run offline. Not in .ci/run: a fresh CI machine has no cached userland (the tests skip there).
+# then the tests run offline. In .ci/run: a setup that cannot finish (no root, no archive) is reported and the
+# board's tests skip with the missing piece named; once the board is up, they must pass.
 ARM_BOARD := bash tools/arm_board.sh
 arm-board: $(VENV)/.installed-tvm
 	PY=$(abspath $(BIN)/python) $(ARM_BOARD) setup
 
-test-arm: arm-board
+test-arm: $(VENV)/.installed-tvm
+	PY=$(abspath $(BIN)/python) $(ARM_BOARD) setup || echo "test-arm: the emulated arm64 board could not be set up (above); its tests skip" >&2
 	EDGEPRUNE_ARM_BOARD_DIR="$$($(ARM_BOARD) dir)" $(BIN)/python -m pytest -q -ra tests/test_arm_board.py
 
 $(VENV)/.installed-openvino: $(STAMP)
