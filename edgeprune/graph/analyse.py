@@ -251,7 +251,8 @@ def channel_groups(model: nn.Module, example_inputs: Any, ignored_layers: Sequen
     for n in ignored_layers:
         if n not in modules:
             raise BadInput(f"unknown layer {n!r} in ignored_layers")
-    shapes = capture_inputs(model, example_inputs)
+    pads: dict[str, Any] = {}
+    shapes = capture_inputs(model, example_inputs, pads)
     raws = _analyse(model, example_inputs, [modules[n] for n in ignored_layers])
     groups: list[ChannelGroup] = []
     plans: dict[str, list[Slice]] = {}
@@ -284,10 +285,15 @@ def channel_groups(model: nn.Module, example_inputs: Any, ignored_layers: Sequen
             continue
         if isinstance(m, nn.Conv2d):
             groups_ = -1 if (m.groups > 1 and m.groups == m.in_channels == m.out_channels) else m.groups
+            padding = tuple(m.padding) if not isinstance(m.padding, str) else (m.kernel_size[0] // 2, m.kernel_size[1] // 2)
+            in_hw = (int(shp[-2]), int(shp[-1]))
+            if name in pads:  # zero padding done outside the conv (TF "SAME"): priced as the conv's own padding
+                (t, b, lft, r), before = pads[name]
+                padding = (padding[0] + (t + b + 1) // 2, padding[1] + (lft + r + 1) // 2)
+                in_hw = (int(before[-2]), int(before[-1]))
             sig = LayerSignature(
                 "conv2d", m.in_channels, m.out_channels, tuple(m.kernel_size), tuple(m.stride),
-                tuple(m.padding) if not isinstance(m.padding, str) else (m.kernel_size[0] // 2, m.kernel_size[1] // 2),
-                groups_, (int(shp[-2]), int(shp[-1])), "fp32", post.get(name, ""),
+                padding, groups_, in_hw, "fp32", post.get(name, ""),
             )
         else:
             sig = LayerSignature("linear", m.in_features, m.out_features, post=post.get(name, ""))

@@ -278,24 +278,72 @@ def _guard_index_maps(dg: Any) -> None:
                     dep.index_mapping[k] = _GuardedMap(fn, str(node.name))
 
 
-def capture_inputs(model: nn.Module, example_inputs: Any) -> dict[str, tuple[int, ...]]:
-    """Input shape of every conv/linear/registered layer, and the model's output shapes under ``"__output__"``."""
+class _PadRecorder(torch.overrides.TorchFunctionMode):
+    """Records zero padding (``F.pad``, ``nn.ZeroPad2d``, TF-style "SAME" convs) in front of each conv.
+
+    ``pads[name]`` is ``(top, bottom, left, right)`` of the zero padding applied to
+    conv ``name``'s input before it runs: by a pad op whose output is the conv's
+    input, or by an ``F.pad`` inside the conv's own forward (timm's ``Conv2dSame``).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.outputs: dict[int, tuple[torch.Tensor, tuple[int, int, int, int], tuple[int, ...]]] = {}
+        self.current: list[tuple[str, Any]] = []  # (conv name, its input) while a conv's forward runs
+        self.pads: dict[str, tuple[tuple[int, int, int, int], tuple[int, ...]]] = {}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if getattr(func, "__name__", "") == "pad" and args and isinstance(args[0], torch.Tensor) and isinstance(out, torch.Tensor):
+            pad = args[1] if len(args) > 1 else kwargs.get("pad")
+            mode = args[2] if len(args) > 2 else kwargs.get("mode", "constant")
+            value = args[3] if len(args) > 3 else kwargs.get("value", None)
+            if mode == "constant" and not value and pad is not None and len(pad) >= 4 and args[0].dim() == 4:
+                tblr = (int(pad[2]), int(pad[3]), int(pad[0]), int(pad[1]))
+                self.outputs[id(out)] = (out, tblr, tuple(args[0].shape))
+                if self.current and args[0] is self.current[-1][1]:
+                    self.pads[self.current[-1][0]] = (tblr, tuple(args[0].shape))
+        return out
+
+
+def capture_inputs(model: nn.Module, example_inputs: Any,
+                   pads: dict[str, tuple[tuple[int, int, int, int], tuple[int, ...]]] | None = None) -> dict[str, tuple[int, ...]]:
+    """Input shape of every conv/linear/registered layer, and the model's output shapes under ``"__output__"``.
+
+    ``pads``, when given, is filled with the zero padding done outside each conv
+    (``(top, bottom, left, right)``, unpadded input shape), see :class:`_PadRecorder`.
+    """
     shapes: dict[str, tuple[int, ...]] = {}
     hooks = []
+    rec = _PadRecorder()
     for name, m in model.named_modules():
         if isinstance(m, (nn.Conv2d, nn.Linear, *registered_types())):
             def hook(mod: nn.Module, inp: Any, out: Any, name: str = name) -> None:
                 shapes.setdefault(name, tuple(inp[0].shape))
+                if isinstance(mod, nn.Conv2d):
+                    if rec.current and rec.current[-1][0] == name:
+                        rec.current.pop()
+                    got = rec.outputs.get(id(inp[0]))
+                    if got is not None and got[0] is inp[0]:
+                        rec.pads.setdefault(name, (got[1], got[2]))
+
+            def pre(mod: nn.Module, inp: Any, name: str = name) -> None:
+                if isinstance(mod, nn.Conv2d) and inp and isinstance(inp[0], torch.Tensor):
+                    rec.current.append((name, inp[0]))
 
             hooks.append(m.register_forward_hook(hook))
+            hooks.append(m.register_forward_pre_hook(pre))
     try:
-        with torch.no_grad():
+        with torch.no_grad(), rec:
             shapes["__output__"] = output_shapes(run_model(model, example_inputs))  # type: ignore[assignment]
     except Exception as err:  # noqa: BLE001 - the user's model may raise anything: one-line user-facing error
         raise BadInput(f"the model does not run on the example input: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
     finally:
         for h in hooks:
             h.remove()
+    if pads is not None:
+        pads.update(rec.pads)
     return shapes
 
 
@@ -310,8 +358,12 @@ def run_model(model: nn.Module, example_inputs: Any) -> Any:
 
 def post_ops(model: nn.Module) -> dict[str, str]:
     """What follows each conv/linear in the traced graph (``bn+relu``, ``bn+add+relu``); empty if fx cannot trace."""
+    class _Tracer(torch.fx.Tracer):
+        def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+            return isinstance(m, (nn.Conv2d, nn.Linear)) or super().is_leaf_module(m, qualname)
+
     try:
-        gm = torch.fx.symbolic_trace(model)
+        gm = torch.fx.GraphModule(model, _Tracer().trace(model))
     except Exception:  # noqa: BLE001 - fx cannot trace every model: no post-ops then
         return {}
     mods = dict(gm.named_modules())
