@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgeprune.errors import BadInput, UnsupportedLayer
+from edgeprune.errors import BadInput
 from edgeprune.graph import LAYER_PRUNERS, channel_groups, register_layer
 from edgeprune.prune import prune
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from edgeprune.errors import BadInput, UnsupportedLayer
+from edgeprune.errors import BadInput
 from edgeprune.graph import channel_groups
 from edgeprune.models import load_model
 from edgeprune.prune import prune

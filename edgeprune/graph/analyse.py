@@ -18,8 +18,15 @@ from edgeprune.errors import BadInput
 from edgeprune.graph.custom_layers import layer_pruner, registered_types
 from edgeprune.graph.model import ChannelGraph, ChannelGroup, LayerInfo, Member, Slice
 from edgeprune.graph.signature import LayerSignature
-from edgeprune.graph.trace import (CONV, NORMS, build_dependency_graph, capture_inputs, is_unknown_leaf, post_ops,
-                                   unknown_leaf_reason)
+from edgeprune.graph.trace import (
+    CONV,
+    NORMS,
+    build_dependency_graph,
+    capture_inputs,
+    is_unknown_leaf,
+    post_ops,
+    unknown_leaf_reason,
+)
 
 _PRUNABLE_KINDS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.LayerNorm, nn.PReLU,
                    nn.Embedding, nn.MultiheadAttention) + NORMS
