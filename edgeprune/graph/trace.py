@@ -213,14 +213,17 @@ def _channels_around(dg: Any, node: Any) -> int | None:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for n in node.inputs:
-            c = shape_infer.infer_out_channels_recursively(dg, n, [0])
-            if c:
-                return int(c)
-        for n in node.outputs:
-            c = shape_infer.infer_in_channels_recursively(dg, n, [0])
-            if c:
-                return int(c)
+        try:
+            for n in node.inputs:
+                c = shape_infer.infer_out_channels_recursively(dg, n, [0])
+                if c:
+                    return int(c)
+            for n in node.outputs:
+                c = shape_infer.infer_in_channels_recursively(dg, n, [0])
+                if c:
+                    return int(c)
+        except (TypeError, ValueError, AttributeError):  # its inference trips on some graphs: unknown then
+            return None
     return None
 
 
