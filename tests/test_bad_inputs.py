@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgeprune.config import Budget
-from edgeprune.errors import BadInput, EdgepruneError, UnsupportedLayer
+from edgeprune.errors import BadInput, EdgepruneError
 from edgeprune.fileio import read_json, write_json, write_text
 from edgeprune.graph import channel_groups
 from edgeprune.prune import prune
@@ -96,8 +96,9 @@ class Weird(torch.nn.Module):
 
 
 def test_unsupported_layer_is_named() -> None:
-    with pytest.raises(UnsupportedLayer, match="mix"):
-        channel_groups(Weird(), torch.randn(1, 3, 8, 8))
+    """issue #24: an unknown layer with parameters freezes its groups, naming it, instead of rejecting the model."""
+    g = channel_groups(Weird(), torch.randn(1, 3, 8, 8)).group("conv")
+    assert not g.prunable and "mix (Bilinear)" in g.reason and "register_layer" in g.reason
 
 
 def test_group_to_zero_channels_refused() -> None:

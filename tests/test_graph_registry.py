@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgeprune.errors import BadInput, UnsupportedLayer
+from edgeprune.errors import BadInput
 from edgeprune.graph import LAYER_PRUNERS, channel_groups, register_layer
 from edgeprune.prune import prune
 
@@ -115,11 +115,109 @@ def test_torch_pruning_pruner_is_built_from_the_hook(registered):
     assert tuple(layer.weight.shape) == (4, 7)
 
 
-def test_unregistered_leaf_layer_is_refused_with_one_line(registered):
-    with pytest.raises(UnsupportedLayer) as err:
-        channel_groups(_net(Unknown), X[:1])
-    msg = str(err.value)
-    assert "mix" in msg and "Unknown" in msg and "register_layer" in msg and "\n" not in msg
+def test_unregistered_leaf_layer_freezes_its_groups_with_a_reason(registered):
+    """An unknown leaf layer with parameters never rejects the model: the groups it touches are frozen, the
+    reason names it and says how to register a handler, and the other groups stay prunable."""
+    net = _net(Unknown)
+    graph = channel_groups(net, X[:1])
+    frozen = [g for g in graph if not g.prunable and "mix" in g.reason]
+    assert {g.id for g in frozen} == {"conv1"}  # conv1 -> bn1 -> mix (its input side)
+    msg = frozen[0].reason
+    assert "Unknown" in msg and "register_layer" in msg and "\n" not in msg
+    assert graph.group("conv2").prunable and graph.layers["conv2"].in_group is None  # mix's output is fixed
+    small = prune(net, {"conv2": [0, 2]}, graph=graph)  # the rest of the model still prunes
+    assert small.conv2.out_channels == 2 and tuple(small.mix.weight.shape) == (6, 8)
+    with pytest.raises(BadInput, match="not prunable"):
+        prune(net, {"conv1": [0, 1]}, graph=graph)
+
+
+class LayerScale(nn.Module):
+    """timm's LayerScale: ``x * gamma`` over the last (channel) axis; an unknown leaf with parameters."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.linspace(0.5, 1.5, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma
+
+
+class LayerScale2d(LayerScale):
+    """timm's LayerScale2d / ConvNeXt's gamma: ``x * gamma.reshape(1, -1, 1, 1)`` (a reshape that keeps channels)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mul(self.gamma.reshape(1, -1, 1, 1))
+
+
+class Block(nn.Module):
+    """A residual MLP block over tokens with a layer scale (ViT / ConvNeXt style)."""
+
+    def __init__(self, dim: int = 16, scale: type = LayerScale) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, dim, 3, padding=1)
+        self.fc1, self.fc2 = nn.Linear(dim, 4 * dim), nn.Linear(4 * dim, dim)
+        self.ls = scale(dim)
+        self.head = nn.Linear(dim, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        if isinstance(self.ls, LayerScale2d):
+            x = x + self.ls(self.fc2(F.gelu(self.fc1(x.permute(0, 2, 3, 1)))).permute(0, 3, 1, 2))
+        else:
+            t = x.permute(0, 2, 3, 1)  # channels-last tokens
+            x = (t + self.ls(self.fc2(F.gelu(self.fc1(t))))).permute(0, 3, 1, 2)
+        return self.head(x.mean((2, 3)))
+
+
+def _group_of(graph, layer: str, dim: str = "out"):
+    return next(g for g in graph if (layer, dim) in {(m.layer, m.dim) for m in g.members})
+
+
+def _prune_scale(layer: LayerScale, out_keep: torch.Tensor | None, in_keep: torch.Tensor | None) -> None:
+    assert in_keep is None
+    layer.gamma = nn.Parameter(layer.gamma.data[out_keep].contiguous())
+
+
+def test_layer_scale_unregistered_is_frozen_then_registered_is_pruned():
+    torch.manual_seed(0)
+    net = Block().eval()
+    x = torch.randn(1, 3, 6, 6)
+    graph = channel_groups(net, x)
+    assert graph.group("fc1").prunable  # the MLP hidden width never touches the layer scale
+    stem = _group_of(graph, "stem")
+    assert not stem.prunable and "ls (LayerScale)" in stem.reason and "register_layer(LayerScale" in stem.reason
+    try:
+        register_layer(LayerScale, prune_fn=_prune_scale, channelwise=True)
+        graph = channel_groups(net, x)
+        stem = _group_of(graph, "stem")
+        assert stem.prunable, stem.reason
+        assert {("fc2", "out"), ("head", "in")} <= {(m.layer, m.dim) for m in stem.members}  # one residual stream
+        assert ("ls", "layerscale", "out") in {(m.layer, m.kind, m.dim) for m in stem.members}
+        assert "ls" not in stem.producers() and "ls" not in stem.consumers()
+        keep = list(range(0, 16, 2))
+        small = prune(net, {stem.id: keep, "fc1": list(range(40))}, graph=graph)
+        assert tuple(small.ls.gamma.shape) == (8,) and small.stem.out_channels == 8 and small.fc2.out_features == 8
+        assert torch.equal(small.ls.gamma.data, net.ls.gamma.data[keep])
+        with torch.no_grad():
+            assert small(x).shape == (1, 10)
+    finally:
+        LAYER_PRUNERS.pop(LayerScale, None)
+
+
+def test_a_layer_scale_reshape_does_not_freeze_the_stage():
+    """issue #24: ConvNeXt's ``gamma.reshape(1, -1, 1, 1)`` only adds size-1 axes; it keeps channel order."""
+    torch.manual_seed(0)
+    net = Block(scale=LayerScale2d).eval()
+    x = torch.randn(1, 3, 6, 6)
+    try:
+        register_layer(LayerScale2d, prune_fn=_prune_scale, channelwise=True)
+        graph = channel_groups(net, x)
+        stem = _group_of(graph, "stem")
+        assert stem.prunable, stem.reason
+        small = prune(net, {stem.id: list(range(8))}, graph=graph)
+        assert tuple(small.ls.gamma.shape) == (8,)
+    finally:
+        LAYER_PRUNERS.pop(LayerScale2d, None)
 
 
 def test_register_layer_checks_its_arguments():

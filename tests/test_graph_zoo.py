@@ -209,3 +209,25 @@ def test_output_group_is_not_prunable(torchvision):
     assert "fc" in graph.ignored
     g = channel_groups(model, x, ignored_layers=["layer1.0.conv1"]).group("layer1.0.conv1")
     assert not g.prunable and "ignored" in g.reason
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,size", [("resnet18", 224), ("mobilenet_v3_small", 224), ("convnext_tiny", 224),
+                                       ("swin_t", 224), ("vit_b_16", 224)])
+def test_zoo_channel_analysis_at_224_under_the_caps(torchvision, name, size):
+    """issue #24: channel analysis at 224 px in a capped subprocess (benchmarks/graph_zoo.py): under 4 GB RSS and
+    60 s, no false freeze on ConvNeXt, and transformers' MLP hidden widths prunable, heads pruned or frozen with a reason."""
+    from benchmarks.graph_zoo import run_capped
+
+    row = run_capped(name, size, rss_cap_gb=4.0, as_cap_gb=12.0, timeout=120.0)
+    assert "error" not in row, row
+    assert row["peak_rss_mb"] < 4096 and row["seconds"] < 60, row
+    assert all(reason for reason in row["frozen"].values())
+    if name == "convnext_tiny":
+        assert not any("reorders channels" in r for r in row["frozen"].values()), row["frozen"]
+        assert row["prunable"] == row["groups"] - 1  # only the classifier output is frozen
+    if name == "swin_t":
+        assert row["prunable"] >= 12  # one MLP hidden width per block (2+2+6+2)
+        assert any("head split" in r or "attention heads" in r for r in row["frozen"].values())
+    if name == "vit_b_16":
+        assert row["prunable"] >= 13  # the embedding in whole heads + 12 MLP hidden widths

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from edgeprune.errors import BadInput, UnsupportedLayer
+from edgeprune.errors import BadInput
 from edgeprune.graph import channel_groups
 from edgeprune.models import load_model
 from edgeprune.prune import prune
@@ -137,9 +137,13 @@ class _Wrapped(nn.Module):
         return self.fc(self.odd(self.conv(x)).mean((2, 3)))
 
 
-def test_unknown_layer_raises_naming_it():
-    with pytest.raises(UnsupportedLayer, match="odd"):
-        channel_groups(_Wrapped().eval(), torch.randn(1, 3, 8, 8))
+def test_unknown_layer_freezes_its_group_naming_it():
+    """issue #24: an unknown leaf layer with parameters never rejects the model; its groups are frozen."""
+    graph = channel_groups(_Wrapped().eval(), torch.randn(1, 3, 8, 8))
+    g = graph.group("conv")
+    assert not g.prunable and "odd (_Custom)" in g.reason and "register_layer" in g.reason
+    with pytest.raises(BadInput, match="not prunable"):
+        prune(_Wrapped().eval(), {"conv": [0]}, graph=graph)
 
 
 class _Split(nn.Module):

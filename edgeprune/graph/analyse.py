@@ -18,7 +18,15 @@ from edgeprune.errors import BadInput
 from edgeprune.graph.custom_layers import layer_pruner, registered_types
 from edgeprune.graph.model import ChannelGraph, ChannelGroup, LayerInfo, Member, Slice
 from edgeprune.graph.signature import LayerSignature
-from edgeprune.graph.trace import CONV, NORMS, build_dependency_graph, capture_inputs, post_ops
+from edgeprune.graph.trace import (
+    CONV,
+    NORMS,
+    build_dependency_graph,
+    capture_inputs,
+    is_unknown_leaf,
+    post_ops,
+    unknown_leaf_reason,
+)
 
 _PRUNABLE_KINDS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.LayerNorm, nn.PReLU,
                    nn.Embedding, nn.MultiheadAttention) + NORMS
@@ -59,7 +67,7 @@ def _analyse(model: nn.Module, example_inputs: Any, ignored: Sequence[nn.Module]
     groups: list[_RawGroup] = []
     roots = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
     # registered layers root a group only when no conv/linear group holds their outputs (ids stay those of convs)
-    extra = tuple({type(m) for m in mod_names} & set(registered_types()))
+    extra = tuple({type(m) for m in mod_names} & set(registered_types(channelwise=False)))
     found = [(g, False) for g in _all_groups(dg, roots)] + [(g, True) for g in (_all_groups(dg, extra) if extra else [])]
     for g, registered_root in found:
         root = g[0].dep.target.module
@@ -90,6 +98,8 @@ def _analyse(model: nn.Module, example_inputs: Any, ignored: Sequence[nn.Module]
                 role = "in" if (pruner is not None and fn == pruner.prune_in_channels and fn != pruner.prune_out_channels) else "out"
                 if role == "out" and id(target) in ignored_ids:
                     raw.reasons.append(f"layer {name} is ignored")
+                if is_unknown_leaf(target):
+                    raw.reasons.append(unknown_leaf_reason(name, target))
             else:
                 if node in outputs:
                     raw.reasons.append("its channels are the network output")
@@ -195,7 +205,9 @@ def _check_group(raw: _RawGroup, modules: Mapping[str, nn.Module], params: Mappi
                 raw.reasons.append(f"parameter {name} {tuple(p.shape)} does not carry the group on axis {sl.pdim}")
             continue
         m = modules[name]
-        if not isinstance(m, _PRUNABLE_KINDS) and layer_pruner(m) is None:
+        if is_unknown_leaf(m):
+            raw.reasons.append(unknown_leaf_reason(name, m))
+        elif not isinstance(m, _PRUNABLE_KINDS) and layer_pruner(m) is None:
             raw.reasons.append(f"layer {name} ({type(m).__name__}) cannot be pruned by edgeprune")
         elif isinstance(m, nn.LayerNorm) and len(m.normalized_shape) != 1:
             raw.reasons.append(f"LayerNorm {name} normalises over {len(m.normalized_shape)} axes")
@@ -232,7 +244,8 @@ def channel_groups(model: nn.Module, example_inputs: Any, ignored_layers: Sequen
     through something edgeprune cannot follow (a channel shuffle, a fixed-size
     split, a GroupNorm, a grouped conv with unequal in/out group widths) are
     returned with ``prunable=False`` and a ``reason``. The network input is in
-    no group. A layer type it does not know raises :class:`UnsupportedLayer`.
+    no group. A leaf layer with parameters that edgeprune does not know (and
+    nobody registered) freezes the groups it touches, with a reason naming it.
 
     Example::
 
@@ -245,7 +258,8 @@ def channel_groups(model: nn.Module, example_inputs: Any, ignored_layers: Sequen
     for n in ignored_layers:
         if n not in modules:
             raise BadInput(f"unknown layer {n!r} in ignored_layers")
-    shapes = capture_inputs(model, example_inputs)
+    pads: dict[str, Any] = {}
+    shapes = capture_inputs(model, example_inputs, pads)
     raws = _analyse(model, example_inputs, [modules[n] for n in ignored_layers])
     groups: list[ChannelGroup] = []
     plans: dict[str, list[Slice]] = {}
@@ -278,10 +292,15 @@ def channel_groups(model: nn.Module, example_inputs: Any, ignored_layers: Sequen
             continue
         if isinstance(m, nn.Conv2d):
             groups_ = -1 if (m.groups > 1 and m.groups == m.in_channels == m.out_channels) else m.groups
+            padding = tuple(m.padding) if not isinstance(m.padding, str) else (m.kernel_size[0] // 2, m.kernel_size[1] // 2)
+            in_hw = (int(shp[-2]), int(shp[-1]))
+            if name in pads:  # zero padding done outside the conv (TF "SAME"): priced as the conv's own padding
+                (t, b, lft, r), before = pads[name]
+                padding = (padding[0] + (t + b + 1) // 2, padding[1] + (lft + r + 1) // 2)
+                in_hw = (int(before[-2]), int(before[-1]))
             sig = LayerSignature(
                 "conv2d", m.in_channels, m.out_channels, tuple(m.kernel_size), tuple(m.stride),
-                tuple(m.padding) if not isinstance(m.padding, str) else (m.kernel_size[0] // 2, m.kernel_size[1] // 2),
-                groups_, (int(shp[-2]), int(shp[-1])), "fp32", post.get(name, ""),
+                padding, groups_, in_hw, "fp32", post.get(name, ""),
             )
         else:
             sig = LayerSignature("linear", m.in_features, m.out_features, post=post.get(name, ""))

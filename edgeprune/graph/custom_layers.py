@@ -41,6 +41,7 @@ class LayerPruner:
     out_channels: Callable[[nn.Module], int]
     kind: str
     tp_pruner: Any = None
+    channelwise: bool = False
 
     def torch_pruning(self) -> Any:
         """A Torch-Pruning pruner for this layer type (for ``DependencyGraph`` or ``customized_pruners``)."""
@@ -49,6 +50,24 @@ class LayerPruner:
         import torch_pruning as tp
 
         spec = self
+
+        if self.channelwise:
+            class ChannelwisePruner(tp.pruner.BasePruningFunc):
+                """Removes channels of a per-channel layer through the registered ``prune_fn`` (in == out)."""
+
+                def prune_out_channels(self, layer: nn.Module, idxs: Any) -> nn.Module:
+                    spec.prune_fn(layer, _complement(spec.out_channels(layer), idxs), None)
+                    return layer
+
+                prune_in_channels = prune_out_channels
+
+                def get_out_channels(self, layer: nn.Module) -> int:
+                    return spec.out_channels(layer)
+
+                get_in_channels = get_out_channels
+
+            ChannelwisePruner.__name__ = f"{self.cls.__name__}Pruner"
+            return ChannelwisePruner()
 
         class RegisteredPruner(tp.pruner.BasePruningFunc):
             """Removes channels through the registered ``prune_fn``."""
@@ -77,22 +96,28 @@ LAYER_PRUNERS: dict[type, LayerPruner] = {}
 
 def register_layer(cls: type, *, prune_fn: PruneFn, in_channels: Callable[[nn.Module], int] | None = None,
                    out_channels: Callable[[nn.Module], int] | None = None, kind: str | None = None,
-                   tp_pruner: Any = None) -> LayerPruner:
+                   tp_pruner: Any = None, channelwise: bool = False) -> LayerPruner:
     """Teach edgeprune to trace and prune the leaf layer ``cls`` (call it next to the class definition).
 
     ``in_channels`` / ``out_channels`` default to reading the layer's attributes
     of those names; ``kind`` defaults to the lower-cased class name. Registering
-    a class again replaces the earlier entry. Returns the entry.
+    a class again replaces the earlier entry. ``channelwise=True`` registers a
+    per-channel op (timm's ``LayerScale``: ``x * gamma``): one channel count
+    (``out_channels``, default: the length of its first parameter), coupled
+    input and output, not a producer or consumer of a group. Returns the entry.
     """
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
         raise BadInput(f"register_layer needs an nn.Module subclass, got {cls!r}")
     if not callable(prune_fn):
         raise BadInput(f"register_layer({cls.__name__}): prune_fn must be callable")
+    if channelwise:
+        out_channels = out_channels or _first_param_length
+        in_channels = in_channels or out_channels
     entry = LayerPruner(
         cls, prune_fn,
         in_channels or (lambda m: int(m.in_channels)),
         out_channels or (lambda m: int(m.out_channels)),
-        kind or cls.__name__.lower(), tp_pruner,
+        kind or cls.__name__.lower(), tp_pruner, channelwise,
     )
     LAYER_PRUNERS[cls] = entry
     return entry
@@ -103,14 +128,22 @@ def layer_pruner(module: nn.Module) -> LayerPruner | None:
     return LAYER_PRUNERS.get(type(module))
 
 
-def registered_types() -> tuple[type, ...]:
-    """Every registered layer class."""
-    return tuple(LAYER_PRUNERS)
+def registered_types(channelwise: bool | None = None) -> tuple[type, ...]:
+    """Every registered layer class (only the per-channel ones, or only the others, when ``channelwise`` is set)."""
+    return tuple(c for c, e in LAYER_PRUNERS.items() if channelwise is None or e.channelwise == channelwise)
 
 
 def registered_kinds() -> tuple[str, ...]:
-    """The member kinds of every registered layer (producers/consumers like conv and linear)."""
-    return tuple(e.kind for e in LAYER_PRUNERS.values())
+    """The member kinds of every registered layer that maps channels (producers/consumers like conv and linear)."""
+    return tuple(e.kind for e in LAYER_PRUNERS.values() if not e.channelwise)
+
+
+def _first_param_length(m: nn.Module) -> int:
+    """Channels of a per-channel layer: the number of elements of its first parameter."""
+    p = next(m.parameters(recurse=False), None)
+    if p is None:
+        raise BadInput(f"{type(m).__name__}: a channelwise layer needs out_channels= or a parameter")
+    return int(p.numel())
 
 
 def _complement(n: int, idxs: Any) -> torch.Tensor:

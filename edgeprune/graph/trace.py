@@ -7,6 +7,7 @@ see docs/graph.md for why). Custom leaf layers come from
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -57,9 +58,16 @@ class _ShapeRecorder(torch.overrides.TorchFunctionMode):
         return out
 
 
-def _reshape_safe(i: tuple[int, ...], o: tuple[int, ...]) -> bool:
-    """A reshape keeps channel identity: no-op, NCHW spatial reshape, or NCHW flatten (channel-major)."""
+def _reshape_safe(i: tuple[int, ...], o: tuple[int, ...], channels: int | None = None) -> bool:
+    """A reshape keeps channel identity: no-op, only size-1 axes added or removed (a layer scale's
+    ``gamma.reshape(1, -1, 1, 1)``), NCHW spatial reshape, NCHW flatten (channel-major), or a
+    channels-last reshape that keeps the last axis whole when that axis is the channel axis
+    (``channels``, inferred from the layers around it; Swin's window partition)."""
     if i == o:
+        return True
+    if [d for d in i if d != 1] == [d for d in o if d != 1]:
+        return True
+    if channels is not None and len(i) >= 3 and len(o) >= 3 and i[-1] == o[-1] == channels and i[1] != channels:
         return True
     if len(i) == 4 and len(o) >= 2 and o[:2] == i[:2]:
         return True
@@ -92,13 +100,15 @@ def build_dependency_graph(model: nn.Module, example_inputs: Any) -> tuple[Any, 
     from torch_pruning import ops
     from torch_pruning.dependency import index_mapping, shape_infer
 
-    _check_supported(model)
+    unknown = unknown_leaf_types(model)
     dg = tp.DependencyGraph()
     dg.verbose = False
     dg.model = model
     dg._module2name = {module: name for (name, module) in model.named_modules()}
     for cls, entry in LAYER_PRUNERS.items():
         dg.register_customized_layer(cls, entry.torch_pruning())
+    for cls in unknown:  # one opaque node each: its groups are frozen (analyse.py), never sliced through
+        dg.register_customized_layer(cls, _opaque_pruner(tp))
     dg.ignored_params = []
     rec = _ShapeRecorder()
     try:
@@ -122,10 +132,14 @@ def build_dependency_graph(model: nn.Module, example_inputs: Any) -> tuple[Any, 
             why = ""
             if gf in rec.records:
                 fname, i, o = rec.records[gf]
-                if not _reshape_safe(i, o):
+                if not _reshape_safe(i, o, _channels_around(dg, node) if i[-1:] == o[-1:] else None):
                     why = f"{fname} {list(i)} -> {list(o)} reorders channels (channel shuffle or head split)"
             elif node.type in (ops.OPTYPE.SPLIT, ops.OPTYPE.UNBIND, ops.OPTYPE.SLICE) and _channel_dim_op(gf):
                 why = f"{type(gf).__name__} splits the channel axis at fixed sizes"
+            elif node.type == ops.OPTYPE.EXPAND and len(getattr(gf, "_saved_self_sym_sizes", ()) or ()) == 5:
+                # Torch-Pruning maps any 5-d expand as grouped-query attention (wrong on Swin, and its index
+                # lists then grow without bound: the MemoryError of issue #24)
+                why = f"expand {list(gf._saved_self_sym_sizes)} repeats channels"
             if gf in out_fns:
                 outputs.add(node)
             if why:
@@ -133,6 +147,8 @@ def build_dependency_graph(model: nn.Module, example_inputs: Any) -> tuple[Any, 
                 node.type = ops.OPTYPE.ELEMENTWISE
         shape_infer.init_shape_information(dg)
         index_mapping.update_index_mapping(dg)
+        _unseen_reshapes(dg, rec.records, barriers)
+        _guard_index_maps(dg)
     except UnsupportedLayer:
         raise
     except Exception as err:  # noqa: BLE001 - any tracing failure: one-line user-facing error
@@ -141,37 +157,196 @@ def build_dependency_graph(model: nn.Module, example_inputs: Any) -> tuple[Any, 
     return dg, barriers, outputs
 
 
-def _check_supported(model: nn.Module) -> None:
-    """Refuse (one line, naming it) a leaf layer with parameters that edgeprune cannot prune."""
+def is_unknown_leaf(m: nn.Module) -> bool:
+    """A leaf module with its own parameters that is neither a known layer nor registered (timm's LayerScale)."""
+    if next(m.children(), None) is not None and not isinstance(m, nn.MultiheadAttention):
+        return False
+    has_params = any(True for _ in m.parameters(recurse=False))
+    return has_params and not isinstance(m, _KNOWN_PARAM_MODULES) and type(m) not in LAYER_PRUNERS
+
+
+def unknown_leaf_types(model: nn.Module) -> set[type]:
+    """Classes of the model's unknown leaf layers (traced as opaque nodes, their groups frozen); transposed
+    convs are refused in one line."""
+    found: set[type] = set()
     for name, m in model.named_modules():
-        if next(m.children(), None) is not None and not isinstance(m, nn.MultiheadAttention):
-            continue
-        has_params = any(True for _ in m.parameters(recurse=False))
-        if has_params and not isinstance(m, _KNOWN_PARAM_MODULES) and type(m) not in LAYER_PRUNERS:
-            raise UnsupportedLayer(f"unsupported layer {name} ({type(m).__name__}): edgeprune cannot prune it safely "
-                                   "(a custom leaf layer can be taught with edgeprune.graph.register_layer)")
         if isinstance(m, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
             raise UnsupportedLayer(f"unsupported layer {name} ({type(m).__name__}): transposed convs are not supported")
+        if is_unknown_leaf(m):
+            found.add(type(m))
+    return found
 
 
-def capture_inputs(model: nn.Module, example_inputs: Any) -> dict[str, tuple[int, ...]]:
-    """Input shape of every conv/linear/registered layer, and the model's output shapes under ``"__output__"``."""
+def unknown_leaf_reason(name: str, m: nn.Module) -> str:
+    """Why a group touching the unknown leaf layer ``name`` is frozen, and how to teach edgeprune the layer."""
+    cls = type(m).__name__
+    return (f"layer {name} ({cls}) is a leaf layer with parameters edgeprune does not know: register a handler with "
+            f"edgeprune.graph.register_layer({cls}, prune_fn=..., channelwise=True for a per-channel op) to prune it")
+
+
+def _opaque_pruner(tp: Any) -> Any:
+    """A Torch-Pruning pruner that only marks where an unknown layer is (separate input and output sides)."""
+
+    class OpaquePruner(tp.pruner.BasePruningFunc):
+        """Never prunes: the groups it touches are frozen before anything is sliced."""
+
+        def prune_out_channels(self, layer: nn.Module, idxs: Any) -> nn.Module:
+            raise UnsupportedLayer(f"{type(layer).__name__} cannot be pruned")
+
+        def prune_in_channels(self, layer: nn.Module, idxs: Any) -> nn.Module:
+            raise UnsupportedLayer(f"{type(layer).__name__} cannot be pruned")
+
+        def get_out_channels(self, layer: nn.Module) -> None:
+            return None
+
+        def get_in_channels(self, layer: nn.Module) -> None:
+            return None
+
+    return OpaquePruner()
+
+
+def _channels_around(dg: Any, node: Any) -> int | None:
+    """The channel count Torch-Pruning infers next to ``node`` (from the layers before it, else after it)."""
+    import warnings
+
+    from torch_pruning.dependency import shape_infer
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            for n in node.inputs:
+                c = shape_infer.infer_out_channels_recursively(dg, n, [0])
+                if c:
+                    return int(c)
+            for n in node.outputs:
+                c = shape_infer.infer_in_channels_recursively(dg, n, [0])
+                if c:
+                    return int(c)
+        except (TypeError, ValueError, AttributeError):  # its inference trips on some graphs: unknown then
+            return None
+    return None
+
+
+# an index list longer than this means a mapping went wrong (the largest real one, VGG's flatten, is 25k)
+INDEX_LIMIT = 1 << 21
+
+
+class _GuardedMap:
+    """Wraps one Torch-Pruning index mapping: refuses, before allocating, a list longer than :data:`INDEX_LIMIT`."""
+
+    def __init__(self, fn: Any, where: str) -> None:
+        self.fn, self.where = fn, where
+
+    def __call__(self, idxs: Any) -> Any:
+        stride = getattr(self.fn, "_stride", 1)
+        grows = not getattr(self.fn, "reverse", True)
+        if len(idxs) * (stride if grows else 1) > INDEX_LIMIT:
+            raise UnsupportedLayer(f"channel analysis stopped: the index map through {self.where} would hold "
+                                   f"{len(idxs) * stride:,} entries (limit {INDEX_LIMIT:,}); the model has an op "
+                                   "edgeprune cannot follow (pass it in ignored_layers, or report the model)")
+        out = self.fn(idxs)
+        if len(out) > INDEX_LIMIT:
+            raise UnsupportedLayer(f"channel analysis stopped: the index map through {self.where} grew to "
+                                   f"{len(out):,} entries (limit {INDEX_LIMIT:,})")
+        return out
+
+
+def _unseen_reshapes(dg: Any, seen: Mapping[Any, Any], barriers: dict[Any, str]) -> None:
+    """A reshape inside an op (``matmul`` folding attention heads) that Torch-Pruning maps as a flatten
+    becomes a barrier: the recorder never saw its shapes, and its mapping is a guess."""
+    from torch_pruning import ops
+    from torch_pruning.dependency.index_mapping import _FlattenIndexMapping
+
+    flat = set()
+    for node in dg.module2node.values():
+        for dep in node.dependencies:
+            if any(isinstance(f, _FlattenIndexMapping) for f in dep.index_mapping):
+                flat.update((node, dep.target))
+    for node in flat:
+        if node.type == ops.OPTYPE.RESHAPE and node.grad_fn not in seen and node not in barriers:
+            barriers[node] = f"{type(node.grad_fn).__name__} inside an op reshapes channels (attention heads)"
+            node.type = ops.OPTYPE.ELEMENTWISE
+            for other in (node, *node.inputs, *node.outputs):
+                for dep in other.dependencies:
+                    if dep.target is node or other is node:
+                        dep.index_mapping = [None if isinstance(f, _FlattenIndexMapping) else f for f in dep.index_mapping]
+
+
+def _guard_index_maps(dg: Any) -> None:
+    """Put a :class:`_GuardedMap` around every index mapping of the graph (the MemoryError of issue #24)."""
+    for node in dg.module2node.values():
+        for dep in node.dependencies:
+            for k, fn in enumerate(dep.index_mapping):
+                if fn is not None and not isinstance(fn, _GuardedMap):
+                    dep.index_mapping[k] = _GuardedMap(fn, str(node.name))
+
+
+class _PadRecorder(torch.overrides.TorchFunctionMode):
+    """Records zero padding (``F.pad``, ``nn.ZeroPad2d``, TF-style "SAME" convs) in front of each conv.
+
+    ``pads[name]`` is ``(top, bottom, left, right)`` of the zero padding applied to
+    conv ``name``'s input before it runs: by a pad op whose output is the conv's
+    input, or by an ``F.pad`` inside the conv's own forward (timm's ``Conv2dSame``).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.outputs: dict[int, tuple[torch.Tensor, tuple[int, int, int, int], tuple[int, ...]]] = {}
+        self.current: list[tuple[str, Any]] = []  # (conv name, its input) while a conv's forward runs
+        self.pads: dict[str, tuple[tuple[int, int, int, int], tuple[int, ...]]] = {}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if getattr(func, "__name__", "") == "pad" and args and isinstance(args[0], torch.Tensor) and isinstance(out, torch.Tensor):
+            pad = args[1] if len(args) > 1 else kwargs.get("pad")
+            mode = args[2] if len(args) > 2 else kwargs.get("mode", "constant")
+            value = args[3] if len(args) > 3 else kwargs.get("value", None)
+            if mode == "constant" and not value and pad is not None and len(pad) >= 4 and args[0].dim() == 4:
+                tblr = (int(pad[2]), int(pad[3]), int(pad[0]), int(pad[1]))
+                self.outputs[id(out)] = (out, tblr, tuple(args[0].shape))
+                if self.current and args[0] is self.current[-1][1]:
+                    self.pads[self.current[-1][0]] = (tblr, tuple(args[0].shape))
+        return out
+
+
+def capture_inputs(model: nn.Module, example_inputs: Any,
+                   pads: dict[str, tuple[tuple[int, int, int, int], tuple[int, ...]]] | None = None) -> dict[str, tuple[int, ...]]:
+    """Input shape of every conv/linear/registered layer, and the model's output shapes under ``"__output__"``.
+
+    ``pads``, when given, is filled with the zero padding done outside each conv
+    (``(top, bottom, left, right)``, unpadded input shape), see :class:`_PadRecorder`.
+    """
     shapes: dict[str, tuple[int, ...]] = {}
     hooks = []
+    rec = _PadRecorder()
     for name, m in model.named_modules():
         if isinstance(m, (nn.Conv2d, nn.Linear, *registered_types())):
             def hook(mod: nn.Module, inp: Any, out: Any, name: str = name) -> None:
                 shapes.setdefault(name, tuple(inp[0].shape))
+                if isinstance(mod, nn.Conv2d):
+                    if rec.current and rec.current[-1][0] == name:
+                        rec.current.pop()
+                    got = rec.outputs.get(id(inp[0]))
+                    if got is not None and got[0] is inp[0]:
+                        rec.pads.setdefault(name, (got[1], got[2]))
+
+            def pre(mod: nn.Module, inp: Any, name: str = name) -> None:
+                if isinstance(mod, nn.Conv2d) and inp and isinstance(inp[0], torch.Tensor):
+                    rec.current.append((name, inp[0]))
 
             hooks.append(m.register_forward_hook(hook))
+            hooks.append(m.register_forward_pre_hook(pre))
     try:
-        with torch.no_grad():
+        with torch.no_grad(), rec:
             shapes["__output__"] = output_shapes(run_model(model, example_inputs))  # type: ignore[assignment]
     except Exception as err:  # noqa: BLE001 - the user's model may raise anything: one-line user-facing error
         raise BadInput(f"the model does not run on the example input: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
     finally:
         for h in hooks:
             h.remove()
+    if pads is not None:
+        pads.update(rec.pads)
     return shapes
 
 
@@ -186,8 +361,12 @@ def run_model(model: nn.Module, example_inputs: Any) -> Any:
 
 def post_ops(model: nn.Module) -> dict[str, str]:
     """What follows each conv/linear in the traced graph (``bn+relu``, ``bn+add+relu``); empty if fx cannot trace."""
+    class _Tracer(torch.fx.Tracer):
+        def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+            return isinstance(m, (nn.Conv2d, nn.Linear)) or super().is_leaf_module(m, qualname)
+
     try:
-        gm = torch.fx.symbolic_trace(model)
+        gm = torch.fx.GraphModule(model, _Tracer().trace(model))
     except Exception:  # noqa: BLE001 - fx cannot trace every model: no post-ops then
         return {}
     mods = dict(gm.named_modules())

@@ -155,26 +155,35 @@ def fisher(model: nn.Module, graph: ChannelGraph, batches: list, **options) -> S
 
 @criterion(
     "taylor-logit",
-    "linearised network, exact loss: mean CE(z - J_c, y) - CE(z, y), J_c = d logits / d mask_c (signed; one backward per class)",
+    "linearised network, exact loss: mean CE(z - J_c, y) - CE(z, y), J_c = d logits / d mask_c (signed; one backward per "
+    "class up to 100 classes, above that label + top competitor columns only: 1000-class heads in < 2x fisher's time)",
     needs_data=True,
     needs_grad=True,
     combine="sum",
     paper="edgeprune's variant of Molchanov et al. 2019: Taylor-expand the logits, not the loss (cf. the Gauss-Newton view, Martens 2014)",
     signed=True,
 )
-def taylor_logit(model: nn.Module, graph: ChannelGraph, batches: list, max_classes: int = 100, **options) -> Scores:
+def taylor_logit(model: nn.Module, graph: ChannelGraph, batches: list, max_classes: int = 100, competitors: int = 1,
+                 **options) -> Scores:
     """Loss change of removing the channel with the network linearised and the loss kept exact.
 
     Per sample n, ``J_nc = d logits_n / d m_c`` (the channel's mask, summed over the
     group's output points, which removal zeroes together) comes from one backward
-    per class with per-sample masks. Removal (``delta m = -1``) moves the logits to
+    per logit column with per-sample masks. Removal (``delta m = -1``) moves the logits to
     ``z_n - J_nc``; the score is ``mean_n CE(z_n - J_nc, y_n) - CE(z_n, y_n)``.
     The first-order Taylor of the loss (``taylor-activation``) and its
     Fisher-corrected second order (``taylor-2nd``) approximate exactly this
     quantity; keeping the softmax cross-entropy exact removes their error on
     confident samples, where one channel's removal moves logits by more than a
-    quadratic can follow. Cost: ``classes`` backward passes per batch, so models with
-    more than ``max_classes`` outputs are refused (use ``taylor-2nd`` there).
+    quadratic can follow.
+
+    Up to ``max_classes`` outputs every column is computed (one backward per class).
+    Above it (ImageNet heads) only the columns that decide the cross-entropy are:
+    per sample its label and its ``competitors`` highest-scoring other classes
+    (one backward per column for the whole batch, since per-sample masks keep the
+    samples apart); the other logits are held fixed, and they enter the exact
+    log-sum-exp at their current values. With one competitor a batch costs a
+    forward and two mask backwards, against fisher's forward and one backward.
     """
     from edgeprune.errors import BadInput
     from edgeprune.importance.base import Masker, mask_points
@@ -192,27 +201,37 @@ def taylor_logit(model: nn.Module, graph: ChannelGraph, batches: list, max_class
             if z.dim() != 2:
                 raise BadInput(f"taylor-logit needs (batch, classes) logits, the model returns shape {tuple(z.shape)}")
             b, k = z.shape
-            if k > max_classes:
-                raise BadInput(f"taylor-logit costs one backward per class: {k} classes > max_classes={max_classes} "
-                               "(raise it, or use taylor-2nd)")
             if not torch.isfinite(z).all():
                 raise BadInput("importance taylor-logit: the logits are NaN/inf on this data (check the inputs and the model's weights)")
+            if k <= max_classes:
+                cols = torch.arange(k).expand(b, k)  # every class: exact
+            else:
+                if competitors < 1:
+                    raise BadInput(f"taylor-logit: competitors must be at least 1, got {competitors}")
+                others = z.detach().scatter(1, y[:, None], float("-inf"))
+                cols = torch.cat([y[:, None], others.topk(min(competitors, k - 1), dim=1).indices], dim=1)
+            m = cols.shape[1]
             jac: dict[str, torch.Tensor] = {}
-            for cls in range(k):
-                grads = torch.autograd.grad(z[:, cls].sum(), list(masks.values()), retain_graph=cls < k - 1, allow_unused=True)
+            picked = z.gather(1, cols)  # (b, m): per sample its own columns
+            for j in range(m):
+                grads = torch.autograd.grad(picked[:, j].sum(), list(masks.values()), retain_graph=j < m - 1, allow_unused=True)
                 for i, gr in zip(masks, grads):
                     if gr is None:
                         continue
                     check_finite_grad(gr, "taylor-logit")
                     gid = points[i].group
                     if gid not in jac:
-                        jac[gid] = torch.zeros(b, sizes[gid], k, dtype=torch.float64)
-                    jac[gid][:, :, cls] += gr.detach().double()
+                        jac[gid] = torch.zeros(b, sizes[gid], m, dtype=torch.float64)
+                    jac[gid][:, :, j] += gr.detach().double()
             zd = z.detach().double()
             base = nn.functional.cross_entropy(zd, y, reduction="none")
-            for gid, j in jac.items():
-                moved = (zd[:, None, :] - j).reshape(-1, k)
-                loss = nn.functional.cross_entropy(moved, y.repeat_interleave(j.shape[1]), reduction="none").view(b, -1)
+            zc = zd.gather(1, cols)  # (b, m)
+            rest = zd.scatter(1, cols, float("-inf")).logsumexp(1) if m < k else torch.full((b,), float("-inf"), dtype=zd.dtype)
+            label = (cols == y[:, None]).double()  # (b, m): where each sample's label column is
+            for gid, jm in jac.items():
+                moved = zc[:, None, :] - jm  # (b, size, m)
+                lse = torch.logaddexp(rest[:, None], moved.logsumexp(-1))
+                loss = lse - (moved * label[:, None, :]).sum(-1)
                 acc[gid] += (loss - base[:, None]).sum(0)
             seen += b
         mk.values = {}
