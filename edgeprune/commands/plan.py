@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from edgeprune.commands.compress import add_data_format_options, check_model_input, cli_data, data_input_shape
 from edgeprune.commands.profile import add_foreign_option, add_profiles_option
 from edgeprune.errors import BadInput
 from edgeprune.ui import UI
@@ -36,7 +37,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_foreign_option(p)
     p.add_argument("--scores", metavar="FILE", help="importance scores {group: [scores]} (.json, or .pt saved with torch.save)")
     p.add_argument("--criterion", default="fisher", help="importance criterion when --scores is not given (default fisher)")
-    p.add_argument("--data", help="dataset for importance scores (default: the model's, or cifar10-demo)")
+    p.add_argument("--data", help="data for importance scores: a folder of class sub-folders, an .npz, cifar10-demo "
+                                  "(default: a registered model's own set; required for your own model without --scores)")
+    add_data_format_options(p)
     p.add_argument("--freeze", action="append", default=[], metavar="PATTERN", help="layer-name glob kept whole (repeatable)")
     p.add_argument("--granularity", type=int, help="channel multiple (default: budget's granularity=, else LCM of the targets')")
     p.add_argument("--precisions", help="comma list of allowed precisions (default: those every target supports)")
@@ -121,7 +124,7 @@ def run(args: argparse.Namespace, ui: UI) -> int:
     """Plan and print (or write) the result."""
     from edgeprune.config import Budget, get_target
     from edgeprune.graph import channel_groups
-    from edgeprune.models import load_model, model_spec
+    from edgeprune.models import load_model
     from edgeprune.plan import PlanConfig
     from edgeprune.plan import plan as make_plan
 
@@ -135,7 +138,14 @@ def run(args: argparse.Namespace, ui: UI) -> int:
         raise BadInput("--steps must be >= 1")
     model = load_model(args.model)
     model_name = _model_name(args.model)
-    example = _example(args.model, model)
+    shape = data_input_shape(args)
+    if shape is not None:
+        from edgeprune.graph import example_input
+
+        check_model_input(args, model)
+        example = example_input(None, shape=shape)
+    else:
+        example = _example(args.model, model)
     graph = channel_groups(model, example)
     profiles = get_profiles(model, example, targets, model_name, args.profile, ui, args.profiles,
                             allow_foreign=True if args.allow_foreign_profile else None)
@@ -152,8 +162,8 @@ def run(args: argparse.Namespace, ui: UI) -> int:
         from edgeprune.importance import importance
 
         if data is None:
-            spec = model_spec(args.model)
-            data = load_data(args.data or (spec.dataset + "-demo" if spec and spec.dataset == "cifar10" else "cifar10-demo"))
+            data = cli_data(args)
+            data = load_data(data) if isinstance(data, str) else data
         with ui.progress(f"importance ({args.criterion})") as bar:
             s = importance(m, data, args.criterion, graph=g)
             bar.advance(1)
