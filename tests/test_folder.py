@@ -11,8 +11,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-import edgeprune.data.folder as folder
-from edgeprune.data import load_data
+from edgeprune.data import folder, load_data
 from edgeprune.data.folder import (
     IMAGENET_MEAN,
     IMAGENET_STD,

@@ -5,7 +5,13 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from edgeprune.commands.compress import add_data_format_options, check_model_input, cli_data, data_input_shape
+from edgeprune.commands.compress import (
+    add_data_format_options,
+    check_model_input,
+    cli_data,
+    data_input_shape,
+    data_spec,
+)
 from edgeprune.commands.profile import add_foreign_option, add_profiles_option
 from edgeprune.errors import BadInput
 from edgeprune.ui import UI
@@ -136,6 +142,8 @@ def run(args: argparse.Namespace, ui: UI) -> int:
     precisions = [p.strip() for p in args.precisions.split(",") if p.strip()] if args.precisions else None
     if args.steps < 1:
         raise BadInput("--steps must be >= 1")
+    if not args.scores:
+        data_spec(args)  # a user model without --data fails now, not after profiling
     model = load_model(args.model)
     model_name = _model_name(args.model)
     shape = data_input_shape(args)
