@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edgeprune.commands.compress import add_model_data_options, parse_input_shape
+from edgeprune.commands.compress import add_model_data_options, cli_dataset, data_input_shape
 from edgeprune.errors import BadInput, VerificationFailed
 from edgeprune.ui import UI
 
@@ -36,7 +36,6 @@ def run(args: argparse.Namespace, ui: UI) -> int:
     from edgeprune.backends import get_backend
     from edgeprune.compile import compile as emit
     from edgeprune.config import get_target
-    from edgeprune.data import load_data
     from edgeprune.graph import example_input
     from edgeprune.models import load_model
     from edgeprune.verify import verify
@@ -46,8 +45,8 @@ def run(args: argparse.Namespace, ui: UI) -> int:
     if not ok:
         raise BadInput(f"target {target.name} cannot compile here: {reason}")
     model = load_model(args.model).eval()
-    data = None if (args.data or "").lower() == "none" else load_data(args.data)
-    example = example_input(None, data, parse_input_shape(args.input_shape))
+    data = cli_dataset(args)
+    example = example_input(None, data, data_input_shape(args))
     out = Path(args.out or f"build/compile-{target.name}")
     backend = get_backend(target.backend)
     calib = data.train.sample(256) if data is not None else example

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from edgeprune.commands.compress import add_model_data_options, parse_input_shape
+from edgeprune.commands.compress import add_model_data_options, cli_dataset, data_input_shape
 from edgeprune.errors import BadInput
 from edgeprune.ui import UI
 
@@ -55,13 +55,12 @@ def run(args: argparse.Namespace, ui: UI) -> int:
                  [(r["name"], r["needs"], r["combine"], r["description"]) for r in rows])
         return 0
 
-    from edgeprune.data import load_data
     from edgeprune.graph import channel_groups, example_input
     from edgeprune.models import load_model
 
     model = load_model(args.model).eval()
-    data = None if (args.data or "").lower() == "none" else load_data(args.data)
-    example = example_input(None, data, parse_input_shape(args.input_shape))
+    data = cli_dataset(args)
+    example = example_input(None, data, data_input_shape(args))
     graph = channel_groups(model, example)
     names = {n for n, _, _ in crits}
     if args.oracle:

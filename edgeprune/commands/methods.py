@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edgeprune.commands.compress import add_model_data_options
+from edgeprune.commands.compress import add_model_data_options, cli_dataset
 from edgeprune.commands.options import finish_command
 from edgeprune.errors import BadInput
 from edgeprune.ui import UI
@@ -76,7 +76,6 @@ def parse_bytes(text: str) -> float:
 
 def run_deep_compress(args: argparse.Namespace, ui: UI) -> int:
     """Compress, write the file and report its size."""
-    from edgeprune.data import load_data
     from edgeprune.fileio import write_json
     from edgeprune.methods.deep_compression import deep_compress, load_compressed
     from edgeprune.models import load_model
@@ -89,7 +88,7 @@ def run_deep_compress(args: argparse.Namespace, ui: UI) -> int:
     if args.steps < 0 or args.share_steps < 0:
         raise BadInput("--steps and --share-steps must be >= 0")
     model = load_model(args.model).eval()
-    data = None if (args.data or "").lower() == "none" else load_data(args.data)
+    data = cli_dataset(args)
     out = Path(args.out)
     file_path = out if out.suffix == ".epdc" else out / "model.epdc"
     res = deep_compress(model, data, target, args.ratio, sparsity=args.sparsity, bits=args.bits, scope=args.scope,

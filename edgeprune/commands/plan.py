@@ -5,7 +5,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from edgeprune.commands.compress import add_model_data_options, add_model_source_options, parse_input_shape
+from edgeprune.commands.compress import (
+    add_model_data_options,
+    add_model_source_options,
+    check_model_input,
+    cli_data,
+    data_input_shape,
+    data_spec,
+)
 from edgeprune.commands.profile import add_foreign_option, add_profiles_option
 from edgeprune.errors import BadInput
 from edgeprune.ui import UI
@@ -100,17 +107,14 @@ def plan_example(model: Any, model_spec_name: str, data: Any, shape: tuple[int, 
     return example
 
 
-def _default_data(model_spec_name: str, criterion: str, example: Any) -> Any:
-    """The data a criterion scores on when --data is not given: the zoo model's demo set, else the 32 px demo set
-    when the model takes 32 px images; a model at another input size needs its own data."""
-    from edgeprune.data import load_data
-    from edgeprune.models import model_spec
+def _criterion_needs_data(name: str) -> bool:
+    """Whether criterion ``name`` scores on data (an unknown name: one-line error)."""
+    from edgeprune.importance import list_criteria
 
-    spec = model_spec(model_spec_name)
-    if spec is not None or tuple(example.shape[1:]) == (3, 32, 32):
-        return load_data(spec.dataset + "-demo" if spec and spec.dataset == "cifar10" else "cifar10-demo")
-    raise BadInput(f"criterion {criterion} needs data at the model's input size {'x'.join(map(str, example.shape))}: "
-                   "pass --data, --scores FILE or a data-free --criterion (l1, l2)")
+    crit = {n: c for n, c, _ in list_criteria()}
+    if name not in crit:
+        raise BadInput(f"unknown importance criterion {name!r} (known: {', '.join(crit)})")
+    return bool(crit[name].needs_data)
 
 
 def get_profiles(model: Any, example: Any, targets: list, model_name: str, paths: list[str], ui: UI,
@@ -157,10 +161,17 @@ def run(args: argparse.Namespace, ui: UI) -> int:
         raise BadInput("--steps must be >= 1")
     if not args.model:
         raise BadInput("plan needs --model (a registered name, a saved module file, or pkg.mod:function)")
-    shape = parse_input_shape(args.input_shape)
+    shape = data_input_shape(args)  # a malformed --input-shape is named first
+    if not args.scores and _criterion_needs_data(args.criterion):
+        data_spec(args)  # a user model without --data fails now, not after profiling
     model = load_model(args.model, args=args.model_arg, weights=args.weights)
     model_name = profile_model_name(args.model)  # the profile file `profile` and `compress` use
-    data = None if (args.data or "none").lower() == "none" else load_data(args.data)
+    if shape is not None:
+        check_model_input(args, model)
+    data = None
+    if shape is None and (args.data or "none").lower() != "none":  # the data's own image size
+        data = cli_data(args)
+        data = load_data(data) if isinstance(data, str) else data
     stored = None
     if data is None and shape is None and not args.profile:
         from edgeprune.profile import find_profile, stored_example
@@ -190,7 +201,11 @@ def run(args: argparse.Namespace, ui: UI) -> int:
         if args.criterion not in crit:
             raise BadInput(f"unknown importance criterion {args.criterion!r} (known: {', '.join(crit)})")
         if data is None and crit[args.criterion].needs_data:
-            data = _default_data(args.model, args.criterion, example)
+            data = cli_data(args)
+            if data is None:
+                raise BadInput(f"criterion {args.criterion} needs data: pass --data, --scores FILE or a data-free "
+                               "--criterion (l1, l2)")
+            data = load_data(data) if isinstance(data, str) else data
         with ui.progress(f"importance ({args.criterion})") as bar:
             s = importance(m, data, args.criterion, graph=g)
             bar.advance(1)

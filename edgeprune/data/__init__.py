@@ -22,7 +22,6 @@ EMBEDDED = Path(__file__).resolve().parent / "embedded" / "cifar10-demo.npz"
 CIFAR_MEAN = (0.485, 0.456, 0.406)
 CIFAR_STD = (0.229, 0.224, 0.225)
 CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-_IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".webp"}
 
 
 @dataclass
@@ -212,41 +211,11 @@ def _as_nhwc_uint8(x: np.ndarray, path: Path) -> np.ndarray:
 
 
 def _load_folder(path: Path) -> Dataset:
-    from PIL import Image
+    """An image folder decoded into memory (images of one size kept as they are, else resized and centre-cropped
+    to 224): the eager path of ``load_data``. The CLI streams folders instead (``edgeprune.data.folder``)."""
+    from edgeprune.data.folder import decode_folder
 
-    def read(split_dir: Path, classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        imgs, labels = [], []
-        for ci, cls in enumerate(classes):
-            for f in sorted((split_dir / cls).iterdir()) if (split_dir / cls).is_dir() else []:
-                if f.suffix.lower() in _IMAGE_EXT:
-                    try:
-                        imgs.append(np.asarray(Image.open(f).convert("RGB")))
-                    except Exception as err:  # noqa: BLE001 - PIL raises many kinds: one-line user-facing error
-                        raise BadInput(f"dataset {path}: cannot decode {f} ({err})") from None
-                    labels.append(ci)
-        if not imgs:
-            raise BadInput(f"dataset {split_dir} has no images in class sub-folders")
-        shapes = {im.shape for im in imgs}
-        if len(shapes) > 1:
-            raise BadInput(f"dataset {split_dir}: images differ in size {sorted(shapes)[:3]}; resize them first")
-        return np.stack(imgs), np.asarray(labels, dtype=np.int64)
-
-    splits = {p.name: p for p in path.iterdir() if p.is_dir()}
-    if "train" in splits and ("test" in splits or "val" in splits):
-        test_dir = splits.get("test", splits.get("val"))
-        classes = sorted(p.name for p in splits["train"].iterdir() if p.is_dir())
-        x, y = read(splits["train"], classes)
-        xt, yt = read(test_dir, classes)
-    else:
-        classes = sorted(splits)
-        if not classes:
-            raise BadInput(f"dataset folder {path} has no class sub-folders")
-        x, y = read(path, classes)
-        rng = np.random.default_rng(0)
-        perm = rng.permutation(len(y))
-        n_test = max(1, len(y) // 5)
-        xt, yt, x, y = x[perm[:n_test]], y[perm[:n_test]], x[perm[n_test:]], y[perm[n_test:]]
-    return Dataset(path.name, ImageSet(x, y), ImageSet(xt, yt), tuple(classes))
+    return decode_folder(path)
 
 
 def load_data(spec: str | Dataset) -> Dataset:
