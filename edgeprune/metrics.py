@@ -59,7 +59,8 @@ def model_bytes(model: nn.Module, bits: dict[str, int] | None = None) -> int:
 
 
 def count_macs(model: nn.Module, example: Any) -> int:
-    """Multiply-accumulates of one forward pass on ``example`` (conv and linear layers)."""
+    """Multiply-accumulates of one forward pass on the first sample of ``example`` (a tensor, or a tuple/dict of
+    inputs; conv and linear layers)."""
     total = 0
 
     def conv_hook(m: nn.Conv2d, inp: Any, out: torch.Tensor) -> None:
@@ -76,9 +77,11 @@ def count_macs(model: nn.Module, example: Any) -> int:
             hooks.append(m.register_forward_hook(conv_hook))
         elif isinstance(m, nn.Linear):
             hooks.append(m.register_forward_hook(linear_hook))
+    from edgeprune.data.batch import call_model, take
+
     try:
         with torch.no_grad():
-            model.eval()(example[:1] if isinstance(example, torch.Tensor) else example)
+            call_model(model.eval(), take(example, 1))
     finally:
         for h in hooks:
             h.remove()

@@ -72,6 +72,8 @@ def add_compress_options(p: argparse.ArgumentParser, default_budget: str = "late
                    help="short timing protocol and one final interleaved repeat (tests, smoke runs; noisier latency)")
     p.add_argument("--out", default=None, help="output folder (default build/<model>-<target>)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoints in --out")
+    p.add_argument("--allow-head-mismatch", action="store_true",
+                   help="go on (with a warning) when the classifier has more outputs than the data has classes")
     add_profiles_option(p)
     add_foreign_option(p)
 
@@ -91,7 +93,8 @@ def config_from_args(args: argparse.Namespace):
     return CompressConfig(**quick, eval_limit=args.eval_limit, criterion=args.criterion, planner=args.planner,
                           weighting=args.weighting, max_prune=args.max_prune, epochs=args.epochs, kd=not args.no_kd,
                           lr=args.lr, seed=args.seed, resume=args.resume, train_device=args.train_device,
-                          profiles=args.profiles, allow_foreign_profile=getattr(args, "allow_foreign_profile", False))
+                          profiles=args.profiles, allow_foreign_profile=getattr(args, "allow_foreign_profile", False),
+                          allow_head_mismatch=getattr(args, "allow_head_mismatch", False))
 
 
 def run(args: argparse.Namespace, ui: UI) -> int:
@@ -118,8 +121,9 @@ def show(result, ui: UI) -> None:
              ["", "dense", "compressed", "change"], result.table_rows())
     for line in result.budget_detail:
         ui.log(("[green]" if "met" in line and "MISSED" not in line else "[red]") + line + "[/]")
-    v = result.verify
-    ui.log(f"engine check: top-1 agreement {v['top1_agreement']:.1f}% on {v['images']} images, max |error| {v['max_abs_error']:.2e}")
+    from edgeprune.verify import VerifyReport
+
+    ui.log(f"engine check {'passed' if result.verify.get('passed') else 'FAILED'}: {VerifyReport(**result.verify).summary()}")
     html = result.out_dir / "report.html"
     if html.exists():
         ui.log(f"report: {html}  (open it in a browser)")
