@@ -54,15 +54,15 @@ class Engine:
 
     def outputs(self, x: Any) -> list[np.ndarray]:
         """Run the engine on a batch (a tensor/array, or a tuple/dict of them); every output, batch first."""
-        from edgeprune.data.batch import batch_len, map_inputs, to_numpy
+        from edgeprune.data.batch import to_numpy
 
         if self.runner is None:
             raise RuntimeError(f"the {self.target.name} engine cannot run on this machine")
-        if not isinstance(x, (np.ndarray, tuple, list, dict)):
-            x = to_numpy(x)
+        x = to_numpy(x)
         if self.batched:
             return _as_list(self.runner(x))
-        n = len(x) if isinstance(x, np.ndarray) else batch_len(map_inputs(x, lambda t: t))
+        first = next(iter(x.values())) if isinstance(x, dict) else x[0] if isinstance(x, tuple) else x
+        n = len(first)
         parts = [_as_list(self.runner(_slice(x, i))) for i in range(n)]
         return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
 
