@@ -16,6 +16,8 @@ __version__ = "0.1.0"
 _API = {
     "load_model": "edgeprune.models",
     "load_data": "edgeprune.data",
+    "as_source": "edgeprune.data.source",
+    "DataSource": "edgeprune.data.source",
     "get_target": "edgeprune.config",
     "list_targets": "edgeprune.config",
     "load_target": "edgeprune.config",
