@@ -41,10 +41,10 @@ def test_coarse_to_fine_matches_the_exact_plan(wide, budget, monkeypatch):
 
 
 def test_restrict_slices_tables_and_lift_maps_back(wide):
+    from edgeprune.config import Budget
     from edgeprune.plan import costs as C
     from edgeprune.plan.choices import build_choices
     from edgeprune.plan.plan import resolve_limits
-    from edgeprune.config import Budget
 
     model, graph, scores = wide
     b = Budget.parse("latency=0.5x")
