@@ -71,8 +71,10 @@ def test_a_time_limit_that_cuts_the_search_short_is_said():
 def test_compress_and_plan_take_a_time_limit(capsys):
     from edgeprune.cli import build_parser, main
     from edgeprune.commands.compress import config_from_args
+    from edgeprune.commands.config_file import resolve_settings
 
     args = build_parser().parse_args(["compress", "--time-limit", "3.5"])
+    resolve_settings(args)  # the defaults (--config FILE.toml lies under the typed flags)
     assert config_from_args(args).time_limit == 3.5
     assert main(["compress", "--time-limit", "0", "--data", "none"]) == 2
     assert "--time-limit" in capsys.readouterr().err
