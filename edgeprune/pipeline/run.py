@@ -25,26 +25,48 @@ from edgeprune.ui import QUIET, UI
 
 
 def estimate_seconds(run: Run) -> float:
-    """A rough wall-time estimate on an idle 2-core machine, from the measured parts of a ResNet-20 run."""
+    """A rough wall-time estimate on an idle 2-core machine, scaled from the measured parts of a ResNet-20 run by
+    the model's MACs, plus the latency profile this run has to make (none when one exists)."""
+    from edgeprune.metrics import count_macs
+
     cfg, ds = run.config, run.data
-    per_measure = 1.0 if run.backend.simulated else min(cfg.protocol.max_seconds, 3.0) + 1.0
+    macs = max(count_macs(run.dense, run.example), 1)
+    per_measure = 1.0 if run.backend.simulated else min(cfg.protocol.max_seconds, 3.0) + 1.0 + macs / 2e9
     searches = 9 if cfg.planner == "uniform" else 2
     n_train = (ds.train_size() or 0) if ds is not None else 0
-    train = cfg.epochs * n_train / 300  # ~300 img/s for a pruned ResNet-20
+    train = cfg.epochs * n_train / (12e9 / macs)  # ~300 img/s for ResNet-20 (41M MACs), KD included
     final = 2 * cfg.final_repeats * per_measure
-    return 15 + per_measure * (1 + searches) + train + final + 15
+    return 15 + per_measure * (1 + searches) + train + final + 15 + profile_seconds(run)
+
+
+def profile_seconds(run: Run) -> float:
+    """About how long this run spends making its latency predictor: nothing with a profile of this model, a
+    minute of calibration with the target's device cost model, else the exhaustive table or, above
+    ``EXHAUSTIVE_LIMIT`` configurations, building the device cost model first."""
+    from edgeprune.costmodel import find_device_model
+    from edgeprune.costmodel.measure import BuildConfig
+    from edgeprune.profile import find_profile, profile_model_name
+    from edgeprune.profile.profiler import EXHAUSTIVE_LIMIT, SECONDS_PER_CONFIG, exhaustive_size
+
+    cfg = run.config
+    if run.backend.simulated or cfg.planner == "uniform" or cfg.plan_file is not None:
+        return 0.0
+    if find_profile(run.target.name, profile_model_name(run.model_name), cfg.profiles) is not None:
+        return 0.0
+    if find_device_model(run.target, cfg.profiles) is not None:
+        return 60.0
+    n = exhaustive_size(run.graph, run.target)
+    return BuildConfig().budget_s + 60.0 if n > EXHAUSTIVE_LIMIT else n * SECONDS_PER_CONFIG
 
 
 def announce(run: Run) -> None:
-    """Say what the run will do, where it writes, and about how long it takes."""
+    """Say what the run will do and where it writes (the time estimate follows once the groups are known)."""
     cfg, tgt = run.config, run.target
     run.ui.log(f"[bold]edgeprune compress[/bold]: {run.model_name} on {tgt.name} ({tgt.device}), budget {run.budget}"
                f"{'; latency is simulated (' + run.backend.unit + ')' if run.backend.simulated else ''}")
     steps = f"apply {cfg.plan_file}" if cfg.plan_file else f"score channels ({cfg.criterion}), plan ({cfg.planner})"
     run.ui.log(f"  steps: measure dense, {steps}, prune, "
                f"fine-tune {cfg.epochs:g} epoch(s){' with KD' if cfg.kd else ''}, compile, verify, measure; out: {run.out}")
-    est = estimate_seconds(run)
-    run.ui.log(f"  estimated time: about {est / 60:.0f}-{2 * est / 60:.0f} min on 2 cores (more on a busy machine)")
 
 
 def measure_dense(run: Run) -> None:
@@ -67,6 +89,9 @@ def find_groups(run: Run) -> None:
         check_plan(read_plan(run.config.plan_file), run.graph)
     if not run.graph.prunable:
         raise BadInput(f"model {run.model_name} has no prunable channel groups")
+    est = estimate_seconds(run)  # here: the profile's share needs the groups
+    run.ui.log(f"  estimated time: about {max(1, round(est / 60))}-{max(2, round(2 * est / 60))} min on 2 cores "
+               "(more on a busy machine)")
 
 
 def freeze_groups(graph: Any, patterns: tuple[str, ...]) -> None:
