@@ -13,7 +13,15 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, TensorDataset, WeightedRandomSampler
 
 from edgeprune.errors import BadInput
-from edgeprune.pipeline.distributed import RankStopped, Ranks, backend_for, from_main, process_group, torchrun_env
+from edgeprune.pipeline.distributed import (
+    RankStopped,
+    Ranks,
+    backend_for,
+    current_ranks,
+    from_main,
+    process_group,
+    torchrun_env,
+)
 from edgeprune.pipeline.stages import Stages
 from edgeprune.recover.loader import IterableLoader, shard_loader
 
@@ -31,6 +39,7 @@ def test_torchrun_env_reads_rank_world_and_local_rank() -> None:
     for bad in ({"WORLD_SIZE": "two"}, {"WORLD_SIZE": "2", "RANK": "2"}, {"WORLD_SIZE": "0"}, {"RANK": "-1"}):
         with pytest.raises(BadInput, match="bad torchrun environment"):
             torchrun_env(bad)
+    assert current_ranks({"WORLD_SIZE": "2", "RANK": "1"}) == Ranks(1, 2, 1)
     assert backend_for(None) == "gloo" and backend_for("cpu") == "gloo" and backend_for("cuda:1") == "nccl"
 
 
@@ -53,8 +62,13 @@ def test_plan_broadcast_from_rank0_with_a_gloo_group_of_one(monkeypatch) -> None
 
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
     monkeypatch.setenv("MASTER_PORT", str(_free_port()))
+    monkeypatch.setenv("WORLD_SIZE", "3")  # a group the caller set up wins over the environment
     dist.init_process_group("gloo", rank=0, world_size=1)
     try:
+        assert current_ranks() == Ranks(0, 1, 0)
+        with process_group(Ranks(0, 2)) as r:  # an existing group is used and left alone
+            assert r.world == 1
+        assert dist.is_initialized()
         main = Ranks(0, 2)  # rank 0 of a (pretend) job: computes, broadcasts over the real group of one
         plan = {"keep": {"g1": [0, 2, 5]}, "precisions": {"conv1": "int8"}}
         assert from_main(main, lambda: plan) == plan
@@ -181,6 +195,13 @@ def test_compress_and_apply_under_torchrun_with_two_cpu_processes(tmp_path) -> N
     small = ep.load_pruned(tiny_net(), work / "run" / "plan.json", work / "run" / "weights.pt")
     saved = torch.load(work / "run" / "weights.pt")
     assert all(torch.equal(v, saved[k]) for k, v in small.state_dict().items())
+    # --resume: rank 0 reads its checkpoints (plan, fine-tuned weights), the other rank has nothing left to do
+    p = _torchrun(["compress", "--model", "tests.tiny:tiny_net", "--data", str(folder), "--input-size", "16",
+                   "--workers", "0", "--budget", "macs=0.6x", "--epochs", "1", "--quick", "--out", "run", "--resume"], work)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "fine-tuning 2 steps" not in p.stdout + p.stderr
+    again = torch.load(work / "run" / "weights.pt")
+    assert all(torch.equal(v, saved[k]) for k, v in again.items())
 
     npz = tiny_npz(tmp_path / "d.npz", n=300)  # apply: the ImageSet fast path, sharded by BatchLoader
     p = _torchrun(["apply", "--plan", str(work / "run" / "plan.json"), "--data", npz, "--epochs", "1", "--quick",

@@ -64,6 +64,17 @@ def torchrun_env(environ: Mapping[str, str] | None = None) -> Ranks:
     return Ranks(rank, world, local)
 
 
+def current_ranks(environ: Mapping[str, str] | None = None) -> Ranks:
+    """This process's ranks: from a process group the caller already set up, else from torchrun's environment."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        env = os.environ if environ is None else environ
+        rank = dist.get_rank()
+        return Ranks(rank, dist.get_world_size(), int(env.get("LOCAL_RANK", str(rank)) or 0))
+    return torchrun_env(environ)
+
+
 def backend_for(train_device: str | None) -> str:
     """The process-group backend: NCCL when fine-tuning on CUDA, gloo otherwise."""
     return "nccl" if train_device is not None and str(train_device).startswith("cuda") else "gloo"
@@ -132,4 +143,4 @@ def from_main(ranks: Ranks, compute: Callable[[], T]) -> T:
     return rest[0]
 
 
-__all__ = ["RankStopped", "Ranks", "WAIT", "backend_for", "from_main", "process_group", "torchrun_env"]
+__all__ = ["RankStopped", "Ranks", "WAIT", "backend_for", "current_ranks", "from_main", "process_group", "torchrun_env"]

@@ -251,11 +251,11 @@ def compress(model: str | nn.Module = "resnet20-cifar10", data: Any = "cifar10-d
     measured result misses the budget and :class:`~edgeprune.errors.VerificationFailed`
     when the engine disagrees with PyTorch; the files are still written.
     """
-    from edgeprune.pipeline.distributed import from_main, process_group, torchrun_env
+    from edgeprune.pipeline.distributed import current_ranks, from_main, process_group
     from edgeprune.pipeline.outcome import raise_failures
 
     cfg = config or CompressConfig()
-    ranks = torchrun_env()  # under torchrun: only rank 0 measures, plans, compiles, writes and talks
+    ranks = current_ranks()  # under torchrun: only rank 0 measures, plans, compiles, writes and talks
     inputs = Inputs(model, data, target, budget, out, input_shape, example_inputs, loss_fn, eval_fn)
     run = open_run(inputs, cfg, ui if ranks.is_main else QUIET)  # every argument checked here, on every rank
     run.stages = Stages(run.out, cfg.resume, write=ranks.is_main)
