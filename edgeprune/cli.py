@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 from collections.abc import Sequence
@@ -60,21 +61,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
-    ui = UI(quiet=args.quiet, verbose=args.verbose, json=args.json)
+    rank = os.environ.get("RANK", "0").strip() if os.environ.get("WORLD_SIZE", "1").strip() not in ("", "1") else "0"
+    follower = rank not in ("", "0")  # under torchrun only rank 0 talks; the others say only their own errors
+    who = f"edgeprune [rank {rank}]" if follower else "edgeprune"
+    ui = UI(quiet=args.quiet or follower, verbose=args.verbose, json=args.json and not follower)
     try:
         code = args.func(args, ui)
         return int(code or 0)
     except EdgepruneError as err:
-        sys.stderr.write(f"edgeprune: {err}\n")
+        if not getattr(err, "said_by_rank0", False):
+            sys.stderr.write(f"{who}: {err}\n")
         return err.exit_code
     except KeyboardInterrupt:
-        sys.stderr.write("edgeprune: interrupted\n")
+        sys.stderr.write(f"{who}: interrupted\n")
         return 130
     except Exception as err:  # an internal error: still one line unless --verbose
         if args.verbose:
             raise
         first = first_line(err)
-        sys.stderr.write(f"edgeprune: internal error: {type(err).__name__}: {first} (run with --verbose for the traceback)\n")
+        sys.stderr.write(f"{who}: internal error: {type(err).__name__}: {first} (run with --verbose for the traceback)\n")
         return 3
 
 

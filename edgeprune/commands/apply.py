@@ -83,6 +83,8 @@ def run(args: argparse.Namespace, ui: UI) -> int:
         if res is not None:
             show(res, ui)
         raise
+    if result is None:  # a torchrun rank other than 0: it fine-tuned its shard; rank 0 writes and reports
+        return 0
     show(result, ui)
     return 0
 

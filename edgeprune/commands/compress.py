@@ -194,7 +194,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
             "examples:\n"
             "  edgeprune compress --model resnet20-cifar10 --target cpu-ort --budget latency=0.6x\n"
             "  edgeprune compress --model resnet56-cifar10 --data cifar10-full --budget latency=1.2ms --epochs 3\n"
-            "  edgeprune compress --model my_pkg.models:build --data imgs/ --budget latency=0.5x,bytes=1MB --json"
+            "  edgeprune compress --model my_pkg.models:build --data imgs/ --budget latency=0.5x,bytes=1MB --json\n"
+            "  torchrun --nproc-per-node 4 -m edgeprune compress --model my_pkg.models:build --data imgs/ --budget "
+            "latency=0.5x   # DDP fine-tuning; rank 0 measures and writes (docs/recover.md)"
         ),
     )
     add_model_data_options(p)
@@ -301,6 +303,8 @@ def run(args: argparse.Namespace, ui: UI) -> int:
         raise
     finally:
         report_skipped(data, args.data, ui)
+    if result is None:  # a torchrun rank other than 0: it fine-tuned its shard; rank 0 writes and reports
+        return 0
     show(result, ui)
     return 0
 

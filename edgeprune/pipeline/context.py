@@ -16,6 +16,7 @@ from edgeprune.config import Target, get_target
 from edgeprune.data.source import DataSource
 from edgeprune.errors import BadInput, first_line
 from edgeprune.pipeline.config import CompressConfig
+from edgeprune.pipeline.distributed import Ranks
 from edgeprune.pipeline.measure import Meter
 from edgeprune.pipeline.stages import Clock, Stages
 from edgeprune.profile.timing import Timing
@@ -60,6 +61,7 @@ class Run:
     clock: Clock = field(default_factory=Clock)
     started: float = field(default_factory=time.perf_counter)
     stages: Stages | None = None
+    ranks: Ranks = field(default_factory=Ranks)  # under torchrun: this process's rank (only rank 0 measures and writes)
     # filled in by the stages, in order
     dense_latency: float | None = None  # measured, in the backend's unit
     graph: Any = None

@@ -137,6 +137,7 @@ def report_doc(run: Run, dense: ModelFigures, comp: ModelFigures, met: bool, det
         "verify": run.verify.to_dict(),
         "config": {k: (asdict(v) if hasattr(v, "__dataclass_fields__") else v) for k, v in asdict(cfg).items()},
         "data": ds.name if ds is not None else None,
+        "world_size": run.ranks.world,  # processes that fine-tuned (torchrun); 1 in one process
         "eval_images": _eval_images(ds, cfg.eval_limit),
         "machine": machine_info(),
         "versions": versions(),

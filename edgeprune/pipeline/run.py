@@ -147,6 +147,12 @@ def recover(run: Run) -> None:
     """Fine-tune the pruned model (with KD from the dense one; checkpointed)."""
     cfg, ds = run.config, run.data
     if ds is not None and cfg.epochs > 0:
+        if run.ranks.active:  # a resumed run whose rank 0 already has the fine-tuned weights: the others are done
+            from edgeprune.pipeline.distributed import from_main
+
+            if from_main(run.ranks, lambda: run.stages.saved("finetuned")) and not run.ranks.is_main:
+                return
+
         def finetune() -> dict[str, torch.Tensor]:
             from edgeprune.recover import RecoverConfig
             from edgeprune.recover import recover as fit
@@ -251,7 +257,7 @@ def compress(model: str | nn.Module = "resnet20-cifar10", data: Any = "cifar10-d
              target: str | Target = "cpu-ort", budget: str | Budget = "latency=0.6x", *, example_inputs: Any = None,
              loss_fn: Callable[[Any, Any], torch.Tensor] | None = None, eval_fn: Callable[[Any, Any], float] | None = None,
              config: CompressConfig | None = None, out: str | Path | None = None,
-             input_shape: tuple[int, ...] | None = None, ui: UI = QUIET) -> CompressResult:
+             input_shape: tuple[int, ...] | None = None, ui: UI = QUIET) -> CompressResult | None:
     """Compress ``model`` for ``target`` under ``budget``; write the engine and reports to ``out``.
 
     ``data``: anything :func:`edgeprune.data.as_source` takes: a torch ``DataLoader`` or re-iterable of
@@ -262,21 +268,50 @@ def compress(model: str | nn.Module = "resnet20-cifar10", data: Any = "cifar10-d
     importance and fine-tuning (KD then distils every output with MSE). ``eval_fn(model, val_batches) ->
     float`` (higher is better) replaces top-1 in the report, under ``eval_fn.name`` or ``__name__``.
 
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) rank 0 measures, plans, compiles, verifies and writes; every rank
+    prunes with rank 0's plan and fine-tunes its shard of the data with DDP; ranks other than 0 return None
+    (docs/recover.md).
+
     Raises :class:`~edgeprune.errors.BudgetMissed` (exit code 1) when the
     measured result misses the budget and :class:`~edgeprune.errors.VerificationFailed`
     when the engine disagrees with PyTorch; the files are still written.
     """
+    from edgeprune.pipeline.distributed import current_ranks, from_main, process_group
     from edgeprune.pipeline.outcome import raise_failures
 
     cfg = config or CompressConfig()
+    ranks = current_ranks()  # under torchrun: only rank 0 measures, plans, compiles, writes and talks
     inputs = Inputs(model, data, target, budget, out, input_shape, example_inputs, loss_fn, eval_fn)
-    run = open_run(inputs, cfg, ui)  # every argument checked here
-    run.stages = Stages(run.out, cfg.resume)
-    announce(run)
-    run.clock.stages["open"] = time.perf_counter() - run.started  # checks, model, data, first forward pass
-    for name, stage in STAGES:
-        with run.clock.stage(name):
-            stage(run)
+    run = open_run(inputs, cfg, ui if ranks.is_main else QUIET)  # every argument checked here, on every rank
+    run.stages = Stages(run.out, cfg.resume, write=ranks.is_main)
+    with process_group(ranks, cfg.train_device) as run.ranks:  # after open_run: every rank has its model and data
+        if run.ranks.is_main:
+            announce(run)
+        run.clock.stages["open"] = time.perf_counter() - run.started  # checks, model, data, first forward pass
+        run.plan = from_main(run.ranks, lambda: _plan(run))  # the plan (JSON) sent to every rank
+        _run_stages(run, tuple(s for s in STAGES[_first(EVERY_RANK):] if run.ranks.is_main or s[0] in EVERY_RANK))
+    if not run.ranks.is_main:
+        return None  # fine-tuned its shard; rank 0 compiles, verifies and writes
     record_time(run)
     raise_failures(run.result, run)
     return run.result
+
+
+# the stages every torchrun rank runs (with the plan rank 0 made); the others run on rank 0 alone
+EVERY_RANK = ("prune", "recover")
+
+
+def _first(names: tuple[str, ...]) -> int:
+    return next(i for i, (name, _) in enumerate(STAGES) if name in names)
+
+
+def _plan(run: Run) -> dict[str, Any]:
+    """The stages before the first every-rank one (rank 0 alone): measure, budget, score, plan."""
+    _run_stages(run, STAGES[: _first(EVERY_RANK)])
+    return run.plan
+
+
+def _run_stages(run: Run, stages: tuple[tuple[str, Callable[[Run], None]], ...]) -> None:
+    for name, stage in stages:
+        with run.clock.stage(name):
+            stage(run)

@@ -52,13 +52,20 @@ class Clock:
 class Stages:
     """Checkpoint files of a run: each stage's result, loaded again under ``resume``."""
 
-    def __init__(self, out: Path, resume: bool) -> None:
+    def __init__(self, out: Path, resume: bool, write: bool = True) -> None:
         self.dir = Path(out) / "state"
         self.resume = resume  # the folder is made on the first checkpoint: a run that fails its checks leaves none
+        self.write = write  # False on torchrun ranks other than 0: they compute, never save or load
+
+    def saved(self, name: str) -> bool:
+        """Whether a resumed run would load stage ``name`` instead of computing it."""
+        return self.write and self.resume and any((self.dir / f"{name}{ext}").exists() for ext in (".json", ".pt"))
 
     def json(self, name: str, compute: Callable[[], Any]) -> Any:
         """``compute()`` saved as ``state/<name>.json``, or the saved value under ``resume``."""
         path = self.dir / f"{name}.json"
+        if not self.write:
+            return compute()
         if self.resume and path.exists():
             return read_json(path, f"checkpoint {name}")
         value = compute()
@@ -69,6 +76,8 @@ class Stages:
     def tensors(self, name: str, compute: Callable[[], Any]) -> Any:
         """``compute()`` saved with ``torch.save`` as ``state/<name>.pt``, or the saved value under ``resume``."""
         path = self.dir / f"{name}.pt"
+        if not self.write:
+            return compute()
         if self.resume and path.exists():
             return torch.load(path, map_location="cpu", weights_only=True)
         value = compute()

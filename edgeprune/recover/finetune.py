@@ -263,7 +263,7 @@ def _recover(model: nn.Module, train: ImageSet | DataSource, teacher: nn.Module 
             if train.same_split:
                 raise BadInput("val_fraction with a single DataLoader: pass a (train, val) pair for early stop")
             val = train
-        loader = IterableLoader(train.train, cfg.max_images, rng, rank=dist.rank, world=dist.world)
+        loader = IterableLoader(train.train, cfg.max_images, rng, rank=dist.rank, world=dist.world, ui=ui)
         batch, per_epoch = loader.batch_size, loader.per_epoch
         n_total = per_epoch
     else:
@@ -293,7 +293,7 @@ def _recover(model: nn.Module, train: ImageSet | DataSource, teacher: nn.Module 
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0)
     ts = max(total_steps, 1)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, ts) / ts)))
-    state = _resume(cfg, fingerprint, model, opt, sched, loader, ui)
+    state = _resume(cfg, fingerprint, model, opt, sched, loader, ui, dist)
     step = start_step = state.get("step", 0)
     history: list[dict[str, float]] = state.get("history", [])
     best, best_state, bad_epochs = state.get("best", -1.0), None, state.get("bad_epochs", 0)
@@ -491,6 +491,25 @@ def _checkpoint(cfg: RecoverConfig, dist: _Dist, fingerprint: str, model: nn.Mod
     dist.barrier()
 
 
+def _read_checkpoint(cfg: RecoverConfig, fingerprint: str, ui: UI) -> dict | None:
+    """The checkpoint in ``cfg.checkpoint_dir`` if there is one for this model, data and recipe, else None."""
+    if not cfg.checkpoint_dir or not cfg.resume:
+        return None
+    path = Path(cfg.checkpoint_dir) / CHECKPOINT
+    if not path.exists():
+        return None
+    try:
+        # our own checkpoint of tensors, numbers and strings: weights_only is enough and runs no code
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file: start afresh, said in the log
+        ui.log(f"[yellow]ignoring unreadable checkpoint {path}: {str(err).splitlines()[0] if str(err) else type(err).__name__}[/yellow]")
+        return None
+    if ck.get("fingerprint") != fingerprint:
+        ui.log(f"[yellow]checkpoint {path} is from another model, data or recipe: starting afresh[/yellow]")
+        return None
+    return ck
+
+
 def _rng_to_tensors(state: dict) -> dict:
     # numpy PCG64 state holds 128-bit ints: store them as strings (weights_only-safe)
     return {"bit_generator": state["bit_generator"], "state": {k: str(v) for k, v in state["state"].items()},
@@ -503,20 +522,15 @@ def _rng_from_tensors(d: dict) -> dict:
 
 
 def _resume(cfg: RecoverConfig, fingerprint: str, model: nn.Module, opt: Any, sched: Any,
-            loader: BatchLoader | IterableLoader, ui: UI) -> dict:
-    if not cfg.checkpoint_dir or not cfg.resume:
-        return {}
-    path = Path(cfg.checkpoint_dir) / CHECKPOINT
-    if not path.exists():
-        return {}
-    try:
-        # our own checkpoint of tensors, numbers and strings: weights_only is enough and runs no code
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file: start afresh, said in the log
-        ui.log(f"[yellow]ignoring unreadable checkpoint {path}: {str(err).splitlines()[0] if str(err) else type(err).__name__}[/yellow]")
-        return {}
-    if ck.get("fingerprint") != fingerprint:
-        ui.log(f"[yellow]checkpoint {path} is from another model, data or recipe: starting afresh[/yellow]")
+            loader: BatchLoader | IterableLoader, ui: UI, dist: _Dist | None = None) -> dict:
+    """Load the checkpoint in ``cfg.checkpoint_dir`` when it matches; under DDP rank 0 reads it (the others may be
+    on machines that cannot see it) and sends it to every rank, so all resume at the same step."""
+    ck = _read_checkpoint(cfg, fingerprint, ui) if dist is None or dist.rank == 0 else None
+    if dist is not None and dist.active:
+        box = [ck]
+        dist.dist.broadcast_object_list(box, src=0)
+        ck = box[0]
+    if ck is None:
         return {}
     model.load_state_dict(ck["model"])
     opt.load_state_dict(ck["opt"])
