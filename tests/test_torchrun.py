@@ -14,8 +14,8 @@ from torch.utils.data import DataLoader, IterableDataset, TensorDataset, Weighte
 
 from edgeprune.errors import BadInput
 from edgeprune.pipeline.distributed import (
-    RankStopped,
     Ranks,
+    RankStopped,
     backend_for,
     current_ranks,
     from_main,
@@ -167,7 +167,7 @@ def _torchrun(args: list[str], cwd: Path, timeout: float = 240) -> subprocess.Co
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
            "--master-port", str(_free_port()), "-m", "edgeprune", *args]
     try:
-        return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(cmd, check=False, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         pytest.fail(f"torchrun {' '.join(args[:1])} did not finish in {timeout:g} s")
 

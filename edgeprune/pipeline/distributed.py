@@ -129,7 +129,7 @@ def from_main(ranks: Ranks, compute: Callable[[], T]) -> T:
     if ranks.is_main:
         try:
             box[0] = ("ok", compute())
-        except BaseException as err:  # noqa: BLE001 - every failure must reach the waiting ranks
+        except BaseException as err:
             code = err.exit_code if isinstance(err, EdgepruneError) else 3
             dist.broadcast_object_list([("failed", code, first_line(err))], src=0)
             raise
@@ -143,4 +143,4 @@ def from_main(ranks: Ranks, compute: Callable[[], T]) -> T:
     return rest[0]
 
 
-__all__ = ["RankStopped", "Ranks", "WAIT", "backend_for", "current_ranks", "from_main", "process_group", "torchrun_env"]
+__all__ = ["WAIT", "RankStopped", "Ranks", "backend_for", "current_ranks", "from_main", "process_group", "torchrun_env"]
