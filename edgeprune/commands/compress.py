@@ -15,7 +15,8 @@ def add_model_data_options(p: argparse.ArgumentParser, default_model: str | None
                            default_data: str | None = None) -> None:
     """--model, --data, --input-shape and the data flags (--input-size, --mean, --std, --workers)."""
     p.add_argument("--model", default=default_model,
-                   help="registered name (resnet20-cifar10), saved full module (model.pt) or factory pkg.mod:function")
+                   help="registered name (resnet20-cifar10), factory pkg.mod:function (with --model-arg, --weights), "
+                        "torchvision:NAME, timm:NAME, or a module saved with torch.save (model.pt)")
     p.add_argument("--data", default=default_data,
                    help="a folder of class sub-folders (images of any size; train/ + val/ used as is), an .npz, "
                         "cifar10-demo (embedded), cifar10-full (../shared/data), or 'none' for no data. Default: "
