@@ -317,3 +317,32 @@ def test_profiler_layer_graph_with_two_inputs_and_random_calibration(target, tmp
     assert count_precisions(q.path) == {"layer/Conv": "int8"}
     sess = make_session(q.path, target)
     assert sess.run(None, random_feeds(sess))[0].shape == (1, 16, 8, 8)
+
+
+def test_shared_zero_biases_are_quantised_like_any_bias(tmp_path, caplog):
+    """The exporter shares equal folded biases (fresh BNs: all zero) through Identity nodes; each conv's bias must
+    still reach ORT's quantiser as an initializer (it used to warn once per conv and leave the bias fp32)."""
+    import logging
+
+    import onnx
+    from torch import nn
+
+    from edgeprune.compile.onnx_export import export_onnx
+    from edgeprune.config import get_target
+    from edgeprune.quant.ort_int8 import quantize_onnx
+
+    torch.manual_seed(0)
+    layers = [nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU()]
+    for _ in range(3):
+        layers += [nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU()]
+    model = nn.Sequential(*layers).eval()
+    fp32 = export_onnx(model, torch.zeros(1, 3, 16, 16), tmp_path / "m.onnx")
+    shared = [n for n in onnx.load(str(fp32)).graph.node if n.op_type == "Identity"]
+    with caplog.at_level(logging.WARNING):
+        q = quantize_onnx(fp32, tmp_path / "m.int8.onnx", get_target("cpu-ort"), calib=np.random.default_rng(0)
+                          .standard_normal((16, 3, 16, 16)).astype(np.float32))
+    assert not [r for r in caplog.records if "to be an initializer" in r.getMessage()]
+    g = onnx.load(str(q.path)).graph
+    assert not [n for n in g.node if n.op_type == "Identity"]
+    assert sum(n.op_type == "DequantizeLinear" for n in g.node) >= 2 * 4  # weights and biases of every conv
+    assert shared  # the situation this guards: the exporter shared the equal biases

@@ -24,6 +24,7 @@ import contextlib
 import io
 import json
 import logging
+import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -127,6 +128,32 @@ def _quiet_root_logger() -> Iterator[None]:
         yield
     finally:
         root.removeFilter(f)
+
+
+def _inline_shared_initializers(model: Any) -> int:
+    """Give every ``Identity(initializer)`` output its own initializer; returns how many were inlined.
+
+    The exporter shares equal tensors (the zero biases that BN folding leaves in a freshly initialised
+    MobileNetV2) through Identity nodes; ORT's quantiser then finds a bias that is not an initializer,
+    warns once per conv and leaves it fp32.
+    """
+    import onnx
+
+    inits = {i.name: i for i in model.graph.initializer}
+    keep, n = [], 0
+    for node in model.graph.node:
+        if node.op_type == "Identity" and node.input[0] in inits:
+            copy = onnx.TensorProto()
+            copy.CopyFrom(inits[node.input[0]])
+            copy.name = node.output[0]
+            model.graph.initializer.append(copy)
+            n += 1
+        else:
+            keep.append(node)
+    if n:
+        del model.graph.node[:]
+        model.graph.node.extend(keep)
+    return n
 
 
 def _quantizable_ops() -> set[str]:
@@ -263,11 +290,17 @@ def quantize_onnx(
     extra: dict[str, Any] = {"WeightSymmetric": True, "ActivationSymmetric": act == "QInt8"}
     if method != "minmax":
         extra["CalibStridedMinMax"] = _stride(len(reader))  # histograms per stride: bounded memory
-    with atomic_path(out_path) as tmp, _quiet_root_logger(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+    src_dir = tempfile.TemporaryDirectory(prefix="edgeprune-q-")
+    src = fp32_path
+    if _inline_shared_initializers(model):
+        src = Path(src_dir.name) / fp32_path.name
+        onnx.save(model, str(src))
+    with src_dir, atomic_path(out_path) as tmp, _quiet_root_logger(), warnings.catch_warnings(), \
+            contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore", DeprecationWarning)
         try:
             quantize_static(
-                str(fp32_path), str(tmp), reader,
+                str(src), str(tmp), reader,
                 quant_format=QuantFormat.QDQ,
                 per_channel=per_channel,
                 reduce_range=reduce_range,
