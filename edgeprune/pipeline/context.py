@@ -118,8 +118,9 @@ class Run:
 def check_inputs(inputs: Inputs, cfg: CompressConfig) -> tuple[Target, Backend, Budget]:
     """Every check that needs no model run: fail on bad arguments before any work (and before ``state/`` exists)."""
     from edgeprune.backends import get_backend
-    from edgeprune.importance import CRITERIA
+    from edgeprune.importance import CRITERIA, list_criteria
 
+    list_criteria()  # discovery: registers every criterion module (CRITERIA is empty in a fresh process)
     budget = Budget.parse(inputs.budget) if isinstance(inputs.budget, str) else inputs.budget
     if budget.is_empty():
         raise BadInput("empty budget: give at least one limit (e.g. latency=0.6x)")
