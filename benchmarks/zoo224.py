@@ -113,9 +113,8 @@ def row_from_outputs(name: str, out: Path, profile_file: Path) -> dict[str, Any]
     dense, comp, plan = rep["dense"], rep["compressed"], rep.get("plan") or {}
     if (out / "plan.json").exists():
         pf = json.loads((out / "plan.json").read_text())
-        groups = (pf.get("source") or {}).get("groups") or {}
-        prunable = len(pf.get("groups") or {})
-        row["groups"] = {"total": len(groups), "prunable": prunable, "frozen": len(groups) - prunable}
+        groups = pf.get("groups") or {}
+        row["groups_pruned"] = sum(1 for g in groups.values() if g.get("kept", g.get("size")) < g.get("size", 0))
     row.update({
         "params": {"dense": dense["params"], "compressed": comp["params"], "kept": _ratio(comp["params"], dense["params"])},
         "macs": {"dense": dense["macs"], "compressed": comp["macs"], "kept": _ratio(comp["macs"], dense["macs"])},
@@ -140,11 +139,12 @@ def row_from_outputs(name: str, out: Path, profile_file: Path) -> dict[str, Any]
         dl = prof.get("dense_latency")
         if isinstance(dl, dict):
             lat["dense_measured_at_calibration"] = dl.get("median")
-        pd = _dense_predicted(prof)
-        if pd is not None:
-            lat["dense_predicted"] = pd
-            if lat.get("dense_measured_at_calibration"):
-                lat["dense_error"] = round(pd / lat["dense_measured_at_calibration"] - 1, 4)
+        raw, fitted = _dense_predicted(prof)
+        lat["dense_predicted_device_model"], lat["dense_predicted"] = raw, fitted
+        at_cal = lat.get("dense_measured_at_calibration")
+        for key in ("dense_predicted_device_model", "dense_predicted"):
+            if lat[key] is not None and at_cal:
+                lat[key.replace("predicted", "error")] = round(lat[key] / at_cal - 1, 4)
     row["latency"] = lat
     v = rep.get("verify") or {}
     row["verify"] = {k: v.get(k) for k in ("top1_agreement", "max_abs_error", "images", "passed", "inputs", "gate")
@@ -157,13 +157,35 @@ def row_from_outputs(name: str, out: Path, profile_file: Path) -> dict[str, Any]
     return row
 
 
-def _dense_predicted(prof: dict[str, Any]) -> float | None:
-    """The calibrated predictor's figure for the dense model, where the profile stores one."""
+def _dense_predicted(prof: dict[str, Any]) -> tuple[float | None, float | None]:
+    """The dense model priced by the device model alone (the sum of its layer costs) and with the per-model term
+    fitted by the calibration (``offset + sum(coef[f] * features[f])``), from the calibrated profile."""
     cal = prof.get("calibration") or {}
+    coef = cal.get("coef") or {}
     for point in cal.get("points") or []:
-        if point.get("label") in ("dense", "full") or point.get("dense"):
-            return point.get("predicted")
-    return None
+        if point.get("name") == "dense":
+            feats = point.get("features") or {}
+            fitted = coef.get("offset", 0.0) + sum(coef[k] * v for k, v in feats.items() if k in coef)
+            return feats.get("layers"), round(fitted, 4)
+    return None, None
+
+
+def graph_groups(name: str, cache: Path) -> dict[str, Any]:
+    """The model's channel groups at 224 px (total, prunable, frozen with reasons), from ``benchmarks/graph_zoo.py``'s
+    analysis in its own subprocess (compress's files list every group, frozen ones as kept whole)."""
+    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); from benchmarks.graph_zoo import one; "
+            "print('ZOO224 ' + json.dumps(one(sys.argv[2], 224)))")
+    proc = subprocess.run([sys.executable, "-c", code, str(ROOT), name], env=_env(cache), capture_output=True,
+                          text=True, cwd=ROOT, timeout=600)
+    found = [ln for ln in proc.stdout.splitlines() if ln.startswith("ZOO224 ")]
+    if proc.returncode != 0 or not found:
+        return {"error": one_line_error(proc.stderr, proc.returncode)}
+    r = json.loads(found[-1][len("ZOO224 "):])
+    if "error" in r:
+        return {"error": r["error"]}
+    frozen = r.get("frozen") or {}
+    return {"total": r["groups"], "prunable": r["prunable"], "frozen": len(frozen), "frozen_reasons": frozen,
+            "analysis_s": r.get("seconds"), "analysis_peak_rss_mb": r.get("peak_rss_mb")}
 
 
 def run_model(name: str, args: argparse.Namespace, profiles: Path, cache: Path, work: Path) -> dict[str, Any]:
@@ -182,19 +204,17 @@ def run_model(name: str, args: argparse.Namespace, profiles: Path, cache: Path, 
                "--criterion", "l1", "--epochs", "0", "--budget", args.budget, "--profiles", str(profiles),
                "--out", str(out)) + (["--quick"] if args.quick else [])
     print(f"[zoo224] {name}: {' '.join(cmd[2:])}", flush=True)
-    row: dict[str, Any] = {"model": name, "command": "edgeprune " + " ".join(cmd[3:])}
+    row: dict[str, Any] = {"model": name, "command": "edgeprune " + " ".join(cmd[3:]),
+                           "groups": graph_groups(name, cache)}
     log = work / f"{name}.log"
     t0 = time.perf_counter()
     try:
-        with open(log, "w") as logf:
-            proc = subprocess.run(cmd, env=_env(cache), stdout=logf, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                                  timeout=args.timeout)
-        logf_text = proc.stderr
-        with open(log, "a") as logf:
-            logf.write(logf_text)
-        rc = proc.returncode
+        with open(log, "w") as logf:  # stdout and stderr in one file, readable while it runs
+            rc = subprocess.run(cmd, env=_env(cache), stdout=logf, stderr=subprocess.STDOUT, cwd=ROOT,
+                                timeout=args.timeout).returncode
     except subprocess.TimeoutExpired:
-        rc, logf_text = None, ""
+        rc = None
+    logf_text = log.read_text(errors="replace")
     row["compress_wall_s"] = round(time.perf_counter() - t0, 1)
     row["exit_code"] = rc
     row["log"] = str(log)
@@ -232,9 +252,9 @@ def markdown(doc: dict[str, Any]) -> str:
         f"{'complete' if dm['complete'] else 'INCOMPLETE'}, {_f(dm.get('measure_s'), '.0f')} s of measuring in all "
         f"(budget {dm.get('budget')}); {built}.",
         "",
-        "| model | groups prunable / frozen | params kept | MACs kept | int8 layers | calibration s | dense ms measured "
-        "(predicted) | compressed ms predicted / measured | speedup | compress wall s | engine agreement / max err "
-        "| budget met |",
+        "| model | groups prunable / frozen (pruned) | params kept | MACs kept | int8 layers | calibration s "
+        "| dense ms: measured / device model / calibrated | compressed ms: predicted / measured | speedup "
+        "| compress wall s | engine agreement / max err | budget met |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in doc["rows"]:
@@ -244,21 +264,28 @@ def markdown(doc: dict[str, Any]) -> str:
             continue
         g, lat, v = r.get("groups") or {}, r["latency"], r.get("verify") or {}
         cal = ((r.get("profile") or {}).get("timings_s") or {}).get("total_this_run")
-        dense = f"{_f(lat.get('dense_measured'))} ({_f(lat.get('dense_predicted'))})"
+        dense = (f"{_f(lat.get('dense_measured_at_calibration'))} / {_f(lat.get('dense_predicted_device_model'))} / "
+                 f"{_f(lat.get('dense_predicted'))}")
         comp = f"{_f(lat.get('compressed_predicted'))} / {_f(lat.get('compressed_measured'))}"
         met = "yes" if r.get("budget_met") else "NO"
         if r.get("error"):
             met += f" ({r['error'].replace('|', '/')})"
         agree = v.get("top1_agreement")
         lines.append(
-            f"| {r['model']} | {g.get('prunable', '-')} / {g.get('frozen', '-')} | {_f(r['params']['kept'], '.2f')}x "
+            f"| {r['model']} | {g.get('prunable', '-')} / {g.get('frozen', '-')} ({r.get('groups_pruned', '-')}) "
+            f"| {_f(r['params']['kept'], '.2f')}x "
             f"| {_f(r['macs']['kept'], '.2f')}x | {r.get('int8_layers')}/{r.get('layers')} | {_f(cal, '.0f')} | {dense} "
             f"| {comp} | {_f(lat.get('speedup'), '.2f')}x | {_f(r.get('compress_wall_s'), '.0f')} "
             f"| {_f(agree, '.1f')}% / {_f(v.get('max_abs_error'), '.2e')} | {met} |")
+    lines += [f"Note: {n}" for n in doc.get("notes") or []]
     if doc.get("partial"):
         lines += ["", f"**PARTIAL**: {doc['partial']}"]
-    lines += ["", "Predicted latencies are the planner's (the device model with the per-model calibration, mapped to "
-              "this run's dense measurement); measured ones are the final interleaved measurement of the engine.", ""]
+    lines += ["", "Groups: channel groups found at 224 px (benchmarks/graph_zoo.py's analysis), prunable / frozen, and "
+              "in brackets how many the plan pruned. Dense: measured during the per-model calibration, priced by the "
+              "device model alone (sum of layer costs) and with the fitted per-model term. Compressed: the planner's "
+              "prediction (device model + per-model term, mapped to this run's dense measurement) and the final "
+              "interleaved measurement of the engine, which the speedup and the budget use. Engine agreement: top-1 "
+              "agreement of the engine with PyTorch on random inputs (no data), max |error| of the outputs.", ""]
     return "\n".join(lines)
 
 
@@ -287,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="EDGEPRUNE_CACHE_DIR of the runs; the device model and profiles live in its profiles/")
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds one compress may take (default 1800)")
     ap.add_argument("--out", default=str(OUT), help="results stem (.json and .md are written)")
+    ap.add_argument("--note", action="append", default=[], help="a note stored in the results (repeatable)")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     from edgeprune.environment import machine_info
@@ -298,7 +326,8 @@ def main(argv: list[str] | None = None) -> int:
     doc: dict[str, Any] = {"benchmark": "zoo224", "target": TARGET, "budget": args.budget, "quick": args.quick,
                            "date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine_info(),
                            "loadavg_start": [round(x, 2) for x in os.getloadavg()], "work_dir": str(work),
-                           "settings": "--data none --input-shape 1,3,224,224 --criterion l1 --epochs 0", "rows": []}
+                           "settings": "--data none --input-shape 1,3,224,224 --criterion l1 --epochs 0",
+                           "notes": list(args.note), "rows": []}
     t0 = time.perf_counter()
     doc["device_model"] = build_device_model(profiles, cache, args.device_budget_min, args.device_samples,
                                              args.reuse_device_model, work)
