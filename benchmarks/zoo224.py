@@ -80,7 +80,7 @@ def build_device_model(profiles: Path, cache: Path, budget_min: float, samples: 
     print(f"[zoo224] device model: {' '.join(cmd[2:])}", flush=True)
     t0 = time.perf_counter()
     with open(log_dir / "device-model.log", "w") as logf:
-        rc = subprocess.run(cmd, env=_env(cache), stdout=logf, stderr=subprocess.STDOUT, cwd=ROOT).returncode
+        rc = subprocess.run(cmd, env=_env(cache), stdout=logf, stderr=subprocess.STDOUT, cwd=ROOT, check=False).returncode
     wall = time.perf_counter() - t0
     if rc != 0 or not path.exists():
         text = (log_dir / "device-model.log").read_text()
@@ -176,7 +176,7 @@ def graph_groups(name: str, cache: Path) -> dict[str, Any]:
     code = ("import json, sys; sys.path.insert(0, sys.argv[1]); from benchmarks.graph_zoo import one; "
             "print('ZOO224 ' + json.dumps(one(sys.argv[2], 224)))")
     proc = subprocess.run([sys.executable, "-c", code, str(ROOT), name], env=_env(cache), capture_output=True,
-                          text=True, cwd=ROOT, timeout=600)
+                          text=True, cwd=ROOT, timeout=600, check=False)
     found = [ln for ln in proc.stdout.splitlines() if ln.startswith("ZOO224 ")]
     if proc.returncode != 0 or not found:
         return {"error": one_line_error(proc.stderr, proc.returncode)}
@@ -211,7 +211,7 @@ def run_model(name: str, args: argparse.Namespace, profiles: Path, cache: Path, 
     try:
         with open(log, "w") as logf:  # stdout and stderr in one file, readable while it runs
             rc = subprocess.run(cmd, env=_env(cache), stdout=logf, stderr=subprocess.STDOUT, cwd=ROOT,
-                                timeout=args.timeout).returncode
+                                timeout=args.timeout, check=False).returncode
     except subprocess.TimeoutExpired:
         rc = None
     logf_text = log.read_text(errors="replace")
@@ -243,23 +243,25 @@ def markdown(doc: dict[str, Any]) -> str:
     lines = [
         f"# The torchvision zoo at 224 px on {TARGET}, end to end with `edgeprune compress`",
         "",
-        f"{doc['date']}; {m.get('cpu')}, {m.get('cores')} cores ({m.get('isa')}), load average at start "
-        f"{doc['loadavg_start']}, at end {doc.get('loadavg_end')}; shared with other jobs, so timings are noisy.",
-        f"Budget `{doc['budget']}`, random-init weights (1000 classes), `--data none --input-shape 1,3,224,224 "
-        f"--criterion l1 --epochs 0`{' --quick' if doc['quick'] else ''}. Written by `benchmarks/zoo224.py`.",
+        (f"{doc['date']}; {m.get('cpu')}, {m.get('cores')} cores ({m.get('isa')}), load average at start "
+        f"{doc['loadavg_start']}, at end {doc.get('loadavg_end')}; shared with other jobs, so timings are noisy."),
+        (f"Budget `{doc['budget']}`, random-init weights (1000 classes), `--data none --input-shape 1,3,224,224 "
+        f"--criterion l1 --epochs 0`{' --quick' if doc['quick'] else ''}. Written by `benchmarks/zoo224.py`."),
         "",
-        f"Device model (step 1, once): {dm['kernels']} kernels in {dm['rounds']} rounds, "
+        (f"Device model (step 1, once): {dm['kernels']} kernels in {dm['rounds']} rounds, "
         f"{'complete' if dm['complete'] else 'INCOMPLETE'}, {_f(dm.get('measure_s'), '.0f')} s of measuring in all "
-        f"(budget {dm.get('budget')}); {built}.",
+        f"(budget {dm.get('budget')}); {built}."),
         "",
-        "| model | groups prunable / frozen (pruned) | params kept | MACs kept | int8 layers | calibration s "
+        ("| model | groups prunable / frozen (pruned) | params kept | MACs kept | int8 layers | calibration s "
         "| dense ms: measured / device model / calibrated | compressed ms: predicted / measured | speedup "
-        "| compress wall s | engine agreement / max err | budget met |",
+        "| compress wall s | engine agreement / max err | budget met |"),
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in doc["rows"]:
         if "params" not in r:
-            lines.append(f"| {r['model']} | | | | | | | | | {_f(r.get('compress_wall_s'), '.0f')} | | "
+            g = r.get("groups") or {}
+            lines.append(f"| {r['model']} | {g.get('prunable', '-')} / {g.get('frozen', '-')} | | | | | | | "
+                         f"| {_f(r.get('compress_wall_s'), '.0f')} | | "
                          f"error: {r.get('error', '?').replace('|', '/')} |")
             continue
         g, lat, v = r.get("groups") or {}, r["latency"], r.get("verify") or {}
@@ -277,15 +279,16 @@ def markdown(doc: dict[str, Any]) -> str:
             f"| {_f(r['macs']['kept'], '.2f')}x | {r.get('int8_layers')}/{r.get('layers')} | {_f(cal, '.0f')} | {dense} "
             f"| {comp} | {_f(lat.get('speedup'), '.2f')}x | {_f(r.get('compress_wall_s'), '.0f')} "
             f"| {_f(agree, '.1f')}% / {_f(v.get('max_abs_error'), '.2e')} | {met} |")
-    lines += [f"Note: {n}" for n in doc.get("notes") or []]
+    if doc.get("notes"):
+        lines += ["", *(f"Note: {n}" for n in doc["notes"])]
     if doc.get("partial"):
         lines += ["", f"**PARTIAL**: {doc['partial']}"]
-    lines += ["", "Groups: channel groups found at 224 px (benchmarks/graph_zoo.py's analysis), prunable / frozen, and "
+    lines += ["", ("Groups: channel groups found at 224 px (benchmarks/graph_zoo.py's analysis), prunable / frozen, and "
               "in brackets how many the plan pruned. Dense: measured during the per-model calibration, priced by the "
               "device model alone (sum of layer costs) and with the fitted per-model term. Compressed: the planner's "
               "prediction (device model + per-model term, mapped to this run's dense measurement) and the final "
               "interleaved measurement of the engine, which the speedup and the budget use. Engine agreement: top-1 "
-              "agreement of the engine with PyTorch on random inputs (no data), max |error| of the outputs.", ""]
+              "agreement of the engine with PyTorch on random inputs (no data), max |error| of the outputs."), ""]
     return "\n".join(lines)
 
 
