@@ -73,7 +73,7 @@ def test_markdown_shows_a_failed_model_as_its_one_line_error(tmp_path):
            "machine": {"cpu": "x", "cores": 2, "isa": "avx2"}, "date": "d", "loadavg_start": [1, 1, 1],
            "budget": "latency=0.6x", "quick": True, "rows": [good, bad], "notes": ["a note"]}
     md = zoo224.markdown(doc)
-    rows = [ln for ln in md.splitlines() if ln.startswith("| m |") or ln.startswith("| convnext_tiny |")]
+    rows = [ln for ln in md.splitlines() if ln.startswith(("| m |", "| convnext_tiny |"))]
     assert len(rows) == 2
     assert "0.80x" in rows[0] and "0.50x" in rows[0] and "5.5 / 5" in rows[0] and "| yes |" in rows[0]
     assert "error: exit 2: edgeprune: something / broke" in rows[1] and rows[1].count("|") == rows[0].count("|")
