@@ -24,8 +24,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import torchvision_models  # noqa: E402
-from benchmarks.planner_speed import CpuLike  # noqa: E402
+from benchmarks.common import torchvision_models
+from benchmarks.planner_speed import CpuLike
 
 
 def main() -> None:

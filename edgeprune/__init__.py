@@ -17,6 +17,8 @@ _API = {
     "load_model": "edgeprune.models",
     "load_pruned": "edgeprune.models.pruned",
     "load_data": "edgeprune.data",
+    "as_source": "edgeprune.data.source",
+    "DataSource": "edgeprune.data.source",
     "get_target": "edgeprune.config",
     "list_targets": "edgeprune.config",
     "load_target": "edgeprune.config",

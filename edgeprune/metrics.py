@@ -6,8 +6,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgeprune.data import ImageSet
-
 WEIGHT_BITS = {"fp32": 32, "fp16": 16, "int8": 8, "int4": 4}
 ACT_BYTES = {"fp32": 4.0, "fp16": 2.0, "int8": 1.0, "int4": 1.0}
 _PREC_ORDER = ("fp32", "fp16", "int8", "int4")
@@ -61,7 +59,8 @@ def model_bytes(model: nn.Module, bits: dict[str, int] | None = None) -> int:
 
 
 def count_macs(model: nn.Module, example: Any) -> int:
-    """Multiply-accumulates of one forward pass on ``example`` (conv and linear layers)."""
+    """Multiply-accumulates of one forward pass on the first sample of ``example`` (a tensor, or a tuple/dict of
+    inputs; conv and linear layers)."""
     total = 0
 
     def conv_hook(m: nn.Conv2d, inp: Any, out: torch.Tensor) -> None:
@@ -78,31 +77,91 @@ def count_macs(model: nn.Module, example: Any) -> int:
             hooks.append(m.register_forward_hook(conv_hook))
         elif isinstance(m, nn.Linear):
             hooks.append(m.register_forward_hook(linear_hook))
+    from edgeprune.data.batch import call_model, take
+
     try:
         with torch.no_grad():
-            model.eval()(example[:1] if isinstance(example, torch.Tensor) else example)
+            call_model(model.eval(), take(example, 1))
     finally:
         for h in hooks:
             h.remove()
     return int(total)
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module | Any, data: ImageSet, limit: int | None = None, batch_size: int = 500) -> float:
-    """Top-1 accuracy in percent on ``data`` (first ``limit`` images).
+class EngineModel:
+    """A compiled engine called like the PyTorch model: inputs in (tensor, positional or keyword), torch
+    outputs out (one tensor, or a tuple for several outputs). What ``eval_fn`` gets for an engine."""
 
-    ``model`` is a PyTorch module or a compiled engine (anything with ``run(x) -> logits``,
-    such as :class:`edgeprune.backends.Engine`): an int8 engine's accuracy is the one that ships.
-    """
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the engine on one batch."""
+        x = kwargs if kwargs else (args[0] if len(args) == 1 else tuple(args))
+        if hasattr(self.engine, "outputs"):
+            raw = self.engine.outputs(x)
+        else:  # anything with run(x) -> logits
+            from edgeprune.data.batch import to_numpy
+
+            raw = [self.engine.run(to_numpy(x))]
+        outs = [torch.as_tensor(o) for o in raw]
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def eval(self) -> EngineModel:
+        """No-op (an engine has no training mode)."""
+        return self
+
+    def train(self, mode: bool = True) -> EngineModel:
+        """No-op (an engine has no training mode)."""
+        return self
+
+
+def as_model(model: nn.Module | Any) -> Any:
+    """``model`` in eval mode, or an engine (anything with ``outputs``/``run``) wrapped as :class:`EngineModel`."""
     if isinstance(model, nn.Module):
-        model.eval()
-        run = model
+        return model.eval()
+    return EngineModel(model)
+
+
+def metric_name(eval_fn: Any) -> str:
+    """The name a metric is reported under: ``eval_fn.name`` if set, else its ``__name__`` ("top1" without one)."""
+    if eval_fn is None:
+        return "top1"
+    return str(getattr(eval_fn, "name", None) or getattr(eval_fn, "__name__", None) or type(eval_fn).__name__)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module | Any, data: Any, limit: int | None = None, batch_size: int = 500,
+             eval_fn: Any = None, device: torch.device | str | None = None) -> float:
+    """Top-1 accuracy in percent on ``data`` (first ``limit`` samples), or ``eval_fn(model, val_batches)``.
+
+    ``model`` is a PyTorch module or a compiled engine (anything with ``outputs(x)``,
+    such as :class:`edgeprune.backends.Engine`): an int8 engine's accuracy is the one that ships.
+    ``data`` is an ``ImageSet`` (all of it), or anything :func:`edgeprune.data.as_source` takes
+    (its validation batches). ``eval_fn(model, batches) -> float`` (higher is better) replaces
+    top-1: it gets the model (an engine wrapped to be called like one) and an iterable of
+    ``(inputs, targets)`` validation batches. ``device``: where a module runs (default: the CPU
+    for batches, which are moved there).
+    """
+    from edgeprune.data import ImageSet
+    from edgeprune.data.batch import call_model, to_device
+    from edgeprune.data.source import as_source
+
+    run = as_model(model)
+    if isinstance(data, ImageSet):
+        batches = data.batches(batch_size, limit)
     else:
-        def run(x: torch.Tensor) -> torch.Tensor:
-            return torch.as_tensor(model.run(x.numpy()))
+        src = as_source(data)
+        if src is None:
+            raise ValueError("evaluate needs data")
+        batches = src.val_batches(limit, batch_size)
+    if device is not None and isinstance(model, nn.Module):
+        batches = ((to_device(x, device), to_device(y, device)) for x, y in batches)
+    if eval_fn is not None:
+        return float(eval_fn(run, batches))
     correct = n = 0
-    with torch.no_grad():
-        for x, y in data.batches(batch_size, limit):
-            correct += int((run(x).argmax(1) == y).sum())
-            n += len(y)
+    for x, y in batches:
+        out = call_model(run, x)
+        correct += int((out.argmax(1).cpu() == torch.as_tensor(y).cpu()).sum())
+        n += len(y)
     return 100.0 * correct / max(n, 1)

@@ -41,10 +41,10 @@ def test_coarse_to_fine_matches_the_exact_plan(wide, budget, monkeypatch):
 
 
 def test_restrict_slices_tables_and_lift_maps_back(wide):
+    from edgeprune.config import Budget
     from edgeprune.plan import costs as C
     from edgeprune.plan.choices import build_choices
     from edgeprune.plan.plan import resolve_limits
-    from edgeprune.config import Budget
 
     model, graph, scores = wide
     b = Budget.parse("latency=0.5x")
@@ -71,8 +71,10 @@ def test_a_time_limit_that_cuts_the_search_short_is_said():
 def test_compress_and_plan_take_a_time_limit(capsys):
     from edgeprune.cli import build_parser, main
     from edgeprune.commands.compress import config_from_args
+    from edgeprune.commands.config_file import resolve_settings
 
     args = build_parser().parse_args(["compress", "--time-limit", "3.5"])
+    resolve_settings(args)  # the defaults (--config FILE.toml lies under the typed flags)
     assert config_from_args(args).time_limit == 3.5
     assert main(["compress", "--time-limit", "0", "--data", "none"]) == 2
     assert "--time-limit" in capsys.readouterr().err

@@ -10,7 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import zoo224  # noqa: E402
+from benchmarks import zoo224
 
 
 def test_one_line_error_prefers_the_cli_reason():

@@ -251,6 +251,8 @@ def add_run_options(p: argparse.ArgumentParser, default_out: str = "build/<model
                    help="short timing protocol and one final interleaved repeat (tests, smoke runs; noisier latency)")
     p.add_argument("--out", default=None, help=f"output folder (default {default_out})")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoints in --out")
+    p.add_argument("--allow-head-mismatch", action="store_true",
+                   help="go on (with a warning) when the classifier has more outputs than the data has classes")
     add_profiles_option(p)
     add_foreign_option(p)
 
@@ -277,7 +279,8 @@ def config_from_args(args: argparse.Namespace, **extra):
                           profiles=args.profiles, allow_foreign_profile=getattr(args, "allow_foreign_profile", False),
                           model_args=parse_model_args(getattr(args, "model_arg", None)),
                           weights=getattr(args, "weights", None), freeze=tuple(getattr(args, "freeze", None) or ()),
-                          max_drop=getattr(args, "max_drop", None), **extra)
+                          max_drop=getattr(args, "max_drop", None),
+                          allow_head_mismatch=getattr(args, "allow_head_mismatch", False), **extra)
 
 
 def run(args: argparse.Namespace, ui: UI) -> int:
@@ -315,8 +318,9 @@ def show(result, ui: UI) -> None:
         drop = "not measured" if guard["drop_pt"] is None else f"{guard['drop_pt']:.2f} pt"
         ui.log(f"{'[green]' if ok else '[red]'}accuracy guard: top-1 drop {drop} <= {guard['allowed_pt']:.2f} pt "
                f"(--max-drop {guard['max_drop']}): {'met' if ok else 'MISSED'}[/]")
-    v = result.verify
-    ui.log(f"engine check: top-1 agreement {v['top1_agreement']:.1f}% on {v['images']} images, max |error| {v['max_abs_error']:.2e}")
+    from edgeprune.verify import VerifyReport
+
+    ui.log(f"engine check {'passed' if result.verify.get('passed') else 'FAILED'}: {VerifyReport(**result.verify).summary()}")
     html = result.out_dir / "report.html"
     if html.exists():
         ui.log(f"report: {html}  (open it in a browser)")

@@ -7,9 +7,10 @@ from edgeprune.commands.compress import add_compress_options
 from edgeprune.commands.compress import run as run_compress
 from edgeprune.ui import UI
 
-# ResNet-20 is small: per-operator overhead keeps even the thinnest plan near 0.5x of the dense
-# latency on ORT CPU, so 0.65x (a 1.54x speed-up) leaves the planner room to keep accuracy
-DEMO_BUDGET = "latency=0.65x"
+# int8 alone brings ResNet-20 to about 0.45x of its fp32 latency on ORT CPU (0.45-0.64x across the project's
+# machines), so at 0.42x the planner must remove channels and choose int8 per layer: the demo shows both
+# (measured on a 2-core AMD EPYC: 0.722 -> 0.298 ms, params 0.55x, 18 of 20 layers int8, -1.9 pt after 2 epochs)
+DEMO_BUDGET = "latency=0.42x"
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -12,12 +12,13 @@ from edgeprune.errors import BadInput
 _GUESS_SIZE = 32  # spatial size guessed for a conv model (the CIFAR models the zoo ships)
 
 
-def example_input(model: nn.Module | None = None, data: Any = None, shape: Sequence[int] | None = None) -> torch.Tensor:
+def example_input(model: nn.Module | None = None, data: Any = None, shape: Sequence[int] | None = None) -> Any:
     """One example input for ``model``, from the first source that is given.
 
     1. ``data``: an edgeprune ``Dataset`` (its test split's first image), an
-       ``ImageSet`` (its first image) or an iterable of ``(x, y)`` batches (the
-       first sample of the first batch);
+       ``ImageSet`` (its first image), a ``DataSource`` (its example) or an iterable
+       of ``(inputs, targets)`` batches (the first sample of the first batch; a tuple
+       or dict of tensors for a multi-input model);
     2. ``shape``: a tensor of that shape, standard normal with a fixed seed
        (the same tensor every call);
     3. ``model``: guessed from its first layer: ``(1, C, 32, 32)`` zeros for a
@@ -43,8 +44,13 @@ def example_input(model: nn.Module | None = None, data: Any = None, shape: Seque
     raise BadInput("cannot build an example input: give data or an input shape (e.g. --input-shape 1,3,32,32)")
 
 
-def _from_data(data: Any) -> torch.Tensor:
-    """The first sample of ``data`` as a batch of one."""
+def _from_data(data: Any) -> Any:
+    """The first sample of ``data`` as a batch of one (a tensor, or a tuple/dict for a multi-input model)."""
+    from edgeprune.data.batch import take
+    from edgeprune.data.source import DataSource
+
+    if isinstance(data, DataSource):
+        return data.example()
     test = getattr(data, "test", None)
     if test is not None and hasattr(test, "example"):
         return test.example(1)
@@ -52,11 +58,24 @@ def _from_data(data: Any) -> torch.Tensor:
         return data.example(1)
     if isinstance(data, torch.Tensor):
         return data[:1]
+    if isinstance(data, (tuple, dict)) and _is_inputs(data):
+        return take(data, 1)
     if isinstance(data, Iterable):
         for batch in data:
             x = batch[0] if isinstance(batch, (tuple, list)) else batch
-            if isinstance(x, torch.Tensor) and x.dim() >= 1 and len(x):
-                return x[:1]
+            if _is_inputs(x):
+                return take(x, 1)
             break
-    raise BadInput(f"cannot take an example input from {type(data).__name__}: expected a Dataset, an ImageSet "
-                   "or (x, y) batches")
+    raise BadInput(f"cannot take an example input from {type(data).__name__}: expected a Dataset, an ImageSet, "
+                   "a DataLoader or (inputs, targets) batches")
+
+
+def _is_inputs(x: Any) -> bool:
+    """A non-empty batch of inputs: a tensor, or a tuple/dict of tensors."""
+    if isinstance(x, torch.Tensor):
+        return x.dim() >= 1 and len(x) > 0
+    if isinstance(x, dict):
+        return bool(x) and all(isinstance(v, torch.Tensor) and v.dim() >= 1 and len(v) > 0 for v in x.values())
+    if isinstance(x, tuple):
+        return bool(x) and all(isinstance(v, torch.Tensor) and v.dim() >= 1 and len(v) > 0 for v in x)
+    return False

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -19,13 +20,18 @@ def _load_all() -> None:
 
 
 def importance(model: nn.Module, data: Any, criterion: str = "taylor", graph: Any = None, batches: int = 8,
-               batch_size: int = 64, seed: int = 0, **options: Any) -> Scores:
+               batch_size: int = 64, seed: int = 0, loss_fn: Callable[[Any, Any], torch.Tensor] | None = None,
+               **options: Any) -> Scores:
     """Score every channel of every prunable group of ``model`` (higher = more important).
 
-    ``data`` is an :class:`~edgeprune.data.ImageSet`, a :class:`~edgeprune.data.Dataset`
-    (its train split is used), a list of (x, y) batches, or None for data-free criteria.
+    ``data`` is anything :func:`edgeprune.data.as_source` takes (an ``ImageSet``, a ``Dataset``
+    (its train split is used), a DataLoader or a re-iterable of (inputs, targets) batches, a
+    (train, val) pair, a DataSource), a list of (inputs, targets) batches (used as given), or None
+    for data-free criteria. ``loss_fn(outputs, targets) -> scalar`` replaces cross-entropy in the
+    gradient criteria.
     """
     from edgeprune.graph import channel_groups, example_input
+    from edgeprune.importance.base import using_loss
 
     _load_all()
     batch_list = _batches(data, batches, batch_size)
@@ -33,7 +39,8 @@ def importance(model: nn.Module, data: Any, criterion: str = "taylor", graph: An
         example = example_input(model, batch_list or None)
         graph = channel_groups(model, example)
     torch.manual_seed(seed)
-    return run_criterion(criterion, model, graph, batch_list, seed=seed, **options)
+    with using_loss(loss_fn):
+        return run_criterion(criterion, model, graph, batch_list, seed=seed, **options)
 
 
 def layer_sensitivity(model: nn.Module, data: Any, kind: str = "hessian-trace", **options: Any) -> dict[str, float]:
@@ -57,19 +64,21 @@ def list_criteria() -> list[tuple[str, Criterion, str]]:
     return [(e.name, e.obj, e.description) for e in CRITERIA]
 
 
-def _batches(data: Any, n: int, bs: int) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+def _batches(data: Any, n: int, bs: int) -> list[tuple[Any, Any]] | None:
     if data is None:
         return None
-    if isinstance(data, list):
+    if isinstance(data, list) and (not data or isinstance(data[0], (tuple, list))):
         return data
     from edgeprune.data import Dataset, ImageSet
+    from edgeprune.data.source import as_source
 
     if isinstance(data, Dataset):
         data = data.train
     if isinstance(data, ImageSet):
         idx = np.sort(score_order(len(data))[: n * bs])
         return list(data.subset(idx).batches(bs))
-    raise TypeError(f"unsupported data for importance: {type(data).__name__}")
+    source = as_source(data)
+    return source.score_batches(n, bs) if source is not None else None
 
 
 def score_order(n: int) -> np.ndarray:

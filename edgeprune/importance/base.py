@@ -1,7 +1,9 @@
 """The importance registry and the shared plumbing (per-member channel reductions, group combination)."""
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -195,6 +197,12 @@ def mask_points(model: nn.Module, graph: ChannelGraph) -> list[MaskPoint]:
     return points
 
 
+def _batch_len(x: Any) -> int:
+    from edgeprune.data.batch import batch_len
+
+    return batch_len(x)
+
+
 def _run(model: nn.Module, example: Any) -> Any:
     if isinstance(example, (tuple, list)):
         return model(*example)
@@ -267,11 +275,38 @@ class Masker:
         return n
 
 
-def checked_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, reduction: str = "mean", where: str = "") -> torch.Tensor:
-    """Cross-entropy of ``model`` on a batch; a clear BadInput when it is NaN/inf."""
+_LOSS_FN: ContextVar[Callable[[Any, Any], torch.Tensor] | None] = ContextVar("edgeprune_loss_fn", default=None)
+
+
+@contextmanager
+def using_loss(loss_fn: Callable[[Any, Any], torch.Tensor] | None) -> Iterator[None]:
+    """Within the block, :func:`checked_loss` uses ``loss_fn(outputs, targets) -> scalar`` instead of
+    cross-entropy (None: cross-entropy). Scoped to the current context, so criteria need no extra argument."""
+    token = _LOSS_FN.set(loss_fn)
+    try:
+        yield
+    finally:
+        _LOSS_FN.reset(token)
+
+
+def checked_loss(model: nn.Module, x: Any, y: Any, reduction: str = "mean", where: str = "") -> torch.Tensor:
+    """The loss of ``model`` on a batch (cross-entropy, or the ``loss_fn`` of :func:`using_loss`); a clear
+    BadInput when it is NaN/inf. ``x`` may be a tensor, a tuple or a dict of inputs. A user's loss is taken
+    as a batch mean: ``reduction="sum"`` multiplies it by the batch size."""
+    from edgeprune.data.batch import batch_len, call_model
     from edgeprune.errors import BadInput
 
-    loss = nn.functional.cross_entropy(model(x), y, reduction=reduction)
+    out = call_model(model, x)
+    user = _LOSS_FN.get()
+    if user is None:
+        loss = nn.functional.cross_entropy(out, y, reduction=reduction)
+    else:
+        loss = user(out, y)
+        if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+            raise BadInput(f"loss_fn must return a scalar tensor, got {type(loss).__name__}"
+                           f"{' of shape ' + str(tuple(loss.shape)) if isinstance(loss, torch.Tensor) else ''}")
+        if reduction == "sum":
+            loss = loss * batch_len(x)
     if not torch.isfinite(loss).all():
         raise BadInput(f"importance{(' ' + where) if where else ''}: the loss is NaN/inf on this data (check the inputs and the model's weights)")
     return loss
@@ -300,7 +335,7 @@ def mask_gradients(model: nn.Module, graph: ChannelGraph, batches: list, points:
     spatial: dict[int, int] = {}
     with Masker(model, points) as mk:
         for x, y in batches:
-            masks = {i: torch.ones(x.shape[0], sizes[p.group], requires_grad=True) for i, p in enumerate(points)}
+            masks = {i: torch.ones(_batch_len(x), sizes[p.group], requires_grad=True) for i, p in enumerate(points)}
             mk.values = masks
             loss = checked_loss(model, x, y, "sum", where)
             grads = torch.autograd.grad(loss, list(masks.values()), allow_unused=True)
@@ -378,7 +413,7 @@ def consumer_inputs(model: nn.Module, graph: ChannelGraph, batches: list, fn: Ca
     try:
         with torch.no_grad():
             for x, _y in batches:
-                model(x)
+                _run(model, x)
     finally:
         for h in hooks:
             h.remove()

@@ -17,6 +17,7 @@ from torch import nn
 from edgeprune.graph import ChannelGraph
 from edgeprune.importance.base import (
     Scores,
+    _run,
     check_finite_grad,
     checked_loss,
     criterion,
@@ -197,7 +198,7 @@ def taylor_logit(model: nn.Module, graph: ChannelGraph, batches: list, max_class
         for x, y in batches:
             masks = {i: torch.ones(x.shape[0], sizes[p.group], requires_grad=True) for i, p in enumerate(points)}
             mk.values = masks
-            z = model(x)
+            z = _run(model, x)
             if z.dim() != 2:
                 raise BadInput(f"taylor-logit needs (batch, classes) logits, the model returns shape {tuple(z.shape)}")
             b, k = z.shape

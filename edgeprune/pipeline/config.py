@@ -42,6 +42,7 @@ class CompressConfig:
     freeze: tuple[str, ...] = ()  # layer-name (or group-id) globs whose channel groups are never pruned (--freeze)
     max_drop: str | None = None  # accuracy guard: "1pt" (points) or "0.5%" (of the dense figure); exit 1 beyond it
     plan_file: str | None = None  # apply this plan.json instead of searching one (edgeprune apply)
+    allow_head_mismatch: bool = False  # go on (with a warning) when the classifier has more outputs than the data has classes
 
     def __post_init__(self) -> None:
         if self.max_drop is not None:
@@ -65,9 +66,13 @@ def parse_max_drop(text: str | float) -> tuple[float, bool]:
 
 @dataclass
 class ModelFigures:
-    """Figures of one model in the final table (latency in ``latency_unit``: ms, or simulated cycles)."""
+    """Figures of one model in the final table (latency in ``latency_unit``: ms, or simulated cycles).
 
-    top1: float
+    ``top1`` is None when not measured (no data, or a user ``eval_fn`` in its place); ``metric`` is the
+    quality figure the run reports, named ``metric_name`` (``top1``, or the ``eval_fn``'s name).
+    """
+
+    top1: float | None
     params: int
     macs: int
     bytes: int
@@ -76,6 +81,8 @@ class ModelFigures:
     latency_p90_ms: float
     latency_unit: str = "ms"
     simulated: bool = False
+    metric: float | None = None
+    metric_name: str = "top1"
 
     @property
     def latency_label(self) -> str:
@@ -100,15 +107,23 @@ class CompressResult:
     report: dict[str, Any]
 
     @property
-    def top1_drop(self) -> float:
-        """Dense minus compressed top-1, in points."""
+    def top1_drop(self) -> float | None:
+        """Dense minus compressed top-1, in points (None: not measured)."""
+        if self.dense.top1 is None or self.compressed.top1 is None:
+            return None
         return self.dense.top1 - self.compressed.top1
 
     def table_rows(self) -> list[tuple]:
-        """Rows of the summary table."""
+        """Rows of the summary table (a quality figure that was not measured reads "not measured")."""
         d, c = self.dense, self.compressed
+        if d.metric is None or c.metric is None:
+            quality = ("top-1 (%)" if d.metric_name == "top1" else d.metric_name, "not measured", "not measured", "")
+        elif d.metric_name == "top1":
+            quality = ("top-1 (%)", d.metric, c.metric, f"{c.metric - d.metric:+.2f} pt")
+        else:
+            quality = (d.metric_name, d.metric, c.metric, f"{c.metric - d.metric:+.4g}")
         return [
-            ("top-1 (%)", d.top1, c.top1, f"{c.top1 - d.top1:+.2f} pt"),
+            quality,
             ("params", d.params, c.params, f"{c.params / max(d.params, 1):.2f}x"),
             ("MACs", d.macs, c.macs, f"{c.macs / max(d.macs, 1):.2f}x"),
             (f"latency median ({d.latency_label})", d.latency_ms, c.latency_ms, f"{self.speedup:.2f}x faster"),

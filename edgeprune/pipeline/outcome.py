@@ -17,18 +17,25 @@ from edgeprune.profile.timing import Timing
 
 
 class RandomImages:
-    """Seeded random inputs with dummy labels: what ``verify`` compares engines on when no data is given."""
+    """Seeded random inputs with dummy labels: what ``verify`` compares engines on when no data is given
+    (``random``: verify then gates on the output error and reports no accuracy)."""
 
-    def __init__(self, example: torch.Tensor) -> None:
-        self.shape = tuple(example.shape[1:])
+    random = True
 
-    def batches(self, batch_size: int = 256, limit: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __init__(self, example: Any) -> None:
+        self.example = example  # a tensor, or a tuple/dict of tensors: random inputs take each one's shape
+
+    def batches(self, batch_size: int = 256, limit: int | None = None) -> Iterator[tuple[Any, torch.Tensor]]:
         """``limit`` (default 100) random inputs in batches, the same on every call."""
+        from edgeprune.data.batch import map_inputs
+
         g = torch.Generator().manual_seed(0)
         n = limit or 100
         for i in range(0, n, batch_size):
-            x = torch.randn(min(batch_size, n - i), *self.shape, generator=g)
-            yield x, torch.zeros(len(x), dtype=torch.long)
+            b = min(batch_size, n - i)
+            x = map_inputs(self.example, lambda t, b=b: torch.randn(b, *t.shape[1:], generator=g).to(t.dtype)
+                           if t.is_floating_point() else t[:1].expand(b, *t.shape[1:]).clone())
+            yield x, torch.zeros(b, dtype=torch.long)
 
 
 def figures(run: Run, model: nn.Module, t: Timing, engine: Any = None, bits: dict[str, int] | None = None) -> ModelFigures:
@@ -37,13 +44,14 @@ def figures(run: Run, model: nn.Module, t: Timing, engine: Any = None, bits: dic
 
     with run.clock.work("measure"):
         if run.data is None:
-            top1 = float("nan")
+            value = None  # "not measured", never nan
         elif engine is not None:
-            top1 = evaluate(engine, run.data.test, run.config.eval_limit, batch_size=250)
+            value = evaluate(engine, run.data, run.config.eval_limit, batch_size=250, eval_fn=run.eval_fn)
         else:
-            top1 = evaluate(model, run.data.test, run.config.eval_limit)
+            value = evaluate(model, run.data, run.config.eval_limit, eval_fn=run.eval_fn)
+    top1 = value if run.eval_fn is None else None
     return ModelFigures(top1, count_params(model), count_macs(model, run.example), model_bytes(model, bits),
-                        t.median, t.p10, t.p90, run.backend.unit, run.backend.simulated)
+                        t.median, t.p10, t.p90, run.backend.unit, run.backend.simulated, value, run.metric)
 
 
 def check_budget(run: Run, d: ModelFigures, c: ModelFigures) -> tuple[bool, list[str]]:
@@ -80,10 +88,12 @@ def accuracy_guard(run: Run, dense: ModelFigures, comp: ModelFigures) -> dict[st
     if run.config.max_drop is None:
         return None
     value, relative = parse_max_drop(run.config.max_drop)
-    allowed = value * dense.top1 / 100.0 if relative else value
-    drop = dense.top1 - comp.top1
-    measured = not math.isnan(drop)  # nan without data: the guard cannot hold
-    return {"max_drop": str(run.config.max_drop), "allowed_pt": allowed, "drop_pt": drop if measured else None,
+    before = dense.top1 if dense.top1 is not None else dense.metric  # top-1, else the user's eval_fn figure
+    after = comp.top1 if comp.top1 is not None else comp.metric
+    measured = before is not None and after is not None and not math.isnan(before - after)
+    allowed = value * before / 100.0 if relative and measured else value
+    drop = before - after if measured else None  # not measured: the guard cannot hold
+    return {"max_drop": str(run.config.max_drop), "allowed_pt": allowed, "drop_pt": drop,
             "passed": measured and drop <= allowed}
 
 
@@ -115,8 +125,10 @@ def report_doc(run: Run, dense: ModelFigures, comp: ModelFigures, met: bool, det
         "dense": asdict(dense),
         "compressed": asdict(comp),
         "speedup": dense.latency_ms / max(comp.latency_ms, 1e-12),
-        "top1_drop": dense.top1 - comp.top1,
+        "top1_drop": None if dense.top1 is None or comp.top1 is None else dense.top1 - comp.top1,
         "accuracy_guard": accuracy_guard(run, dense, comp),
+        "metric": {"name": run.metric, "dense": dense.metric, "compressed": comp.metric,
+                   "higher_is_better": True, "measured": dense.metric is not None},
         "compressed_top1_from": (f"int8 engine ({run.backend.description})" if run.int8
                                  else "pruned PyTorch model (fp32 engine verified equal)"),
         "precisions": run.precisions,
@@ -125,10 +137,25 @@ def report_doc(run: Run, dense: ModelFigures, comp: ModelFigures, met: bool, det
         "verify": run.verify.to_dict(),
         "config": {k: (asdict(v) if hasattr(v, "__dataclass_fields__") else v) for k, v in asdict(cfg).items()},
         "data": ds.name if ds is not None else None,
-        "eval_images": len(ds.test) if ds is not None and cfg.eval_limit is None else cfg.eval_limit,
+        "eval_images": _eval_images(ds, cfg.eval_limit),
         "machine": machine_info(),
         "versions": versions(),
     }
+
+
+def _eval_images(ds: Any, limit: int | None) -> int | None:
+    """How many samples the quality figure was measured on (None: unknown or no data)."""
+    if ds is None:
+        return None
+    if ds.dataset is not None:
+        n = len(ds.dataset.test)
+    else:
+        inner = getattr(ds.val, "dataset", None)
+        try:
+            n = len(inner) if inner is not None else len(ds.val)  # type: ignore[arg-type]
+        except TypeError:
+            return limit
+    return n if limit is None else min(n, limit)
 
 
 def write_outputs(run: Run, report: dict[str, Any]) -> None:
@@ -155,8 +182,7 @@ def raise_failures(result: CompressResult, run: Run) -> None:
     (both carry ``result``: the files are written)."""
     v = run.verify
     if not v.passed:
-        err: Exception = VerificationFailed(f"engine disagrees with PyTorch: top-1 agreement {v.top1_agreement:.1f}% "
-                                            f"on {v.images} images")
+        err: Exception = VerificationFailed(f"engine disagrees with PyTorch: {v.summary()}")
         err.result = result  # type: ignore[attr-defined]
         raise err
     guard = result.report.get("accuracy_guard")

@@ -16,7 +16,6 @@ from torch import nn
 
 from edgeprune.budget import Budget, DenseContext
 from edgeprune.config import Target
-from edgeprune.data import Dataset
 from edgeprune.errors import BadInput
 from edgeprune.fileio import atomic_path
 from edgeprune.pipeline.config import CompressConfig, CompressResult
@@ -30,7 +29,8 @@ def estimate_seconds(run: Run) -> float:
     cfg, ds = run.config, run.data
     per_measure = 1.0 if run.backend.simulated else min(cfg.protocol.max_seconds, 3.0) + 1.0
     searches = 9 if cfg.planner == "uniform" else 2
-    train = cfg.epochs * len(ds.train) / 300 if ds is not None else 0.0  # ~300 img/s for a pruned ResNet-20
+    n_train = (ds.train_size() or 0) if ds is not None else 0
+    train = cfg.epochs * n_train / 300  # ~300 img/s for a pruned ResNet-20
     final = 2 * cfg.final_repeats * per_measure
     return 15 + per_measure * (1 + searches) + train + final + 15
 
@@ -98,7 +98,7 @@ def score_channels(run: Run) -> None:
         run.ui.log(f"scoring channels ({run.config.criterion}) ...")
         with run.clock.work("score"):
             return importance(run.dense, run.data, run.config.criterion, graph=run.graph,
-                              batches=run.config.score_batches, seed=run.config.seed)
+                              batches=run.config.score_batches, seed=run.config.seed, loss_fn=run.loss_fn)
 
     run.scores = run.stages.tensors("scores", compute)
 
@@ -126,13 +126,16 @@ def recover(run: Run) -> None:
             from edgeprune.recover import RecoverConfig
             from edgeprune.recover import recover as fit
 
-            run.ui.log(f"fine-tuning {cfg.epochs:g} epoch(s) on {len(ds.train)} images"
+            n = ds.train_size()
+            run.ui.log(f"fine-tuning {cfg.epochs:g} epoch(s) on {n if n is not None else 'the'} training samples"
                        f"{' with KD from the dense model' if cfg.kd else ''} ...")
             rc = RecoverConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
                                checkpoint_dir=str(run.stages.dir), device=cfg.train_device,
                                resume=cfg.resume)
+            data = ds.dataset if ds.dataset is not None else ds  # the numpy fast path where there is one
             with run.clock.work("train"):
-                fit(run.small, ds, teacher=run.dense if cfg.kd else None, config=rc, ui=run.ui)
+                fit(run.small, data, teacher=run.dense if cfg.kd else None, config=rc, ui=run.ui,
+                    loss_fn=run.loss_fn, eval_fn=run.eval_fn)
             return run.small.state_dict()
 
         run.small.load_state_dict(run.stages.tensors("finetuned", finetune))
@@ -162,10 +165,11 @@ def verify_engine(run: Run) -> None:
     from edgeprune.pipeline.outcome import RandomImages
     from edgeprune.verify import verify
 
-    images = run.data.test if run.data is not None else RandomImages(run.example)
+    images = run.data if run.data is not None else RandomImages(run.example)
     with run.clock.work("measure"):
         run.verify = verify(run.engine, run.small, images, limit=500,
-                            min_agreement=run.backend.verify_threshold(run.int8))
+                            min_agreement=run.backend.verify_threshold(run.int8),
+                            max_relative_error=run.backend.verify_error_threshold(run.int8))
 
 
 def measure_pair(run: Run) -> None:
@@ -218,10 +222,20 @@ STAGES: tuple[tuple[str, Callable[[Run], None]], ...] = (
 )
 
 
-def compress(model: str | nn.Module = "resnet20-cifar10", data: str | Dataset | None = "cifar10-demo",
-             target: str | Target = "cpu-ort", budget: str | Budget = "latency=0.6x", out: str | Path | None = None,
-             config: CompressConfig | None = None, input_shape: tuple[int, ...] | None = None, ui: UI = QUIET) -> CompressResult:
+def compress(model: str | nn.Module = "resnet20-cifar10", data: Any = "cifar10-demo",
+             target: str | Target = "cpu-ort", budget: str | Budget = "latency=0.6x", *, example_inputs: Any = None,
+             loss_fn: Callable[[Any, Any], torch.Tensor] | None = None, eval_fn: Callable[[Any, Any], float] | None = None,
+             config: CompressConfig | None = None, out: str | Path | None = None,
+             input_shape: tuple[int, ...] | None = None, ui: UI = QUIET) -> CompressResult:
     """Compress ``model`` for ``target`` under ``budget``; write the engine and reports to ``out``.
+
+    ``data``: anything :func:`edgeprune.data.as_source` takes: a torch ``DataLoader`` or re-iterable of
+    ``(inputs, targets)`` batches, a ``(train, val)`` pair of them, an edgeprune ``Dataset``/``ImageSet``
+    (the fast path), a :func:`~edgeprune.data.load_data` spec, or None (data-free criteria, random-input
+    verification). ``example_inputs``: a tensor, tuple or dict (a multi-input model; batch 1 is used), by
+    default the first sample of ``data``. ``loss_fn(outputs, targets) -> scalar`` replaces cross-entropy in
+    importance and fine-tuning (KD then distils every output with MSE). ``eval_fn(model, val_batches) ->
+    float`` (higher is better) replaces top-1 in the report, under ``eval_fn.name`` or ``__name__``.
 
     Raises :class:`~edgeprune.errors.BudgetMissed` (exit code 1) when the
     measured result misses the budget and :class:`~edgeprune.errors.VerificationFailed`
@@ -230,7 +244,8 @@ def compress(model: str | nn.Module = "resnet20-cifar10", data: str | Dataset | 
     from edgeprune.pipeline.outcome import raise_failures
 
     cfg = config or CompressConfig()
-    run = open_run(Inputs(model, data, target, budget, out, input_shape), cfg, ui)  # every argument checked here
+    inputs = Inputs(model, data, target, budget, out, input_shape, example_inputs, loss_fn, eval_fn)
+    run = open_run(inputs, cfg, ui)  # every argument checked here
     run.stages = Stages(run.out, cfg.resume)
     announce(run)
     run.clock.stages["open"] = time.perf_counter() - run.started  # checks, model, data, first forward pass

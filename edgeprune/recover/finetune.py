@@ -13,6 +13,7 @@ import hashlib
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgeprune.data import Dataset, ImageSet
+from edgeprune.data.batch import batch_len, call_model, output_tensors, to_device
+from edgeprune.data.source import DataSource, as_source
 from edgeprune.errors import BadInput
 from edgeprune.recover.augment import BatchLoader, Normaliser
+from edgeprune.recover.loader import IterableLoader
+
+LossFn = Callable[[Any, Any], torch.Tensor]
+EvalFn = Callable[[nn.Module, Any], float]
 from edgeprune.ui import QUIET, UI
 
 CHECKPOINT = "finetune.ckpt"
@@ -93,8 +100,16 @@ class RecoverResult:
     world_size: int = 1
 
 
-def _train_split(data: Dataset | ImageSet) -> ImageSet:
-    return data.train if isinstance(data, Dataset) else data
+def _train_split(data: Any) -> ImageSet | DataSource:
+    """The fast path's train ImageSet, or the DataSource of a DataLoader / iterable of batches."""
+    if isinstance(data, Dataset):
+        return data.train
+    if isinstance(data, ImageSet):
+        return data
+    src = as_source(data)
+    if src is None:
+        raise BadInput("no training data")
+    return src.dataset.train if src.dataset is not None else src
 
 
 # --------------------------------------------------------------------------- distributed
@@ -164,10 +179,17 @@ class _Dist:
 # --------------------------------------------------------------------------- the loop
 
 
-def recover(model: nn.Module, data: Dataset | ImageSet, teacher: nn.Module | None = None,
-            config: RecoverConfig | None = None, ui: UI = QUIET, **overrides: Any) -> RecoverResult:
+def recover(model: nn.Module, data: Any, teacher: nn.Module | None = None,
+            config: RecoverConfig | None = None, ui: UI = QUIET, loss_fn: LossFn | None = None,
+            eval_fn: EvalFn | None = None, **overrides: Any) -> RecoverResult:
     """Fine-tune ``model`` in place on ``data`` (its train split), distilling from ``teacher`` if given.
 
+    ``data`` is an edgeprune ``Dataset``/``ImageSet`` (the fast numpy path with crop + flip), or
+    anything :func:`edgeprune.data.as_source` takes: a DataLoader or re-iterable of (inputs, targets)
+    batches (used as it yields them: augmentation is the loader's job), a (train, val) pair.
+    ``loss_fn(outputs, targets) -> scalar`` replaces cross-entropy; with it, KD distils every output
+    tensor of the teacher with MSE (a custom loss means the outputs need not be logits).
+    ``eval_fn(model, val_batches) -> float`` (higher is better) replaces top-1 for early stop.
     ``overrides`` replace fields of ``config`` (``recover(m, d, epochs=3, lr=0.01)``).
     Under ``torchrun`` (``WORLD_SIZE`` > 1) the data is sharded over the ranks
     and gradients are averaged with DistributedDataParallel; every rank ends
@@ -182,7 +204,7 @@ def recover(model: nn.Module, data: Dataset | ImageSet, teacher: nn.Module | Non
     if cfg.epochs < 0 or cfg.batch_size < 1 or cfg.lr <= 0 or not 0 <= cfg.kd_alpha <= 1 or cfg.temperature <= 0:
         raise BadInput(f"bad recover config: {cfg}")
     train = _train_split(data)
-    if len(train) == 0:
+    if isinstance(train, ImageSet) and len(train) == 0:
         raise BadInput("no training images")
     device = resolve_device(cfg.device, model)
     dist = _Dist(cfg, device)
@@ -193,7 +215,7 @@ def recover(model: nn.Module, data: Dataset | ImageSet, teacher: nn.Module | Non
     try:
         for m, _ in homes:
             m.to(device)
-        return _recover(model, train, teacher, cfg, ui if dist.rank == 0 else QUIET, dist)
+        return _recover(model, train, teacher, cfg, ui if dist.rank == 0 else QUIET, dist, loss_fn, eval_fn)
     finally:
         for m, home in homes:
             m.to(home)
@@ -230,21 +252,32 @@ def resolve_device(spec: str | None, model: nn.Module) -> torch.device:
     return dev
 
 
-def _recover(model: nn.Module, train: ImageSet, teacher: nn.Module | None, cfg: RecoverConfig, ui: UI, dist: _Dist) -> RecoverResult:
+def _recover(model: nn.Module, train: ImageSet | DataSource, teacher: nn.Module | None, cfg: RecoverConfig, ui: UI,
+             dist: _Dist, loss_fn: LossFn | None = None, eval_fn: EvalFn | None = None) -> RecoverResult:
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
-    val: ImageSet | None = None
-    if cfg.val_fraction > 0:
-        perm = rng.permutation(len(train))
-        n_val = max(1, int(len(train) * cfg.val_fraction))
-        val, train = train.subset(np.sort(perm[:n_val])), train.subset(np.sort(perm[n_val:]))
-    n_total = len(train)
-    per_epoch = min(n_total, cfg.max_images or n_total)
-    batch = min(cfg.batch_size, per_epoch)
-    if batch < dist.world:
-        raise BadInput(f"batch size {batch} is smaller than the number of processes ({dist.world})")
-    loader = BatchLoader(train.images, train.labels, train.mean, train.std, batch, per_epoch, rng,
-                         augment=cfg.augment, rank=dist.rank, world=dist.world, prefetch=cfg.prefetch)
+    val: ImageSet | DataSource | None = None
+    loader: BatchLoader | IterableLoader
+    if isinstance(train, DataSource):  # a DataLoader / iterable of batches: used as it yields them
+        if cfg.val_fraction > 0:
+            if train.same_split:
+                raise BadInput("val_fraction with a single DataLoader: pass a (train, val) pair for early stop")
+            val = train
+        loader = IterableLoader(train.train, cfg.max_images, rng, rank=dist.rank, world=dist.world)
+        batch, per_epoch = loader.batch_size, loader.per_epoch
+        n_total = per_epoch
+    else:
+        if cfg.val_fraction > 0:
+            perm = rng.permutation(len(train))
+            n_val = max(1, int(len(train) * cfg.val_fraction))
+            val, train = train.subset(np.sort(perm[:n_val])), train.subset(np.sort(perm[n_val:]))
+        n_total = len(train)
+        per_epoch = min(n_total, cfg.max_images or n_total)
+        batch = min(cfg.batch_size, per_epoch)
+        if batch < dist.world:
+            raise BadInput(f"batch size {batch} is smaller than the number of processes ({dist.world})")
+        loader = BatchLoader(train.images, train.labels, train.mean, train.std, batch, per_epoch, rng,
+                             augment=cfg.augment, rank=dist.rank, world=dist.world, prefetch=cfg.prefetch)
     steps_per_epoch = loader.steps
     total_steps = max(1, round(cfg.epochs * steps_per_epoch)) if cfg.epochs > 0 else 0
 
@@ -269,11 +302,13 @@ def _recover(model: nn.Module, train: ImageSet, teacher: nn.Module | None, cfg: 
         for p in teacher.parameters():
             p.requires_grad_(False)
     use_kd = teacher is not None and cfg.kd_alpha > 0
+    metric = eval_fn.__name__ if eval_fn is not None else "top-1"
     stopped = False
     seen, wait_s, t0 = 0, 0.0, time.perf_counter()
     epoch_loss, epoch_n, epoch_t0 = 0.0, 0, time.perf_counter()
     ui.log(f"fine-tuning {total_steps} steps ({cfg.epochs:g} epoch(s) of {per_epoch} images, batch {batch}"
-           f"{f', {dist.world} processes' if dist.active else ''}{', KD' if use_kd else ''}, lr {cfg.lr:g})"
+           f"{f', {dist.world} processes' if dist.active else ''}"
+           f"{(', KD (MSE on outputs)' if loss_fn is not None else ', KD') if use_kd else ''}, lr {cfg.lr:g})"
            + (f", resumed at step {start_step}" if start_step else ""))
     with ui.progress("fine-tune", total=total_steps) as bar:
         bar.advance(start_step)
@@ -287,16 +322,14 @@ def _recover(model: nn.Module, train: ImageSet, teacher: nn.Module | None, cfg: 
                 except StopIteration:
                     break
                 wait_s += time.perf_counter() - tw
-                x, y = x.to(dist.device, non_blocking=True), y.to(dist.device, non_blocking=True)
+                x, y = to_device(x, dist.device), to_device(y, dist.device)
                 net.train()
-                logits = net(x)
-                loss = F.cross_entropy(logits, y)
+                logits = call_model(net, x)
+                loss = F.cross_entropy(logits, y) if loss_fn is None else _user_loss(loss_fn, logits, y)
                 if use_kd:
                     with torch.no_grad():
-                        t_logits = teacher(x)
-                    T = cfg.temperature
-                    kd = F.kl_div(F.log_softmax(logits / T, 1), F.softmax(t_logits / T, 1), reduction="batchmean") * T * T
-                    loss = (1 - cfg.kd_alpha) * loss + cfg.kd_alpha * kd
+                        t_logits = call_model(teacher, x)
+                    loss = (1 - cfg.kd_alpha) * loss + cfg.kd_alpha * _distil(logits, t_logits, cfg.temperature, loss_fn is not None)
                 if cfg.bn_l1 > 0:
                     loss = loss + cfg.bn_l1 * sum(m.weight.abs().sum() for m in model.modules()
                                                   if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None)
@@ -310,7 +343,7 @@ def _recover(model: nn.Module, train: ImageSet, teacher: nn.Module | None, cfg: 
                 opt.step()
                 sched.step()
                 step += 1
-                seen += batch
+                seen += batch_len(x) * dist.world
                 epoch_loss += g_loss
                 epoch_n += 1
                 rate = seen / max(time.perf_counter() - t0, 1e-9)
@@ -322,7 +355,7 @@ def _recover(model: nn.Module, train: ImageSet, teacher: nn.Module | None, cfg: 
                              "lr": float(sched.get_last_lr()[0]), "images_per_s": epoch_n * batch / max(now - epoch_t0, 1e-9),
                              "seconds": now - epoch_t0}
                     if val is not None:
-                        entry["val_top1"] = _evaluate(model, val, dist)
+                        entry["val_top1"] = _evaluate(model, val, dist, eval_fn=eval_fn)
                         if entry["val_top1"] > best:
                             best, bad_epochs = entry["val_top1"], 0
                             if cfg.restore_best:
@@ -331,19 +364,19 @@ def _recover(model: nn.Module, train: ImageSet, teacher: nn.Module | None, cfg: 
                             bad_epochs += 1
                     history.append(entry)
                     ui.log(f"  epoch {entry['epoch']:.2f}: loss {entry['loss']:.3f}"
-                           + (f", val top-1 {entry['val_top1']:.2f}%" if val is not None else "")
+                           + (f", val {metric} {entry['val_top1']:.4g}" if val is not None else "")
                            + f", {entry['images_per_s']:.0f} img/s")
                     epoch_loss, epoch_n, epoch_t0 = 0.0, 0, time.perf_counter()
                     _checkpoint(cfg, dist, fingerprint, model, opt, sched, loader, step, history, best, bad_epochs)
                     if val is not None and cfg.patience is not None and bad_epochs > cfg.patience:
-                        ui.log(f"early stop at epoch {entry['epoch']:.2f}: no better validation top-1 for "
-                               f"{bad_epochs} epoch(s) (best {best:.2f}%)")
+                        ui.log(f"early stop at epoch {entry['epoch']:.2f}: no better validation {metric} for "
+                               f"{bad_epochs} epoch(s) (best {best:.4g})")
                         stopped = True
                         break
             it.close()
     if best_state is not None and val is not None and history and history[-1].get("val_top1", best) < best:
         model.load_state_dict(best_state)
-        ui.log(f"restored the best epoch's weights (val top-1 {best:.2f}%)")
+        ui.log(f"restored the best epoch's weights (val {metric} {best:.4g})")
     model.eval()
     elapsed = max(time.perf_counter() - t0, 1e-9)
     return RecoverResult(model, step / steps_per_epoch, seen / elapsed, history,
@@ -351,10 +384,32 @@ def _recover(model: nn.Module, train: ImageSet, teacher: nn.Module | None, cfg: 
                          resumed_from_step=start_step, world_size=dist.world)
 
 
+def _user_loss(loss_fn: LossFn, outputs: Any, targets: Any) -> torch.Tensor:
+    loss = loss_fn(outputs, targets)
+    if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+        raise BadInput(f"loss_fn must return a scalar tensor, got {type(loss).__name__}")
+    return loss
+
+
+def _distil(student: Any, teacher: Any, temperature: float, custom_loss: bool) -> torch.Tensor:
+    """The KD term: soft-target KL on logits (scaled by T^2); with a custom loss, MSE on every output tensor."""
+    if not custom_loss and isinstance(student, torch.Tensor):
+        T = temperature
+        return F.kl_div(F.log_softmax(student / T, 1), F.softmax(teacher / T, 1), reduction="batchmean") * T * T
+    pairs = list(zip(output_tensors(student), output_tensors(teacher)))
+    terms = [F.mse_loss(s.float(), t.float()) for s, t in pairs if s.is_floating_point()]
+    return torch.stack(terms).mean() if terms else torch.zeros((), device=pairs[0][0].device if pairs else None)
+
+
 @torch.no_grad()
-def _evaluate(model: nn.Module, data: ImageSet, dist: _Dist, batch_size: int = 500) -> float:
-    """Top-1 (%) on ``data``, each rank scoring its share, summed over ranks."""
+def _evaluate(model: nn.Module, data: ImageSet | DataSource, dist: _Dist, batch_size: int = 500,
+              eval_fn: EvalFn | None = None) -> float:
+    """Top-1 (%) (or ``eval_fn``) on ``data``; on the fast path each rank scores its share, summed over ranks."""
     model.eval()
+    if isinstance(data, DataSource):
+        from edgeprune.metrics import evaluate
+
+        return evaluate(model, data, eval_fn=eval_fn, device=dist.device)
     norm = Normaliser(data.mean, data.std)
     idx = np.arange(len(data))[dist.rank :: dist.world]
     correct = 0
@@ -367,13 +422,14 @@ def _evaluate(model: nn.Module, data: ImageSet, dist: _Dist, batch_size: int = 5
 
 
 @torch.no_grad()
-def recalibrate_bn(model: nn.Module, data: ImageSet, batch_size: int = 256, batches: int = 20, seed: int = 0) -> None:
+def recalibrate_bn(model: nn.Module, data: ImageSet | DataSource, batch_size: int = 256, batches: int = 20, seed: int = 0) -> None:
     """Re-estimate BN running statistics (cumulative average) on random train images, weights untouched.
 
     After channels are removed the downstream BN statistics no longer match the
     activations; re-estimating them is a cheap first step before fine-tuning.
     Every rank draws the same images, so distributed runs stay equal. Runs on
-    the device the model is on.
+    the device the model is on. A :class:`DataSource` of batches gives its first
+    ``batches`` training batches (``batch_size`` is then the loader's).
     """
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
     if not bns:
@@ -383,13 +439,17 @@ def recalibrate_bn(model: nn.Module, data: ImageSet, batch_size: int = 256, batc
     for m in bns:
         m.reset_running_stats()
         m.momentum = None
-    norm = Normaliser(data.mean, data.std)
-    rng = np.random.default_rng(seed + 1)
-    n = min(len(data), batch_size * batches)
-    pick = np.sort(rng.permutation(len(data))[:n])
     model.train()
     device = _device_of(model)
     try:
+        if isinstance(data, DataSource):
+            for x, _y in data.score_batches(batches, batch_size):
+                call_model(model, to_device(x, device))
+            return
+        norm = Normaliser(data.mean, data.std)
+        rng = np.random.default_rng(seed + 1)
+        n = min(len(data), batch_size * batches)
+        pick = np.sort(rng.permutation(len(data))[:n])
         for i in range(0, n, batch_size):
             model(norm(data.images[pick[i : i + batch_size]]).to(device))
     finally:
@@ -416,7 +476,7 @@ def _fingerprint(model: nn.Module, cfg: RecoverConfig, n_train: int) -> str:
 
 
 def _checkpoint(cfg: RecoverConfig, dist: _Dist, fingerprint: str, model: nn.Module, opt: Any, sched: Any,
-                loader: BatchLoader, step: int, history: list, best: float, bad_epochs: int) -> None:
+                loader: BatchLoader | IterableLoader, step: int, history: list, best: float, bad_epochs: int) -> None:
     if not cfg.checkpoint_dir:
         return
     if dist.rank == 0:
@@ -442,7 +502,8 @@ def _rng_from_tensors(d: dict) -> dict:
             "has_uint32": int(d["has_uint32"]), "uinteger": int(d["uinteger"])}
 
 
-def _resume(cfg: RecoverConfig, fingerprint: str, model: nn.Module, opt: Any, sched: Any, loader: BatchLoader, ui: UI) -> dict:
+def _resume(cfg: RecoverConfig, fingerprint: str, model: nn.Module, opt: Any, sched: Any,
+            loader: BatchLoader | IterableLoader, ui: UI) -> dict:
     if not cfg.checkpoint_dir or not cfg.resume:
         return {}
     path = Path(cfg.checkpoint_dir) / CHECKPOINT

@@ -10,6 +10,7 @@ from torch import nn
 from edgeprune.backends.base import Engine
 from edgeprune.compile.onnx_export import export_onnx
 from edgeprune.config import Target
+from edgeprune.data.batch import feeds_for, input_names, tensors_of
 from edgeprune.fileio import write_json
 
 
@@ -32,11 +33,14 @@ def emit_ort(model: nn.Module, target: Target, out_dir: Path, example: torch.Ten
         "target": target.name,
         "backend": "ort",
         "engine": engine_path.name,
-        "input_shape": list(example[:1].shape),
+        "input_shape": list(tensors_of(example)[0][:1].shape),
+        "input_shapes": {n: list(t[:1].shape) for n, t in zip(input_names(example), tensors_of(example))},
         "threads": target.threads,
         "disabled_optimizers": disabled,
     }
     files["manifest"] = write_json(out_dir / "manifest.json", manifest)
     sess = make_session(engine_path, target, disabled_optimizers=disabled)
-    name = sess.get_inputs()[0].name
-    return Engine(target, out_dir, files, manifest, lambda x: sess.run(None, {name: x.astype("float32")})[0])
+    names = [i.name for i in sess.get_inputs()]
+    single = len(sess.get_outputs()) == 1
+    return Engine(target, out_dir, files, manifest,
+                  lambda x: sess.run(None, feeds_for(names, x))[0] if single else sess.run(None, feeds_for(names, x)))

@@ -147,9 +147,10 @@ class OrtBackend(Backend):
 
     def run_onnx(self, onnx_path: str | Path, target: Target, x: np.ndarray) -> np.ndarray:
         """Run the model once on ``x`` in an ORT session."""
+        from edgeprune.data.batch import feeds_for
+
         sess = make_session(onnx_path, target)
-        name = sess.get_inputs()[0].name
-        return sess.run(None, {name: x.astype(np.float32)})[0]
+        return sess.run(None, feeds_for([i.name for i in sess.get_inputs()], x))[0]
 
     def emit(self, model: nn.Module, target: Target, out_dir: Path, example: Any, options: dict[str, Any]) -> Engine:
         """ONNX (+ int8 QDQ when ``options['quantize']`` gives a calibration set); see :mod:`.emit`."""
@@ -161,7 +162,9 @@ class OrtBackend(Backend):
         """``--int8`` quantises to QDQ, calibrated on ``calib``; ``exclude`` stays fp32."""
         if not int8:
             return {}
-        return {"quantize": {"calib": None if calib is None else calib.numpy(), "exclude": list(exclude)}}
+        from edgeprune.data.batch import calibration_arrays
+
+        return {"quantize": {"calib": calibration_arrays(calib), "exclude": list(exclude)}}
 
     def verify_threshold(self, quantized: bool) -> float:
         """fp32 engines must agree with PyTorch on 99% of images; int8 ones on 90%."""
