@@ -147,8 +147,7 @@ def row_from_outputs(name: str, out: Path, profile_file: Path) -> dict[str, Any]
                 lat[key.replace("predicted", "error")] = round(lat[key] / at_cal - 1, 4)
     row["latency"] = lat
     v = rep.get("verify") or {}
-    row["verify"] = {k: v.get(k) for k in ("top1_agreement", "max_abs_error", "images", "passed", "inputs", "gate")
-                     if k in v}
+    row["verify"] = dict(v)  # images, top1_agreement, max / mean / relative error, passed, gate, random_inputs
     row["budget"] = rep.get("budget")
     row["budget_met"] = rep.get("budget_met")
     row["budget_detail"] = rep.get("budget_detail")
@@ -278,7 +277,8 @@ def markdown(doc: dict[str, Any]) -> str:
             f"| {_f(r['params']['kept'], '.2f')}x "
             f"| {_f(r['macs']['kept'], '.2f')}x | {r.get('int8_layers')}/{r.get('layers')} | {_f(cal, '.0f')} | {dense} "
             f"| {comp} | {_f(lat.get('speedup'), '.2f')}x | {_f(r.get('compress_wall_s'), '.0f')} "
-            f"| {_f(agree, '.1f')}% / {_f(v.get('max_abs_error'), '.2e')} | {met} |")
+            f"| {_f(agree, '.1f')}% / {_f(v.get('max_abs_error'), '.2e')} (rel. {_f(v.get('relative_error'), '.1e')}"
+            f"{', passed' if v.get('passed') else ', FAILED'}) | {met} |")
     if doc.get("notes"):
         lines += ["", *(f"Note: {n}" for n in doc["notes"])]
     if doc.get("partial"):
@@ -288,7 +288,8 @@ def markdown(doc: dict[str, Any]) -> str:
               "device model alone (sum of layer costs) and with the fitted per-model term. Compressed: the planner's "
               "prediction (device model + per-model term, mapped to this run's dense measurement) and the final "
               "interleaved measurement of the engine, which the speedup and the budget use. Engine agreement: top-1 "
-              "agreement of the engine with PyTorch on random inputs (no data), max |error| of the outputs."), ""]
+              "agreement of the engine with PyTorch on random inputs (no data), max |error| of the outputs, relative error "
+              "(mean |engine - torch| / mean |torch|) and whether verification's gate passed."), ""]
     return "\n".join(lines)
 
 

@@ -75,7 +75,7 @@ def test_markdown_shows_a_failed_model_as_its_one_line_error(tmp_path):
     md = zoo224.markdown(doc)
     rows = [ln for ln in md.splitlines() if ln.startswith(("| m |", "| convnext_tiny |"))]
     assert len(rows) == 2
-    assert "0.80x" in rows[0] and "0.50x" in rows[0] and "5.5 / 5" in rows[0] and "| yes |" in rows[0]
+    assert "0.80x" in rows[0] and "0.50x" in rows[0] and "5.5 / 5" in rows[0] and "passed) | yes |" in rows[0]
     assert "error: exit 2: edgeprune: something / broke" in rows[1] and rows[1].count("|") == rows[0].count("|")
     assert "Note: a note" in md
 
