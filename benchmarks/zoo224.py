@@ -343,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         doc["partial"] = f"{i} of {len(names)} models done (run in progress)"
         row = run_model(name, args, profiles, cache, work)
         doc["rows"].append(row)
+        doc["partial"] = f"{i + 1} of {len(names)} models done (run in progress)"
         print(f"[zoo224] {name}: " + json.dumps({k: row.get(k) for k in ("groups", "budget_met", "compress_wall_s",
                                                                          "error")}), flush=True)
         write(doc, stem)  # after every model: a stopped run keeps the rows done
