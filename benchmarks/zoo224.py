@@ -319,8 +319,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds one compress may take (default 1800)")
     ap.add_argument("--out", default=str(OUT), help="results stem (.json and .md are written)")
     ap.add_argument("--note", action="append", default=[], help="a note stored in the results (repeatable)")
+    ap.add_argument("--render", action="store_true", help="only rewrite the .md from the .json at --out")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT))
+    if args.render:
+        doc = json.loads(Path(args.out).with_suffix(".json").read_text())
+        write(doc, Path(args.out))
+        print(markdown(doc))
+        return 0
     from edgeprune.environment import machine_info
 
     cache = Path(args.cache_dir)
