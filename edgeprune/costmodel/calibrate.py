@@ -126,6 +126,8 @@ def measure_anchors(device_model: DeviceModel, graph: Any, target: Target, backe
             for a, b in pairs:
                 if s.groups == -1:
                     b = a
+                elif s.groups > 1 and (a % s.groups or b % s.groups):
+                    continue  # a grouped conv runs only with both widths divisible by its groups
                 for k in split_kernels(s.with_channels(a, b), data["target"].get("backend", "")):
                     if k.key() not in data["samples"]:
                         todo[k.key()] = k
