@@ -39,3 +39,16 @@ def test_a_huge_table_builds_the_device_model_instead(tmp_path, monkeypatch):
     assert search._build_device_model(run) is None and not built  # small: the exact table
     monkeypatch.setattr(profiler, "EXHAUSTIVE_LIMIT", 10)
     assert search._build_device_model(run) == tmp_path / "dm.json" and built == ["cpu-ort"]
+
+
+def test_a_profile_of_the_same_model_at_another_size_is_replaced_not_fatal(tmp_path, capsys):
+    """A profile found by the model's name but measured at another input size used to stop compress with
+    "the profile has no table for layer ... 16x16"; now the model is priced afresh at its size."""
+    from edgeprune.cli import main
+
+    d = tmp_path / "profiles"
+    common = ["--model", "tests.tiny:tiny_net", "--target", "cpu-ort", "--profiles", str(d), "-q"]
+    assert main(["profile", *common, "--input-shape", "1,3,32,32", "--quick"]) == 0
+    assert main(["compress", *common, "--data", "none", "--input-shape", "1,3,16,16", "--criterion", "l1",
+                 "--budget", "macs=0.6x", "--epochs", "0", "--quick", "--out", str(tmp_path / "run")]) == 0
+    assert (tmp_path / "run" / "model.onnx").exists()

@@ -121,8 +121,9 @@ def test_report_has_every_section_and_chart(tmp_path) -> None:
     assert "| latency on cpu-ort | 0.048 ms | 0.06 ms | met |" in md
 
 
-def test_report_degrades_to_notes(tmp_path) -> None:
+def test_report_degrades_to_notes(tmp_path, monkeypatch) -> None:
     """Only report.json: every section is still there, with a note instead of the chart."""
+    monkeypatch.setenv("EDGEPRUNE_CACHE_DIR", str(tmp_path / "cache"))  # not a profile another test left in the cache
     run = tmp_path / "bare"
     run.mkdir()
     full = make_run(tmp_path)

@@ -126,12 +126,33 @@ def load_predictor(run: Run) -> tuple[Any, Path]:
             run.ui.log(f"planning on a profile from another device ({'; '.join(prof.foreign)}): --allow-foreign-profile")
         return prof.predictor(), found
     with run.clock.work("measure"):
-        if found is None:
+        stale = found is not None and _misses_layers(found, run)
+        if found is None or stale:
             priced = _device_model_profile(run)
             if priced is not None:
                 return load_profile(priced, target=tgt).predictor(), priced
-        path = local_profile(run.dense, tgt, name, cfg.profiles, run.ui, run.example)
+        if stale:  # measured at another input size: measured afresh at this one (it replaces that file)
+            from edgeprune.profile import profile
+
+            path = profile(run.dense, run.example, tgt, model_name=name, profiles=cfg.profiles, ui=run.ui,
+                           resume=False).path
+        else:
+            path = local_profile(run.dense, tgt, name, cfg.profiles, run.ui, run.example)
     return load_profile(path, target=tgt).predictor(), path
+
+
+def _misses_layers(path: Path, run: Run) -> bool:
+    """True (logged) when the profile in ``path`` cannot price this model's layers, e.g. it was measured for the
+    same model name at another input size."""
+    from edgeprune.profile import load_profile
+
+    try:
+        load_profile(path, target=run.target, allow_foreign=True).predictor().model_cost(run.dense_signatures())
+    except BadInput as err:
+        run.ui.log(f"profile {path} does not price this model as it runs here ({first_line(err)}): "
+                   "pricing it afresh at this input size")
+        return True
+    return False
 
 
 def _device_model_profile(run: Run) -> Path | None:
