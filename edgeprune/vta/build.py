@@ -114,21 +114,14 @@ def program_report(program: Program) -> dict[str, Any]:
     layers = [kernel_report(k, tr, cfg) for k, tr in zip(program.kernels, program.timings)]
     total = sum(tr.cycles for tr in program.timings)
     macs = sum(r["roofline"]["macs"] for r in layers)
-    busy: dict[str, int] = {}
     stalls: dict[str, dict[str, int]] = {}
     for tr in program.timings:
-        for m, b in tr.busy.items():
-            busy[m] = busy.get(m, 0) + b
         for m, s in tr.stalls.items():
             for c, v in s.items():
                 stalls.setdefault(m, {})[c] = stalls.setdefault(m, {}).get(c, 0) + v
+    busy = _busy_cycles(program.timings)
     return {
-        "what": DISCLAIMER,
-        "board": cfg.board,
-        "config": cfg.to_json_dict(),
-        "fits": True,
-        "cycles": total,
-        "time_ms": round(cfg.cycles_to_ms(total), 6),
+        **_report_head(cfg, total),
         "host_steps": ["quantise the float input to int8 (power-of-two scale)",
                        "global average pooling (integer mean, rounded half-up) before the dense layer"],
         "kernels": len(program.kernels),
@@ -150,6 +143,21 @@ def program_report(program: Program) -> dict[str, Any]:
     }
 
 
+def _busy_cycles(timings: list[TimingResult]) -> dict[str, int]:
+    """Busy cycles per module, summed over every kernel's timing."""
+    busy: dict[str, int] = {}
+    for tr in timings:
+        for m, b in tr.busy.items():
+            busy[m] = busy.get(m, 0) + b
+    return busy
+
+
+def _report_head(cfg: VTAConfig, total: int) -> dict[str, Any]:
+    """The keys every build report opens with: what it is (simulated), the board, its config, the cycles."""
+    return {"what": DISCLAIMER, "board": cfg.board, "config": cfg.to_json_dict(), "fits": True, "cycles": total,
+            "time_ms": round(cfg.cycles_to_ms(total), 6)}
+
+
 def cnn_report(program: CnnProgram) -> dict[str, Any]:
     """The report of a compiled general CNN: kernels, host steps with their DMA cost, and which layer ran where."""
     cfg = program.config
@@ -168,17 +176,9 @@ def cnn_report(program: CnnProgram) -> dict[str, Any]:
     host_dma = sum(s.dma_cycles for s in program.steps) + program.input_dma[1]
     kernel_cycles = sum(tr.cycles for tr in program.timings)
     total = program.cycles
-    busy: dict[str, int] = {}
-    for tr in program.timings:
-        for m, b in tr.busy.items():
-            busy[m] = busy.get(m, 0) + b
+    busy = _busy_cycles(program.timings)
     return {
-        "what": DISCLAIMER,
-        "board": cfg.board,
-        "config": cfg.to_json_dict(),
-        "fits": True,
-        "cycles": total,
-        "time_ms": round(cfg.cycles_to_ms(total), 6),
+        **_report_head(cfg, total),
         "vta_cycles": kernel_cycles,
         "host_dma_cycles": host_dma,
         "host_compute": "not modelled: host steps run on the board's CPU; only their DRAM transfers are priced",
