@@ -27,8 +27,8 @@ from edgeprune.vta.compiler import (
 )
 from edgeprune.vta.config import VTAConfig
 from edgeprune.vta.functional import Machine, check_hazards
-from edgeprune.vta.isa import encode_stream, format_insn
-from edgeprune.vta.program import DramLayout, TensorInfo, layer_geom
+from edgeprune.vta.isa import encode_stream
+from edgeprune.vta.program import DramLayout, TensorInfo, kernel_listing, layer_geom
 from edgeprune.vta.quantize import QLayer, host_quantise_input
 from edgeprune.vta.timing import TimingResult, simulate_timing
 
@@ -152,12 +152,7 @@ class CnnProgram:
                 continue
             for k, tr in zip(s.kernels, s.timings):
                 assert s.layer is not None
-                lines.append(f"\n# kernel {k.name}: {s.layer.input} -> {s.layer.output}"
-                             f"{' (+ residual ' + s.layer.residual + ')' if s.layer.residual else ''}; {k.plan.describe()}; "
-                             f"{len(k.insns)} instructions, {len(k.uops)} micro-ops, {tr.cycles} cycles")
-                for insn in k.insns:
-                    lines.append(f"{pc:6d}  {format_insn(insn)}")
-                    pc += 1
+                pc = kernel_listing(lines, k, s.layer, tr, pc)
         return "\n".join(lines) + "\n"
 
 

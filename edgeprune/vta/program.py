@@ -90,13 +90,19 @@ class Program:
         for k, layer, tr in zip(self.kernels, self.layers, self.timings):
             if layer.input == "pool":
                 lines.append(f"# host: average-pool '{self.qnet.pool_input}' -> 'pool' @ {self.tensors['pool'].addr:#x}")
-            lines.append(f"\n# kernel {k.name}: {layer.input} -> {layer.output}"
-                         f"{' (+ residual ' + layer.residual + ')' if layer.residual else ''}; {k.plan.describe()}; "
-                         f"{len(k.insns)} instructions, {len(k.uops)} micro-ops, {tr.cycles} cycles")
-            for insn in k.insns:
-                lines.append(f"{pc:6d}  {format_insn(insn)}")
-                pc += 1
+            pc = kernel_listing(lines, k, layer, tr, pc)
         return "\n".join(lines) + "\n"
+
+
+def kernel_listing(lines: list[str], k: Kernel, layer: Any, tr: TimingResult, pc: int) -> int:
+    """Append a kernel's header and its numbered instructions (from ``pc``) to ``lines``; the next ``pc``."""
+    lines.append(f"\n# kernel {k.name}: {layer.input} -> {layer.output}"
+                 f"{' (+ residual ' + layer.residual + ')' if layer.residual else ''}; {k.plan.describe()}; "
+                 f"{len(k.insns)} instructions, {len(k.uops)} micro-ops, {tr.cycles} cycles")
+    for insn in k.insns:
+        lines.append(f"{pc:6d}  {format_insn(insn)}")
+        pc += 1
+    return pc
 
 
 def layer_geom(layer: QLayer, in_hw: tuple[int, int]) -> LayerGeom:
