@@ -213,7 +213,7 @@ def test_output_group_is_not_prunable(torchvision):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name,size", [("resnet18", 224), ("mobilenet_v3_small", 224), ("convnext_tiny", 224),
-                                       ("swin_t", 224), ("vit_b_16", 224)])
+                                       ("swin_t", 224), ("swin_s", 224), ("vit_b_16", 224)])
 def test_zoo_channel_analysis_at_224_under_the_caps(torchvision, name, size):
     """issue #24: channel analysis at 224 px in a capped subprocess (benchmarks/graph_zoo.py): under 4 GB RSS and
     60 s, no false freeze on ConvNeXt, and transformers' MLP hidden widths prunable, heads pruned or frozen with a reason."""
@@ -226,6 +226,8 @@ def test_zoo_channel_analysis_at_224_under_the_caps(torchvision, name, size):
     if name == "convnext_tiny":
         assert not any("reorders channels" in r for r in row["frozen"].values()), row["frozen"]
         assert row["prunable"] == row["groups"] - 1  # only the classifier output is frozen
+    if name == "swin_s":  # 18 blocks in stage 3 exhausted Torch-Pruning's step budget for the patch-merging concat
+        assert row["prunable"] >= 24, row  # (2+2+18+2) MLP hidden widths
     if name == "swin_t":
         assert row["prunable"] >= 12  # one MLP hidden width per block (2+2+6+2)
         assert any("head split" in r or "attention heads" in r for r in row["frozen"].values())

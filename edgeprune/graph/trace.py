@@ -33,6 +33,7 @@ def _tp():
 
 
 _RESHAPES = {"view", "reshape", "flatten", "unflatten", "view_as", "reshape_as"}
+_CATS = {"cat", "concat", "concatenate"}
 CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 NORMS = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
 
@@ -48,13 +49,19 @@ class _ShapeRecorder(torch.overrides.TorchFunctionMode):
     def __init__(self) -> None:
         super().__init__()
         self.records: dict[Any, tuple[str, tuple[int, ...], tuple[int, ...]]] = {}
+        self.cat_sizes: dict[Any, list[int]] = {}  # a concat's output grad_fn -> its inputs' sizes on the cat axis
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
         name = getattr(func, "__name__", "")
-        if name in _RESHAPES and isinstance(out, torch.Tensor) and out.grad_fn is not None \
-                and args and isinstance(args[0], torch.Tensor):
+        if not isinstance(out, torch.Tensor) or out.grad_fn is None or not args:
+            return out
+        if name in _RESHAPES and isinstance(args[0], torch.Tensor):
             self.records[out.grad_fn] = (name, tuple(args[0].shape), tuple(out.shape))
+        elif name in _CATS and isinstance(args[0], (list, tuple)) and all(isinstance(t, torch.Tensor) for t in args[0]):
+            dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
+            self.cat_sizes[out.grad_fn] = [int(t.shape[dim]) for t in args[0]]
         return out
 
 
@@ -146,6 +153,7 @@ def build_dependency_graph(model: nn.Module, example_inputs: Any) -> tuple[Any, 
                 barriers[node] = why
                 node.type = ops.OPTYPE.ELEMENTWISE
         shape_infer.init_shape_information(dg)
+        _known_concat_sizes(dg, rec.cat_sizes, ops)
         index_mapping.update_index_mapping(dg)
         _unseen_reshapes(dg, rec.records, barriers)
         _guard_index_maps(dg)
@@ -155,6 +163,16 @@ def build_dependency_graph(model: nn.Module, example_inputs: Any) -> tuple[Any, 
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise UnsupportedLayer(f"cannot trace the model's channel dependencies: {msg}") from None
     return dg, barriers, outputs
+
+
+def _known_concat_sizes(dg: Any, cat_sizes: dict[Any, list[int]], ops: Any) -> None:
+    """Give each concat node its inputs' real sizes, as traced. Torch-Pruning infers them by walking the graph with
+    a step budget, which deep residual stacks exhaust (Swin-S's patch merging: None sizes, then a TypeError)."""
+    for node in dg.module2node.values():
+        sizes = cat_sizes.get(node.grad_fn)
+        if node.type == ops.OPTYPE.CONCAT and sizes is not None and len(sizes) == len(node.inputs) \
+                and getattr(node.module, "concat_sizes", None) is None:
+            node.module.concat_sizes = sizes
 
 
 def is_unknown_leaf(m: nn.Module) -> bool:

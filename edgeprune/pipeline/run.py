@@ -192,7 +192,17 @@ def compile_engine(run: Run) -> None:
 
 
 def verify_engine(run: Run) -> None:
-    """Compare the engine with PyTorch on test images (the backend declares the agreement an engine needs)."""
+    """Compare the engine with PyTorch on test images (the backend declares the agreement an engine needs); an
+    int8 engine that fails gets its most int8-sensitive layers back in fp32 until it passes (int8_backoff.py)."""
+    check_engine(run)
+    if not run.verify.passed and run.quantize:
+        from edgeprune.pipeline.int8_backoff import back_off_int8
+
+        back_off_int8(run, compile_engine, check_engine)
+
+
+def check_engine(run: Run) -> None:
+    """One verification of ``run.engine`` against the PyTorch model."""
     from edgeprune.pipeline.outcome import RandomImages
     from edgeprune.verify import verify
 
