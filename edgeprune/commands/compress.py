@@ -16,7 +16,8 @@ def add_model_data_options(p: argparse.ArgumentParser, default_model: str | None
     """--model, --data, --input-shape and the data flags (--input-size, --mean, --std, --workers)."""
     p.add_argument("--model", default=default_model,
                    help="registered name (resnet20-cifar10), factory pkg.mod:function (with --model-arg, --weights), "
-                        "torchvision:NAME, timm:NAME, or a module saved with torch.save (model.pt)")
+                        "torchvision:NAME, timm:NAME, efficientnet-lite:lite0 (ImageNet weights), "
+                        "or a module saved with torch.save (model.pt)")
     p.add_argument("--data", default=default_data,
                    help="a folder of class sub-folders (images of any size; train/ + val/ used as is), an .npz, "
                         "cifar10-demo (embedded), cifar10-full (../shared/data), or 'none' for no data. Default: "
@@ -211,7 +212,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def add_model_source_options(p: argparse.ArgumentParser) -> None:
     """--model-arg (repeatable) and --weights: how a factory or hub model is built and what weights it gets."""
     p.add_argument("--model-arg", action="append", default=[], metavar="NAME=VALUE",
-                   help="keyword argument of a factory or torchvision:/timm: model, e.g. num_classes=10 (repeatable; "
+                   help="keyword argument of a factory or torchvision:/timm:/efficientnet-lite: model, e.g. num_classes=10 "
+                        "(repeatable; "
                         "values are read as int, float, true/false or text)")
     p.add_argument("--weights", default=None, metavar="STATE.pt",
                    help="a state_dict (torch.save(model.state_dict())) to load into the model; read without unpickling")

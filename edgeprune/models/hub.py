@@ -1,7 +1,8 @@
-"""Models by name from torchvision and timm (``--model torchvision:NAME``, ``--model timm:NAME``), imported lazily.
+"""Models by name from torchvision and timm (``--model torchvision:NAME``, ``--model timm:NAME``), imported lazily,
+and EfficientNet-Lite with its packaged ImageNet weights (``--model efficientnet-lite:lite0``, models/efficientnet_lite.py).
 
-Both packages are optional: edgeprune never needs them, and never downloads weights (``weights=None`` /
-``pretrained=False`` always; pass a state_dict with ``--weights FILE``).
+All are optional: edgeprune never needs them, and never downloads weights (``weights=None`` /
+``pretrained=False`` always for torchvision and timm; pass a state_dict with ``--weights FILE``).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from torch import nn
 
 from edgeprune.errors import BadInput, close_names, first_line
 
-HUBS = ("torchvision", "timm")
+HUBS = ("torchvision", "timm", "efficientnet-lite")
 # arguments that would make a hub download weights: edgeprune takes a local state_dict (--weights) instead
 _DOWNLOADING_ARGS = ("weights", "pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path")
 
@@ -97,12 +98,16 @@ def timm_model(name: str, args: Mapping[str, Any] | None = None) -> nn.Module:
 
 
 def hub_model(spec: str, args: Mapping[str, Any] | None = None) -> nn.Module | None:
-    """The model for ``torchvision:NAME`` or ``timm:NAME``; None when ``spec`` names no hub."""
+    """The model for ``torchvision:NAME``, ``timm:NAME`` or ``efficientnet-lite:NAME``; None when ``spec`` names no hub."""
     hub, sep, name = spec.partition(":")
     if not sep or hub not in HUBS:
         return None
     if not name:
-        raise BadInput(f"--model {spec!r}: give a model name after '{hub}:' (e.g. {hub}:resnet18)")
+        raise BadInput(f"--model {spec!r}: give a model name after '{hub}:' (e.g. {hub}:{'lite0' if hub == 'efficientnet-lite' else 'resnet18'})")
+    if hub == "efficientnet-lite":
+        from edgeprune.models.efficientnet_lite import efficientnet_lite_model
+
+        return efficientnet_lite_model(name, args)
     return torchvision_model(name, args) if hub == "torchvision" else timm_model(name, args)
 
 

