@@ -169,13 +169,91 @@ def bench(name: str, args: argparse.Namespace) -> dict:
     return result
 
 
+def untuned_variants(args: argparse.Namespace) -> dict:
+    """What TVM 0.27 offers without tuning, on ResNet-20, each variant timed interleaved with ORT in one run."""
+    import onnxruntime as ort
+    import tvm
+    from tvm import relax
+    from tvm.s_tir import dlight as dl
+
+    from edgeprune.backends.ort.runtime import make_session
+    from edgeprune.backends.tvm.emit import import_torch
+    from edgeprune.backends.tvm.runtime import LoadedModule, export, target_dict
+    from edgeprune.graph import example_input
+
+    model, desc = build_model("resnet20")
+    x = example_input(model, shape=(1, 3, 32, 32))
+    xn = x.numpy()
+    with torch.no_grad():
+        ref = model(x).numpy()
+    cpu_tvm, cpu_ort = get_target("cpu-tvm"), get_target("cpu-ort")
+    native = target_dict(cpu_tvm)
+    mod, _ = import_torch(model, x)
+
+    def nhwc(m):
+        return relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]})(m)
+
+    def dlight_cpu(m):
+        with tvm.target.Target(native):
+            m = relax.get_pipeline("zero")(m)
+            return dl.ApplyDefaultSchedule(dl.cpu.GEMV(), dl.cpu.Reduction())(m)
+
+    variants = {
+        "llvm_generic": ({"kind": "llvm", "num-cores": 1}, None),
+        "llvm_native": (native, None),
+        "llvm_native_nhwc": (native, nhwc),
+        "llvm_native_dlight_cpu": (native, dlight_cpu),
+    }
+    runs, info = {}, {}
+    with tempfile.TemporaryDirectory() as d:
+        d = Path(d)
+        sess = make_session(export_onnx(model, x, d / "r20.onnx"), cpu_ort)
+        iname = sess.get_inputs()[0].name
+        runs["ort"] = lambda: sess.run(None, {iname: xn})
+        for tag, (tdict, fn) in variants.items():
+            t0 = time.perf_counter()
+            try:
+                m = fn(mod) if fn else mod
+                ex = relax.build(m, target=tvm.target.Target(tdict))
+                lib = export(ex, dataclasses.replace(cpu_tvm, options={**cpu_tvm.options, "tvm_target": tdict}), d, tag)
+            except Exception as err:  # noqa: BLE001 - a variant TVM cannot build is reported, not fatal
+                info[tag] = {"error": f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"}
+                print(f"{tag}: {info[tag]['error']}", flush=True)
+                continue
+            lm = LoadedModule(lib, "cpu")
+            runs[tag] = functools.partial(lm.vm["main"], lm.tensor(xn))
+            info[tag] = {"tvm_target": tdict, "build_s": round(time.perf_counter() - t0, 1),
+                         "max_abs_err": float(np.abs(lm.run(xn) - ref).max())}
+            print(f"{tag}: built in {info[tag]['build_s']}s", flush=True)
+        proto = TimingProtocol(warmup=5, min_runs=10, max_runs=50, round_size=10, rel_tol=0.03, max_seconds=5)
+        res = interleaved(runs, proto, repeats=args.repeats)
+    result = {
+        "benchmark": f"{desc}, batch 1, fp32, 1 thread: what TVM 0.27 Relax offers for CPU without tuning, vs ORT",
+        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "loadavg_after": os.getloadavg()},
+        "versions": {"tvm": tvm.__version__, "onnxruntime": ort.__version__},
+        "variants": {k: {**res[k].to_dict(), **info.get(k, {})} for k in runs} | {k: v for k, v in info.items() if k not in runs},
+        "latency_vs_ort": {k: round(res[k].median / res["ort"].median, 1) for k in runs},
+    }
+    out = RESULTS / "tvm-untuned-options-resnet20.json"
+    write_json(out, result)
+    for k in runs:
+        print(f"{k:24s} median {res[k].median:8.3f} ms  {result['latency_vs_ort'][k]:.1f}x ORT")
+    print(f"wrote {out}")
+    return result
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="resnet20,mobilenetv2", help="comma-separated: resnet20, mobilenetv2")
     ap.add_argument("--trials", type=int, default=2000, help="MetaSchedule trial budget per model")
     ap.add_argument("--tune-minutes", type=float, default=10.0, help="wall-clock cap on tuning per model")
     ap.add_argument("--repeats", type=int, default=3, help="interleaved repetitions")
+    ap.add_argument("--untuned-options", action="store_true",
+                    help="instead: time what TVM offers without tuning (target ISA, NHWC, dlight CPU rules) on ResNet-20")
     args = ap.parse_args()
+    if args.untuned_options:
+        untuned_variants(args)
+        return 0
     for name in args.models.split(","):
         bench(name.strip(), args)
     return 0

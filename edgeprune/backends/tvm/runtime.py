@@ -165,7 +165,11 @@ def build_with_report(mod: Any, target: Target, tune_trials: int = 0, db_dir: Pa
             raise BadInput(f"target {target.name}: MetaSchedule tuning is wired for CPU targets only; set tune_trials = 0")
         from edgeprune.backends.tvm.tuning import prepare, tune
 
-        mod, report = tune(prepare(mod, tgt), tgt, target, tune_trials, db_dir, log)
+        # weights re-laid out for the schedule at compile time (folded constants); not when cross-compiling,
+        # where folding would run the target's code here
+        prepack = bool(target.options.get("tune_weight_prepack", True)) and not is_cross(tdict)
+        mod, report = tune(prepare(mod, tgt, prepack), tgt, target, tune_trials, db_dir, log, prepack)
+        report.weight_prepack = prepack
     return relax.build(mod, target=tgt), report
 
 

@@ -40,6 +40,7 @@ class TuneReport:
     trials_spent: int = 0  # trials allotted and run in this run (a task whose design space runs out stops early)
     tune_s: float = 0.0
     stopped_by_time: bool = False
+    weight_prepack: bool = False
     database: str = ""
     per_task: list[dict[str, Any]] = field(default_factory=list)
 
@@ -85,17 +86,32 @@ def workload_key(mod: Any) -> str:
     return f"{tvm.ir.structural_hash(mod) & 0xFFFFFFFFFFFFFFFF:016x}"
 
 
-def prepare(mod: Any, tgt: Any) -> Any:
-    """The Relax module lowered to fused TIR functions (what MetaSchedule extracts tasks from)."""
+def prepare(mod: Any, tgt: Any, weight_prepack: bool = True) -> Any:
+    """The Relax module lowered to fused TIR functions (what MetaSchedule extracts tasks from).
+
+    ``weight_prepack``: the weights (Relax constants) are marked layout-free, so a schedule may
+    choose their layout; :func:`finish` folds that re-layout into the constants at compile time.
+    """
     import tvm
     from tvm import relax
 
+    passes = [relax.transform.DecomposeOpsForInference(), relax.transform.CanonicalizeBindings(), relax.get_pipeline("zero")]
+    if weight_prepack:
+        passes.append(relax.transform.AttachAttrLayoutFreeBuffers())
     with tgt:
-        return tvm.transform.Sequential([
-            relax.transform.DecomposeOpsForInference(),
-            relax.transform.CanonicalizeBindings(),
-            relax.get_pipeline("zero"),
-        ])(mod)
+        return tvm.transform.Sequential(passes)(mod)
+
+
+def finish(mod: Any, tgt: Any, db: Any, weight_prepack: bool = True) -> Any:
+    """Apply the database's best schedules; with ``weight_prepack``, fold the weight re-layouts into the constants."""
+    import tvm
+    from tvm import relax
+
+    with tgt, db, tvm.transform.PassContext(opt_level=3):
+        mod = relax.transform.MetaScheduleApplyDatabase()(mod)
+        if weight_prepack:
+            mod = tvm.transform.Sequential([relax.transform.SplitLayoutRewritePreproc(), relax.transform.FoldConstant()])(mod)
+    return mod
 
 
 def allocate(flops: list[float], budget: int, min_per_task: int) -> list[int]:
@@ -114,14 +130,13 @@ def allocate(flops: list[float], budget: int, min_per_task: int) -> list[int]:
 
 
 def tune(mod: Any, tgt: Any, target: Target, trials: int, db_dir: Path | None = None,
-         log: Callable[[str], None] | None = None) -> tuple[Any, TuneReport]:
-    """MetaSchedule-tune ``mod`` (lowered by :func:`prepare`) with at most ``trials`` trials; returns it scheduled + a report.
+         log: Callable[[str], None] | None = None, weight_prepack: bool = True) -> tuple[Any, TuneReport]:
+    """MetaSchedule-tune ``mod`` (lowered by :func:`prepare`, same ``weight_prepack``) with at most ``trials`` trials;
+    returns it scheduled (:func:`finish`) + a report.
 
     Schedules come from (and go to) the persistent database of ``tgt`` (``db_dir``, default
     :func:`database_dir`); only tasks the database has not had their share of trials for are tuned.
     """
-    import tvm
-    from tvm import relax
     from tvm.s_tir import meta_schedule as ms
     from tvm.s_tir.analysis import estimate_tir_flops
 
@@ -202,10 +217,9 @@ def tune(mod: Any, tgt: Any, target: Target, trials: int, db_dir: Path | None = 
                                         "best_ms": best_ms, "tune_s": round(time.perf_counter() - t0, 1)})
                 say(f"  task {n}/{len(todo)} {tasks[i].task_name}: {n_trials} trials, best {best_ms} ms "
                     f"({time.perf_counter() - t0:.0f}s; {time.perf_counter() - t_start:.0f}s so far)")
-    with tgt, db, tvm.transform.PassContext(opt_level=3):
-        mod = relax.transform.MetaScheduleApplyDatabase()(mod)
+    mod = finish(mod, tgt, db, weight_prepack)
     report.tune_s = round(time.perf_counter() - t_start, 1)
     return mod, report
 
 
-__all__ = ["TuneReport", "allocate", "database_dir", "open_database", "prepare", "tune", "workload_key"]
+__all__ = ["TuneReport", "allocate", "database_dir", "finish", "open_database", "prepare", "tune", "workload_key"]
