@@ -71,11 +71,13 @@ def test_int8_is_refused_with_the_reason():
         assert "int8" not in get_target(name).precisions
 
 
-def test_tune_trials_flag_refused_for_other_backends(tmp_path):
+def test_tune_trials_flag_refused_for_other_backends(tmp_path, capsys):
     from edgeprune.cli import main
 
     assert main(["compile", "--target", "cpu-ort", "--model", "resnet20-cifar10", "--tune-trials", "8",
                  "--out", str(tmp_path / "e"), "--verify-images", "0"]) == 2
+    assert "--tune-trials applies to TVM targets only" in capsys.readouterr().err
+    assert not (tmp_path / "e").exists()
 
 
 # --------------------------------------------------------------------------- tvm

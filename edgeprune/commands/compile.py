@@ -44,6 +44,9 @@ def run(args: argparse.Namespace, ui: UI) -> int:
     from edgeprune.verify import verify
 
     target = get_target(args.target)
+    if args.tune_trials is not None and (target.backend != "tvm" or args.tune_trials < 0):
+        raise BadInput(f"--tune-trials applies to TVM targets only, not {target.name} ({target.backend})"
+                       if target.backend != "tvm" else "--tune-trials must be >= 0")
     ok, reason = target.availability()
     if not ok:
         raise BadInput(f"target {target.name} cannot compile here: {reason}")
@@ -55,10 +58,6 @@ def run(args: argparse.Namespace, ui: UI) -> int:
     calib = data.train.sample(256) if data is not None else example
     options = backend.compile_options(calib, args.int8)
     if args.tune_trials is not None:
-        if target.backend != "tvm":
-            raise BadInput(f"--tune-trials applies to TVM targets only, not {target.name} ({target.backend})")
-        if args.tune_trials < 0:
-            raise BadInput("--tune-trials must be >= 0")
         options.update(tune_trials=args.tune_trials, log=ui.log)
     ui.log(f"compiling {args.model} for {target.name} into {out} ...")
     engine = emit(model, target, out, example, **options)
