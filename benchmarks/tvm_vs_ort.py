@@ -148,6 +148,7 @@ def bench(name: str, args: argparse.Namespace) -> dict:
         "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "shared": "yes: other sessions run on these cores",
                     "loadavg_before": load_before, "loadavg_after": os.getloadavg(), "nice": os.nice(0)},
         "versions": {"tvm": tvm.__version__, "onnxruntime": ort.__version__, "torch": torch.__version__},
+        "threads": {"ort": cpu_ort.threads, "tvm_target_num_cores": cpu_tvm.threads, "tvm_runtime": tvm.runtime.num_threads()},
         "tuning_budget": {"trials": args.trials, "tune_minutes_cap": args.tune_minutes,
                           "database": "empty at the start (a first compile)",
                           "trials_spent": tuning.get("trials_spent"), "tune_wall_s": tuning.get("tune_s"),

@@ -8,7 +8,8 @@ configuration share its schedules. ``trials.json`` beside it records how many tr
 workload has had: a task that already had its share of the budget is not tuned again (a
 second compile of the same model tunes nothing). The trial budget is spread over the tasks
 that still need tuning in proportion to their FLOPs (at least ``min_per_task`` each), the
-heaviest first, one task at a time so progress can be shown and ``tune_minutes`` can stop it.
+heaviest first, one task at a time so progress can be shown and ``tune_minutes`` can cap it (the
+shares left shrink when tuning runs behind that pace; tasks not reached keep default schedules).
 tvm is imported inside functions only.
 """
 from __future__ import annotations
@@ -192,6 +193,13 @@ def tune(mod: Any, tgt: Any, target: Target, trials: int, db_dir: Path | None = 
                     break
                 t0 = time.perf_counter()
                 n_trials = share[i]
+                if minutes and report.trials_spent:
+                    # behind the pace the cap allows: shrink the shares left so every task still gets some trials
+                    pace = (t0 - t_start) / report.trials_spent
+                    left_s = minutes * 60 - (t0 - t_start)
+                    left_trials = sum(share[j] for j in todo[n - 1:])
+                    if pace * left_trials > left_s:
+                        n_trials = max(min(4, share[i]), int(share[i] * left_s / (pace * left_trials)))
                 pop = int(opts.get("tune_population", 0)) or (256 if n_trials >= 64 else 64)
                 strategy = ms.search_strategy.EvolutionarySearch(
                     population_size=pop, init_min_unmeasured=min(50, pop // 2), genetic_num_iters=2 if pop >= 256 else 1
