@@ -86,7 +86,6 @@ def test_tune_trials_flag_refused_for_other_backends(tmp_path, capsys):
 @needs_tvm
 def test_int8_qdq_onnx_imports_as_fp32_convolutions(tmp_path):
     """The claim in INT8_NOTE: if a future TVM imports QDQ convolutions as int8, this fails and int8 can be wired."""
-    from tvm import relax
 
     from edgeprune.backends.tvm.runtime import import_onnx
     from edgeprune.compile.onnx_export import export_onnx
@@ -96,19 +95,14 @@ def test_int8_qdq_onnx_imports_as_fp32_convolutions(tmp_path):
     fp32 = export_onnx(model, x, tmp_path / "m.onnx")
     quantize_onnx(fp32, tmp_path / "q.onnx", get_target("cpu-ort"), calib=torch.randn(16, 3, 8, 8).numpy())
     mod, _ = import_onnx(tmp_path / "q.onnx")
-    convs = []
-
-    def visit(e):
-        if isinstance(e, relax.Call) and getattr(e.op, "name", "") == "relax.nn.conv2d":
-            convs.append((e.args[0].struct_info.dtype, e.args[1].struct_info.dtype))
-
-    relax.analysis.post_order_visit(mod["main"], visit)
     text = mod.script()
-    assert "relax.dequantize" in text or "R.dequantize" in text  # the QDQ model was read as QDQ
-    assert convs and all(d == ("float32", "float32") for d in convs), convs
+    assert "R.dequantize" in text  # the QDQ model was read as QDQ
+    convs = [ln for ln in text.splitlines() if "R.nn.conv2d(" in ln]
+    assert convs and all('dtype="float32") = R.nn.conv2d(' in ln for ln in convs), convs  # fp32 in, fp32 out
 
 
 @needs_tvm
+@pytest.mark.slow  # three tuned compiles: ~3 min on 2 shared cores (MetaSchedule starts build/run workers per task)
 def test_second_compile_tunes_nothing_and_models_share_workloads(tmp_path, monkeypatch):
     from edgeprune.backends import get_backend
     from edgeprune.backends.tvm.tuning import database_dir

@@ -82,9 +82,9 @@ def _load_trials(folder: Path) -> dict[str, dict[str, Any]]:
 
 def workload_key(mod: Any) -> str:
     """A stable key of a task's TIR module (its structural hash, as MetaSchedule's database uses)."""
-    import tvm
+    from tvm_ffi import structural_hash
 
-    return f"{tvm.ir.structural_hash(mod) & 0xFFFFFFFFFFFFFFFF:016x}"
+    return f"{structural_hash(mod) & 0xFFFFFFFFFFFFFFFF:016x}"
 
 
 def prepare(mod: Any, tgt: Any, weight_prepack: bool = True) -> Any:
