@@ -34,7 +34,7 @@ $(VENV)/.installed-tvm: $(STAMP)
 	touch $@
 
 test-tvm: $(VENV)/.installed-tvm
-	$(BIN)/python -m pytest -q -ra tests/test_tvm.py
+	$(BIN)/python -m pytest -q -ra tests/test_tvm.py tests/test_tvm_tuning.py
 
 # an emulated arm64 board (QEMU user-mode) behind a TVM RPC tracker; docs/tvm.md "An emulated ARM board".
 # Setup builds the arm64 userland once into the user cache (needs root for apt-get, Debian's archive and PyPI);

@@ -26,6 +26,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--target", required=True, help="target name or .toml file")
     p.add_argument("--out", default=None, help="output folder (default build/compile-<target>)")
     p.add_argument("--int8", action="store_true", help="quantise to int8 (ORT: QDQ, calibrated on --data)")
+    p.add_argument("--tune-trials", type=int, default=None, metavar="N",
+                   help="TVM targets: MetaSchedule trial budget (default: the target's tune_trials; schedules persist "
+                        "in the target's tuning database under the user cache)")
     p.add_argument("--verify-images", type=int, default=200, help="images to compare engine and PyTorch on (0 to skip)")
     p.set_defaults(func=run)
     return p
@@ -41,6 +44,9 @@ def run(args: argparse.Namespace, ui: UI) -> int:
     from edgeprune.verify import verify
 
     target = get_target(args.target)
+    if args.tune_trials is not None and (target.backend != "tvm" or args.tune_trials < 0):
+        raise BadInput(f"--tune-trials applies to TVM targets only, not {target.name} ({target.backend})"
+                       if target.backend != "tvm" else "--tune-trials must be >= 0")
     ok, reason = target.availability()
     if not ok:
         raise BadInput(f"target {target.name} cannot compile here: {reason}")
@@ -51,6 +57,8 @@ def run(args: argparse.Namespace, ui: UI) -> int:
     backend = get_backend(target.backend)
     calib = data.train.sample(256) if data is not None else example
     options = backend.compile_options(calib, args.int8)
+    if args.tune_trials is not None:
+        options.update(tune_trials=args.tune_trials, log=ui.log)
     ui.log(f"compiling {args.model} for {target.name} into {out} ...")
     engine = emit(model, target, out, example, **options)
     result = {"target": target.name, "out": str(out), "files": {k: str(v) for k, v in engine.files.items()},

@@ -91,10 +91,11 @@ class _RemoteRunner:
 
 
 def emit_tvm(model: nn.Module, target: Target, out_dir: Path, example: torch.Tensor, options: dict[str, Any]) -> Engine:
-    """Import, build (and tune), export; options: ``frontend`` (torch|onnx), ``tune_trials``, ``tune_dir``, ``log``."""
+    """Import, build (and tune), export; options: ``frontend`` (torch|onnx), ``tune_trials`` (the MetaSchedule
+    trial budget), ``tune_dir`` (a tuning database folder instead of the target's one under the user cache), ``log``."""
     from edgeprune.backends.tvm.runtime import (
         LoadedModule,
-        build,
+        build_with_report,
         device_kind,
         export,
         import_onnx,
@@ -134,7 +135,7 @@ def emit_tvm(model: nn.Module, target: Target, out_dir: Path, example: torch.Ten
     tdict = target_dict(target)
     tune_dir = options.get("tune_dir")
     t0 = time.perf_counter()
-    ex = build(mod, target, trials, Path(tune_dir) if tune_dir else None, log)
+    ex, tune_report = build_with_report(mod, target, trials, Path(tune_dir) if tune_dir else None, log)
     t_build = time.perf_counter() - t0
     lib = export(ex, target, out_dir, "model")
     files = {"module": lib}
@@ -158,6 +159,8 @@ def emit_tvm(model: nn.Module, target: Target, out_dir: Path, example: torch.Ten
         "frontend_note": fallback,
         "bn_folded": bn_folded,
         "tune_trials": trials,
+        "tuning": tune_report.to_dict() if tune_report is not None else None,
+        "precision": "fp32",
         "input_shape": list(example.shape),
         "output_shape": out_shape,
         "import_s": round(t_import, 3),

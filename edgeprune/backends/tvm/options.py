@@ -12,9 +12,12 @@ class TvmOptions:
     tvm_target: dict[str, Any] = field(default_factory=lambda: {"kind": "llvm", "mcpu": "native"})
     frontend: str = "torch"  # torch | onnx (the emitter's importer)
     tune_trials: int = 0  # MetaSchedule trial budget for `edgeprune compile` (0 = no tuning)
-    tune_trials_per_task: int = 0
+    tune_trials_per_task: int = 0  # fixed trials per task (0: the budget split by FLOPs)
+    tune_min_trials_per_task: int = 8
+    tune_minutes: float = 0.0  # wall-clock cap on one tuning run (0 = none); tasks not reached keep default schedules
     tune_workers: int = 2
-    tune_population: int = 64
+    tune_weight_prepack: bool = True  # weights re-laid out for the tuned schedules at compile time (local targets)
+    tune_population: int = 0  # evolutionary search population (0: 64, or 256 for tasks with >= 64 trials)
     cross_compiler: str = ""  # e.g. aarch64-linux-gnu-gcc: link a .so; else export a .tar
     request_timeout_s: float = 60.0  # RPC lease behaviour
     session_timeout_s: float = 0.0

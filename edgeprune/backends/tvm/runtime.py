@@ -11,7 +11,9 @@ Target options (``[options]`` of the target file):
 - ``tvm_target``: TVM target as a dict (``{kind = "llvm", mcpu = "native"}``);
   ``mcpu = "native"`` means this machine's CPU (local targets only).
 - ``tune_trials``: MetaSchedule trial budget for ``edgeprune compile`` (0 = no tuning).
-- ``tune_trials_per_task``, ``tune_workers``: how the budget is spread and built.
+- ``tune_trials_per_task``, ``tune_min_trials_per_task``, ``tune_minutes``, ``tune_workers``: how the
+  budget is spread (by FLOPs, heaviest task first), capped in time and built; schedules persist in the
+  target's tuning database under the user cache (:mod:`edgeprune.backends.tvm.tuning`).
 - ``cross_compiler``: e.g. ``aarch64-linux-gnu-gcc``; used to link a ``.so`` when
   installed, else the module is exported as a ``.tar`` the board links itself.
 - ``request_timeout_s``, ``session_timeout_s``, ``attempts``: RPC lease behaviour.
@@ -45,6 +47,9 @@ if TYPE_CHECKING:
     from edgeprune.profile.timing import Timing, TimingProtocol
 
 INSTALL_HINT = "pip install edgeprune[tvm]"
+# checked by tests/test_tvm_tuning.py::test_int8_qdq_onnx_imports_as_fp32_convolutions
+INT8_NOTE = ("TVM 0.27 (Relax) imports a QDQ int8 ONNX model as dequantise -> fp32 convolution -> quantise "
+             "(no int8 kernels, no speed-up), so int8 is not claimed")
 
 
 def tvm_import_error() -> str | None:
@@ -138,59 +143,13 @@ def import_onnx(onnx_path: str | Path) -> tuple[Any, list[tuple[str, tuple[int, 
     return mod, inputs
 
 
-def tune(mod: Any, tgt: Any, target: Target, trials: int, work_dir: Path, log: Callable[[str], None] | None = None) -> Any:
-    """MetaSchedule-tune ``mod`` with ``trials`` trials spread over its tasks; returns the scheduled module."""
-    import tvm
-    from tvm import relax
-    from tvm.s_tir import meta_schedule as ms
+def build_with_report(mod: Any, target: Target, tune_trials: int = 0, db_dir: Path | None = None,
+                      log: Callable[[str], None] | None = None) -> tuple[Any, Any]:
+    """Relax VM executable of ``mod`` for ``target`` and the tuning report (None when untuned).
 
-    from edgeprune.backends.tvm.rpc import RemoteSpec, ms_build
-
-    opts = target.options
-    with tgt:
-        mod = tvm.transform.Sequential([
-            relax.transform.DecomposeOpsForInference(),
-            relax.transform.CanonicalizeBindings(),
-            relax.get_pipeline("zero"),
-        ])(mod)
-    tasks = ms.relax_integration.extract_tasks(mod, tgt, {})
-    per_task = int(opts.get("tune_trials_per_task", 0)) or max(4, trials // max(len(tasks), 1))
-    workers = int(opts.get("tune_workers", min(2, os.cpu_count() or 1)))
-    if log:
-        log(f"tuning {len(tasks)} tasks, {trials} trials ({per_task} per task) with MetaSchedule")
-    if target.is_remote:
-        spec = RemoteSpec.parse(target.host)
-        runner = ms.runner.RPCRunner(
-            ms.runner.RPCConfig(
-                tracker_host=spec.host, tracker_port=spec.port, tracker_key=spec.key,
-                session_timeout_sec=int(opts.get("session_timeout_s", 120)),
-            ),
-            max_workers=1,
-        )
-    else:
-        runner = ms.runner.LocalRunner(timeout_sec=60)
-    # TVM's default search (population 512, 4 genetic iterations) spends minutes per task on a
-    # small shared CPU before measuring anything; a small budget gets a matching small search
-    pop = int(opts.get("tune_population", 512 if per_task >= 64 else 64))
-    strategy = ms.search_strategy.EvolutionarySearch(
-        population_size=pop, init_min_unmeasured=min(50, pop // 2), genetic_num_iters=4 if pop >= 512 else 1
-    )
-    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-        extracted_tasks=tasks, work_dir=str(work_dir), space="post-order-apply", strategy=strategy, seed=0
-    )
-    ms.tune.tune_tasks(
-        tasks=contexts, task_weights=weights, work_dir=str(work_dir),
-        max_trials_global=trials, max_trials_per_task=per_task, num_trials_per_iter=min(per_task, 32),
-        builder=ms.builder.LocalBuilder(max_workers=workers, timeout_sec=300, f_build=ms_build),
-        runner=runner, database="json", cost_model="xgb", measure_callbacks="default", task_scheduler="gradient",
-    )
-    with tgt, tvm.transform.PassContext(opt_level=3):
-        mod = relax.transform.MetaScheduleApplyDatabase(str(work_dir))(mod)
-    return mod
-
-
-def build(mod: Any, target: Target, tune_trials: int = 0, work_dir: Path | None = None, log: Callable[[str], None] | None = None) -> Any:
-    """Relax VM executable of ``mod`` for ``target`` (optionally MetaSchedule-tuned)."""
+    ``tune_trials > 0``: MetaSchedule with the persistent database of the target
+    (:mod:`edgeprune.backends.tvm.tuning`; ``db_dir`` overrides its folder).
+    """
     import tvm
     from tvm import relax
 
@@ -200,17 +159,23 @@ def build(mod: Any, target: Target, tune_trials: int = 0, work_dir: Path | None 
         if why:
             raise BackendUnavailable(f"target {target.name} needs CUDA: {why}")
     tgt = tvm.target.Target(tdict)
+    report = None
     if tune_trials > 0:
         if device_kind(tdict) == "cuda":
             raise BadInput(f"target {target.name}: MetaSchedule tuning is wired for CPU targets only; set tune_trials = 0")
-        own = work_dir is None
-        wd = Path(tempfile.mkdtemp(prefix="edgeprune-tune-")) if own else Path(work_dir)
-        try:
-            mod = tune(mod, tgt, target, tune_trials, wd, log)
-        finally:
-            if own:
-                shutil.rmtree(wd, ignore_errors=True)
-    return relax.build(mod, target=tgt)
+        from edgeprune.backends.tvm.tuning import prepare, tune
+
+        # weights re-laid out for the schedule at compile time (folded constants); not when cross-compiling,
+        # where folding would run the target's code here
+        prepack = bool(target.options.get("tune_weight_prepack", True)) and not is_cross(tdict)
+        mod, report = tune(prepare(mod, tgt, prepack), tgt, target, tune_trials, db_dir, log, prepack)
+        report.weight_prepack = prepack
+    return relax.build(mod, target=tgt), report
+
+
+def build(mod: Any, target: Target, tune_trials: int = 0, db_dir: Path | None = None, log: Callable[[str], None] | None = None) -> Any:
+    """Relax VM executable of ``mod`` for ``target`` (optionally MetaSchedule-tuned; see :func:`build_with_report`)."""
+    return build_with_report(mod, target, tune_trials, db_dir, log)[0]
 
 
 def export(ex: Any, target: Target, out_dir: Path, stem: str = "model") -> Path:
@@ -452,10 +417,18 @@ class TvmBackend(Backend):
     emits_precisions = ("fp32",)  # timing and engines are fp32 Relax graphs: an fp16 label would be fp32 figures
 
     def precision_support(self, precision: str) -> tuple[bool, str]:
-        """fp32 only: the TVM path builds, times and emits fp32 graphs."""
+        """fp32 only: the TVM path builds, times and emits fp32 graphs (int8: see :data:`INT8_NOTE`)."""
+        if precision == "int8":
+            return False, f"the tvm backend builds fp32 graphs only: {INT8_NOTE}"
         if precision != "fp32":
             return False, f"the tvm backend builds fp32 graphs only; {precision} would be fp32 timings under the wrong label"
         return True, ""
+
+    def compile_options(self, calib: Any, int8: bool, exclude: Sequence[str] = ()) -> dict[str, Any]:
+        """No options from calibration; ``--int8`` is refused with the reason (:data:`INT8_NOTE`)."""
+        if int8:
+            raise BadInput(f"--int8 is not offered for TVM targets: {INT8_NOTE}")
+        return {}
 
     def availability(self, target: Target) -> tuple[bool, str]:
         err = tvm_import_error()
@@ -489,10 +462,26 @@ class TvmBackend(Backend):
             raise BackendUnavailable(f"target {target.name}: {why.removeprefix('unavailable: ')}")
 
     def engine_report(self, engine: Engine) -> tuple[dict[str, Any], list[tuple[str, Any]]]:
-        """An engine for an emulated board says so: it ran there, its timings would mean nothing."""
-        if not engine.manifest.get("emulated"):
-            return {}, []
-        return {"emulated": True}, [("board", "EMULATED (QEMU user-mode): correctness only, timings mean nothing")]
+        """The tuning budget and what it spent; an engine for an emulated board says so (timings mean nothing)."""
+        fields: dict[str, Any] = {}
+        rows: list[tuple[str, Any]] = []
+        tuning = engine.manifest.get("tuning")
+        if tuning:
+            fields["tuning"] = tuning
+            rows += [
+                ("tuning trial budget", tuning["trials_budget"]),
+                ("tuning trials spent (this run)", tuning["trials_spent"]),
+                ("tuning tasks (tuned now / from database / default schedule)",
+                 f"{tuning['tasks_tuned']} / {tuning['tasks_from_database']} / {tuning['tasks_skipped']} of {tuning['tasks']}"),
+                ("tuning time (s)", tuning["tune_s"]),
+                ("tuning database", tuning["database"]),
+            ]
+        elif "tune_trials" in engine.manifest:
+            rows.append(("tuning trial budget", "0 (untuned: default schedules)"))
+        if engine.manifest.get("emulated"):
+            fields["emulated"] = True
+            rows.append(("board", "EMULATED (QEMU user-mode): correctness only, timings mean nothing"))
+        return fields, rows
 
     def build_onnx(self, onnx_path: str | Path, target: Target, out_dir: Path) -> tuple[Path, list[tuple[str, tuple[int, ...]]]]:
         """Import an ONNX model, build it (untuned) for ``target``, export it into ``out_dir``."""

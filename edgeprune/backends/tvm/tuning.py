@@ -1,0 +1,240 @@
+"""MetaSchedule tuning with a persistent tuning database (one per TVM target, under the user cache).
+
+The database is MetaSchedule's JSON database (``database_workload.json`` +
+``database_tuning_record.json``) in ``<cache>/tvm-tune/<hash of the TVM target string>/``
+(:func:`edgeprune.paths.cache_dir`; never the package or a checkout). MetaSchedule keys
+workloads by the structural hash of each task's TIR, so models that share a layer
+configuration share its schedules. ``trials.json`` beside it records how many trials each
+workload has had: a task that already had its share of the budget is not tuned again (a
+second compile of the same model tunes nothing). The trial budget is spread over the tasks
+that still need tuning in proportion to their FLOPs (at least ``min_per_task`` each), the
+heaviest first, one task at a time so progress can be shown and ``tune_minutes`` can cap it (the
+shares left shrink when tuning runs behind that pace; tasks not reached keep default schedules).
+tvm is imported inside functions only.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgeprune.fileio import write_json
+
+if TYPE_CHECKING:
+    from edgeprune.config import Target
+
+
+@dataclass
+class TuneReport:
+    """What a tuning run did: the stated trial budget, what it spent, what came from the database."""
+
+    trials_budget: int
+    tasks: int = 0
+    tasks_tuned: int = 0  # tuned in this run
+    tasks_from_database: int = 0  # already tuned for this target: nothing measured
+    tasks_skipped: int = 0  # no budget or time left for them: default schedules
+    trials_spent: int = 0  # trials allotted and run in this run (a task whose design space runs out stops early)
+    tune_s: float = 0.0
+    stopped_by_time: bool = False
+    weight_prepack: bool = False
+    database: str = ""
+    per_task: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return asdict(self)
+
+
+def database_dir(tgt: Any, root: str | Path | None = None) -> Path:
+    """The tuning database folder of the TVM target ``tgt``: ``root`` (default ``<cache>/tvm-tune``) / hash of ``str(tgt)``."""
+    from edgeprune.paths import cache_dir
+
+    base = Path(root) if root is not None else cache_dir() / "tvm-tune"
+    return base / hashlib.sha256(str(tgt).encode()).hexdigest()[:16]
+
+
+def open_database(folder: Path, tgt: Any) -> Any:
+    """MetaSchedule's JSON database in ``folder`` (created), with ``target.txt`` naming the target."""
+    from tvm.s_tir import meta_schedule as ms
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / "target.txt").exists():
+        (folder / "target.txt").write_text(str(tgt) + "\n")
+    return ms.database.JSONDatabase(work_dir=str(folder))
+
+
+def _trials_file(folder: Path) -> Path:
+    return folder / "trials.json"
+
+
+def _load_trials(folder: Path) -> dict[str, dict[str, Any]]:
+    try:
+        data = json.loads(_trials_file(folder).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def workload_key(mod: Any) -> str:
+    """A stable key of a task's TIR module (its structural hash, as MetaSchedule's database uses)."""
+    from tvm_ffi import structural_hash
+
+    return f"{structural_hash(mod) & 0xFFFFFFFFFFFFFFFF:016x}"
+
+
+def prepare(mod: Any, tgt: Any, weight_prepack: bool = True) -> Any:
+    """The Relax module lowered to fused TIR functions (what MetaSchedule extracts tasks from).
+
+    ``weight_prepack``: the weights (Relax constants) are marked layout-free, so a schedule may
+    choose their layout; :func:`finish` folds that re-layout into the constants at compile time.
+    """
+    import tvm
+    from tvm import relax
+
+    passes = [relax.transform.DecomposeOpsForInference(), relax.transform.CanonicalizeBindings(), relax.get_pipeline("zero")]
+    if weight_prepack:
+        passes.append(relax.transform.AttachAttrLayoutFreeBuffers())
+    with tgt:
+        return tvm.transform.Sequential(passes)(mod)
+
+
+def finish(mod: Any, tgt: Any, db: Any, weight_prepack: bool = True) -> Any:
+    """Apply the database's best schedules; with ``weight_prepack``, fold the weight re-layouts into the constants."""
+    import tvm
+    from tvm import relax
+
+    with tgt, db, tvm.transform.PassContext(opt_level=3):
+        mod = relax.transform.MetaScheduleApplyDatabase()(mod)
+        if weight_prepack:
+            mod = tvm.transform.Sequential([relax.transform.SplitLayoutRewritePreproc(), relax.transform.FoldConstant()])(mod)
+    return mod
+
+
+def allocate(flops: list[float], budget: int, min_per_task: int) -> list[int]:
+    """Split ``budget`` trials over tasks: ``min_per_task`` each (less if the budget is short), the rest by FLOPs."""
+    n = len(flops)
+    if n == 0 or budget <= 0:
+        return [0] * n
+    floor = min(min_per_task, budget // n)
+    rest = budget - floor * n
+    total = sum(flops) or 1.0
+    share = [floor + int(rest * f / total) for f in flops]
+    # hand what rounding left over to the heaviest tasks
+    for i in sorted(range(n), key=lambda j: -flops[j])[: budget - sum(share)]:
+        share[i] += 1
+    return share
+
+
+def tune(mod: Any, tgt: Any, target: Target, trials: int, db_dir: Path | None = None,
+         log: Callable[[str], None] | None = None, weight_prepack: bool = True) -> tuple[Any, TuneReport]:
+    """MetaSchedule-tune ``mod`` (lowered by :func:`prepare`, same ``weight_prepack``) with at most ``trials`` trials;
+    returns it scheduled (:func:`finish`) + a report.
+
+    Schedules come from (and go to) the persistent database of ``tgt`` (``db_dir``, default
+    :func:`database_dir`); only tasks the database has not had their share of trials for are tuned.
+    """
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.analysis import estimate_tir_flops
+
+    from edgeprune.backends.tvm.rpc import RemoteSpec, ms_build
+
+    say = log or (lambda _m: None)
+    opts = target.options
+    t_start = time.perf_counter()
+    folder = Path(db_dir) if db_dir is not None else database_dir(tgt)
+    db = open_database(folder, tgt)
+    report = TuneReport(trials_budget=trials, database=str(folder))
+    tasks = ms.relax_integration.extract_tasks(mod, tgt, {})
+    report.tasks = len(tasks)
+    flops = [max(float(estimate_tir_flops(t.dispatched[0])), 1.0) * float(t.weight) for t in tasks]
+    order = sorted(range(len(tasks)), key=lambda i: -flops[i])
+    min_per_task = int(opts.get("tune_min_trials_per_task", 8))
+    fixed = int(opts.get("tune_trials_per_task", 0))
+    share = [fixed] * len(tasks) if fixed else allocate(flops, trials, min_per_task)
+    done = _load_trials(folder)
+    keys = [workload_key(t.dispatched[0]) for t in tasks]
+    todo = []
+    for i in order:
+        had = int(done.get(keys[i], {}).get("trials", 0))
+        if share[i] <= 0:
+            report.tasks_skipped += 1
+        elif had >= share[i]:
+            report.tasks_from_database += 1
+            report.per_task.append({"task": tasks[i].task_name, "trials": 0, "from_database": True, "trials_before": had})
+        else:
+            todo.append(i)
+    say(f"tuning budget {trials} trials over {len(tasks)} tasks: {report.tasks_from_database} already in the database "
+        f"{folder}, {len(todo)} to tune")
+    minutes = float(opts.get("tune_minutes", 0) or 0)
+    if todo:
+        workers = int(opts.get("tune_workers", 2))
+        if target.is_remote:
+            spec = RemoteSpec.parse(target.host)
+            runner = ms.runner.RPCRunner(
+                ms.runner.RPCConfig(tracker_host=spec.host, tracker_port=spec.port, tracker_key=spec.key,
+                                    session_timeout_sec=int(opts.get("session_timeout_s", 120))),
+                max_workers=1,
+            )
+        else:
+            runner = ms.runner.LocalRunner(timeout_sec=60)
+        builder = ms.builder.LocalBuilder(max_workers=workers, timeout_sec=300, f_build=ms_build)
+        cost_model = ms.cost_model.CostModel.create("xgb", num_tuning_cores=workers)
+        with tempfile.TemporaryDirectory(prefix="edgeprune-tune-") as logs:
+            for n, i in enumerate(todo, 1):
+                if minutes and time.perf_counter() - t_start > minutes * 60:
+                    report.stopped_by_time = True
+                    report.tasks_skipped += len(todo) - n + 1
+                    say(f"tuning stopped after {minutes:g} min (tune_minutes): {len(todo) - n + 1} task(s) keep default schedules")
+                    break
+                t0 = time.perf_counter()
+                n_trials = share[i]
+                if minutes and report.trials_spent:
+                    # behind the pace the cap allows: shrink the shares left so every task still gets some trials
+                    pace = (t0 - t_start) / report.trials_spent
+                    left_s = minutes * 60 - (t0 - t_start)
+                    left_trials = sum(share[j] for j in todo[n - 1:])
+                    if pace * left_trials > left_s:
+                        n_trials = max(min(4, share[i]), int(share[i] * left_s / (pace * left_trials)))
+                pop = int(opts.get("tune_population", 0)) or (256 if n_trials >= 64 else 64)
+                strategy = ms.search_strategy.EvolutionarySearch(
+                    population_size=pop, init_min_unmeasured=min(50, pop // 2), genetic_num_iters=2 if pop >= 256 else 1
+                )
+                ctxs, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+                    extracted_tasks=[tasks[i]], work_dir=logs, space="post-order-apply", strategy=strategy, seed=0
+                )
+                try:
+                    ms.tune.tune_tasks(
+                        tasks=ctxs, task_weights=weights, work_dir=logs, max_trials_global=n_trials,
+                        max_trials_per_task=n_trials, num_trials_per_iter=min(n_trials, 32),
+                        builder=builder, runner=runner, database=db, cost_model=cost_model,
+                        measure_callbacks="default", task_scheduler="round-robin",
+                    )
+                except Exception as err:  # noqa: BLE001 - one task TVM cannot tune keeps its default schedule
+                    why = f"{type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''}"
+                    report.tasks_skipped += 1
+                    report.per_task.append({"task": tasks[i].task_name, "trials": 0, "from_database": False, "error": why})
+                    say(f"  task {n}/{len(todo)} {tasks[i].task_name}: not tuned ({why}); default schedule")
+                    continue
+                best = db.query_tuning_record(tasks[i].dispatched[0], tgt, tasks[i].task_name)
+                best_ms = None
+                if best is not None and best.run_secs:
+                    best_ms = round(float(sum(float(s) for s in best.run_secs) / len(best.run_secs)) * 1e3, 4)
+                done[keys[i]] = {"task": tasks[i].task_name, "trials": n_trials}
+                write_json(_trials_file(folder), done)
+                report.tasks_tuned += 1
+                report.trials_spent += n_trials
+                report.per_task.append({"task": tasks[i].task_name, "trials": n_trials, "from_database": False,
+                                        "best_ms": best_ms, "tune_s": round(time.perf_counter() - t0, 1)})
+                say(f"  task {n}/{len(todo)} {tasks[i].task_name}: {n_trials} trials, best {best_ms} ms "
+                    f"({time.perf_counter() - t0:.0f}s; {time.perf_counter() - t_start:.0f}s so far)")
+    mod = finish(mod, tgt, db, weight_prepack)
+    report.tune_s = round(time.perf_counter() - t_start, 1)
+    return mod, report
+
+
+__all__ = ["TuneReport", "allocate", "database_dir", "finish", "open_database", "prepare", "tune", "workload_key"]
