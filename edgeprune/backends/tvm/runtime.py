@@ -52,8 +52,14 @@ INT8_NOTE = ("TVM 0.27 (Relax) imports a QDQ int8 ONNX model as dequantise -> fp
              "(no int8 kernels, no speed-up), so int8 is not claimed")
 
 
-def tvm_import_error() -> str | None:
-    """None when ``import tvm`` works, else why it does not (one line)."""
+def tvm_import_error(light: bool = False) -> str | None:
+    """None when ``import tvm`` works, else why it does not (one line). ``light``: only whether the package is
+    installed (listing targets must not import tvm, which pulls torch in: 2 s); a broken install then shows up
+    when the target is used."""
+    if light:
+        import importlib.util
+
+        return None if importlib.util.find_spec("tvm") is not None else f"unavailable: apache-tvm not installed ({INSTALL_HINT})"
     try:
         import tvm  # noqa: F401
     except ImportError as err:
@@ -68,8 +74,9 @@ def tvm_import_error() -> str | None:
 # --------------------------------------------------------------------------- targets
 
 
-def target_dict(target: Target) -> dict[str, Any]:
-    """The TVM target of ``target`` as a dict (``options.tvm_target``; default: llvm for this CPU)."""
+def target_dict(target: Target, resolve_native: bool = True) -> dict[str, Any]:
+    """The TVM target of ``target`` as a dict (``options.tvm_target``; default: llvm for this CPU). ``mcpu =
+    "native"`` becomes this CPU's name (which imports tvm) unless ``resolve_native`` is False."""
     raw = target.options.get("tvm_target", {"kind": "llvm", "mcpu": "native"})
     if isinstance(raw, str):
         try:
@@ -83,7 +90,7 @@ def target_dict(target: Target) -> dict[str, Any]:
     for t in (d, host if isinstance(host, dict) else None):
         if t is None or t.get("kind") != "llvm":
             continue
-        if t.get("mcpu") == "native":
+        if t.get("mcpu") == "native" and resolve_native:
             if target.is_remote:
                 raise BadInput(f"target {target.name}: mcpu = 'native' only makes sense for a local target; name the board's CPU")
             from tvm.target import codegen
@@ -113,12 +120,12 @@ def device_kind(tdict: dict[str, Any]) -> str:
 
 def cuda_build_error() -> str | None:
     """None when this TVM can generate CUDA code and nvcc is installed, else why not."""
+    if shutil.which("nvcc") is None and not Path("/usr/local/cuda/bin/nvcc").exists():
+        return "nvcc (CUDA toolkit) not found"  # checked first: tvm_ffi imports torch (2 s), listing targets must not
     import tvm_ffi
 
     if tvm_ffi.get_global_func("target.build.cuda", allow_missing=True) is None:
         return "this apache-tvm wheel was built without CUDA codegen"
-    if shutil.which("nvcc") is None and not Path("/usr/local/cuda/bin/nvcc").exists():
-        return "nvcc (CUDA toolkit) not found"
     return None
 
 
@@ -431,11 +438,11 @@ class TvmBackend(Backend):
         return {}
 
     def availability(self, target: Target) -> tuple[bool, str]:
-        err = tvm_import_error()
+        err = tvm_import_error(light=True)
         if err is not None:
             return False, err
         try:
-            tdict = target_dict(target)
+            tdict = target_dict(target, resolve_native=False)  # listing targets must not import tvm
         except BadInput as e:
             return False, f"unavailable: {e}"
         if device_kind(tdict) == "cuda":
