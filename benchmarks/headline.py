@@ -33,11 +33,21 @@ Protocol (all in one run on one machine):
    evaluated on the test set (int8 rows: their int8 engine), and all final engines are measured once more, interleaved with the dense model: the reported
    latencies.
 
-Writes benchmarks/results/headline-{model}-cpu-ort.json (the shape the issue fixes),
-.md (table), .png (accuracy vs latency) and .details.json (every candidate, histories).
+Issue 25 added: peers beyond Torch-Pruning (NNCF int8 PTQ of the dense model and of Torch-Pruning's L1 models,
+``benchmarks/headline_peers.py``; NVIDIA ModelOpt FastNAS as a one-line reason row where it cannot run), ``--seeds N``
+(the edgeprune row and the best peer row within budget fine-tuned with N seeds: mean and std, "ahead" only beyond the
+spread, ``benchmarks/headline_seeds.py``), and any ``load_model`` spec with a fresh 10-class head on CIFAR-10
+upscaled per batch (``--model efficientnet-lite0 --image-size 128``, ``benchmarks/headline_data.py``), pruned from
+the fine-tuned dense reference.
+
+Writes benchmarks/results/headline-{model}-cpu-ort[-{ratio}x].json (the shape issue 12 fixes, plus ``seeds`` and
+``top1_std`` on seeded rows, ``not_run`` and ``comparison``), .md (table), .png (accuracy vs latency) and .details.json
+(every candidate, histories, per-seed top-1).
 
     python benchmarks/headline.py --model resnet20 --ratio 0.6 --quick      # smoke (minutes)
     python benchmarks/headline.py --model resnet56 --ratio 0.5 --epochs 3   # the headline (hours on 2 cores)
+    python benchmarks/headline.py --model resnet56 --ratio 0.33 --epochs 3 --max-images 15000 --seeds 3   # issue 25
+    python benchmarks/headline.py --model efficientnet-lite0 --image-size 128 --ratio 0.5 --seeds 3      # issue 25
 """
 from __future__ import annotations
 
