@@ -33,11 +33,21 @@ Protocol (all in one run on one machine):
    evaluated on the test set (int8 rows: their int8 engine), and all final engines are measured once more, interleaved with the dense model: the reported
    latencies.
 
-Writes benchmarks/results/headline-{model}-cpu-ort.json (the shape the issue fixes),
-.md (table), .png (accuracy vs latency) and .details.json (every candidate, histories).
+Issue 25 added: peers beyond Torch-Pruning (NNCF int8 PTQ of the dense model and of Torch-Pruning's L1 models,
+``benchmarks/headline_peers.py``; NVIDIA ModelOpt FastNAS as a one-line reason row where it cannot run), ``--seeds N``
+(the edgeprune row and the best peer row within budget fine-tuned with N seeds: mean and std, "ahead" only beyond the
+spread, ``benchmarks/headline_seeds.py``), and any ``load_model`` spec with a fresh 10-class head on CIFAR-10
+upscaled per batch (``--model efficientnet-lite0 --image-size 128``, ``benchmarks/headline_data.py``), pruned from
+the fine-tuned dense reference.
+
+Writes benchmarks/results/headline-{model}-cpu-ort[-{ratio}x].json (the shape issue 12 fixes, plus ``seeds`` and
+``top1_std`` on seeded rows, ``not_run`` and ``comparison``), .md (table), .png (accuracy vs latency) and .details.json
+(every candidate, histories, per-seed top-1).
 
     python benchmarks/headline.py --model resnet20 --ratio 0.6 --quick      # smoke (minutes)
     python benchmarks/headline.py --model resnet56 --ratio 0.5 --epochs 3   # the headline (hours on 2 cores)
+    python benchmarks/headline.py --model resnet56 --ratio 0.33 --epochs 3 --max-images 15000 --seeds 3   # issue 25
+    python benchmarks/headline.py --model efficientnet-lite0 --image-size 128 --ratio 0.5 --seeds 3      # issue 25
 """
 from __future__ import annotations
 
@@ -50,6 +60,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +72,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from common import dense_reference  # benchmarks/common.py
+from headline_data import upscale  # benchmarks/headline_data.py
+from headline_peers import (
+    MODELOPT_METHOD,
+    modelopt_reason,
+    nncf_engine,
+    nncf_method,
+    nncf_reason,
+    nncf_version,
+)
+from headline_seeds import seed_summary, verdict
 from torch import nn
 
 # limits for edgeprune plans, x the budget ratio: above 1 too, since the predictor is checked by measurement
@@ -69,10 +90,56 @@ from torch import nn
 EP_SCALES = (1.5, 1.4, 1.3, 1.25, 1.2, 1.15, 1.1, 1.06, 1.03, 1.0, 0.98, 0.96, 0.94, 0.92, 0.9, 0.87, 0.84, 0.8, 0.75, 0.7)
 MACS_FRACTIONS = (0.75, 0.65, 0.55, 0.47, 0.4, 0.34, 0.28, 0.22, 0.17, 0.12)
 EP_ROWS = frozenset({"ep", "ep-nofloor", "ep-int8", "macs"})  # the rows that need edgeprune's scores and profile
+# every row the benchmark knows; nncf-int8: the unpruned model int8-quantised by NNCF; tp-l1-nncf-int8: Torch-Pruning L1
+# then NNCF int8; modelopt: NVIDIA ModelOpt FastNAS (a one-line reason row where it cannot run)
+ALL_ROWS = ("ep-int8", "ep", "macs", "tp-l1", "tp-taylor", "tp-l1-int8", "nncf-int8", "tp-l1-nncf-int8", "modelopt")
+CIFAR_RESNETS = ("resnet20", "resnet32", "resnet44", "resnet56")
+# short benchmark names for load_model specs (edgeprune.models.user.load_model)
+MODEL_SPECS = {"efficientnet-lite0": "efficientnet-lite:lite0"}
 TP_RATIOS = (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8)
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How the benchmark builds its model: the ``load_model`` spec, the name its profile and cache go by, and defaults."""
+
+    bench: str  # the --model value, as the results file names it
+    spec: str  # edgeprune.models.load_model's spec
+    name: str  # model name for profiles and the dense cache
+    image_size: int | None  # upscale the CIFAR images to this (None: native 32 px)
+    prune_from: str  # "pretrained" (CIFAR weights) or "dense" (a fresh head: prune the fine-tuned reference)
+    num_classes: int | None = None  # passed to load_model as args (None: a registered model)
+
+    def load(self) -> nn.Module:
+        """The pretrained model (CIFAR-10 weights, or ImageNet weights with a fresh 10-class head)."""
+        from edgeprune.models import load_model
+
+        if self.num_classes is None:
+            return load_model(self.spec)
+        return load_model(self.spec, args={"num_classes": self.num_classes})
+
+
+def resolve_model(model: str, image_size: int | None) -> ModelSpec:
+    """The :class:`ModelSpec` of a ``--model`` value (a CIFAR ResNet, a short name of :data:`MODEL_SPECS`, or a spec)."""
+    if model in CIFAR_RESNETS:
+        size = None if image_size in (None, 32) else image_size
+        return ModelSpec(model, f"{model}-cifar10", f"{model}-cifar10" + (f"-{size}px" if size else ""), size, "pretrained")
+    spec = MODEL_SPECS.get(model, model)
+    size = image_size or 128
+    slug = re.sub(r"[^A-Za-z0-9_.]+", "-", model).strip("-")
+    return ModelSpec(model, spec, f"{slug}-cifar10-{size}px", size, "dense", num_classes=10)
+
+
+def results_stem(model: str, target: str, ratio: float) -> str:
+    """The results file stem: ``headline-{model}-{target}-{ratio}x`` (issue 25's names), without the ratio only for
+    the CIFAR ResNets at their historical default ratio (0.6x ResNet-20, 0.5x the others: the files issue 12 fixed)."""
+    slug = re.sub(r"[^A-Za-z0-9_.]+", "-", model).strip("-")
+    default = {"resnet20": 0.6}.get(model, 0.5)
+    legacy = model in CIFAR_RESNETS and math.isclose(ratio, default)
+    return f"headline-{slug}-{target}" + ("" if legacy else f"-{ratio:g}x")
 
 
 def _wtag(weighting: str, max_prune: float | None) -> str:
@@ -139,6 +206,51 @@ def tp_prune(model: nn.Module, example: torch.Tensor, ratio: float, importance: 
     return m
 
 
+def is_edgeprune_row(key: str) -> bool:
+    """Whether row ``key`` is "the edgeprune row" of the comparison (a latency-LUT plan; not the MACs-plan ablation)."""
+    return key in ("ep", "ep-int8", "ep-nofloor")
+
+
+def is_peer_row(key: str) -> bool:
+    """Whether row ``key`` is a peer tool's row (Torch-Pruning, NNCF)."""
+    return key.startswith(("tp-", "nncf-"))
+
+
+def seeded_rows(results: dict[str, dict[str, Any]], ratios: dict[str, float], budget: float) -> list[str]:
+    """The rows that get more fine-tuning seeds: the best edgeprune row and the best peer row (by first-seed top-1)
+    among those whose measured latency ratio (``ratios``) is within ``budget``."""
+    within = [m for m in results if ratios.get(m, math.inf) <= budget]
+    out = []
+    for kind in (is_edgeprune_row, is_peer_row):
+        group = [m for m in within if kind(m)]
+        if group:
+            out.append(max(group, key=lambda m: results[m]["top1"]))
+    return out
+
+
+def compare(rows: dict[str, dict[str, Any]], budget: float, seeded: list[str] | tuple[str, ...] = ()) -> str:
+    """The sentence the tables end with: the edgeprune row against the peer row, both within ``budget`` by the final
+    measurement; the ``seeded`` rows where they are within it, else the best by top-1. "ahead" only beyond the seeds'
+    spread (:func:`headline_seeds.verdict`); a peer row that scored higher on its one seed is named too."""
+    within = {m: r for m, r in rows.items() if r["latency_ratio"] <= budget}
+    ep = [m for m in within if is_edgeprune_row(m)]
+    peers = [m for m in within if is_peer_row(m)]
+    if not ep or not peers:
+        return (f"no comparison within the {budget:g}x budget: " + ("no edgeprune row" if not ep else "no peer row")
+                + " met it in the final measurement")
+
+    def pick(group: list[str]) -> str:
+        mine = [m for m in group if m in seeded]
+        return mine[0] if mine else max(group, key=lambda m: within[m]["top1"])
+
+    best, peer = pick(ep), pick(peers)
+    text = verdict(within[best], within[peer])
+    higher = [m for m in peers if m != peer and within[m]["top1"] > within[peer]["top1"]]
+    if higher:
+        text += "; higher on one seed: " + ", ".join(f"{within[m]['method']} {within[m]['top1']:.2f}%" for m in higher)
+    return text
+
+
 def check_tp_equivalence(dense: nn.Module, pruned: nn.Module, example: torch.Tensor) -> float:
     """Sanity check of the custom SelectShortcut pruner: shapes flow and the output is finite."""
     with torch.no_grad():
@@ -146,9 +258,13 @@ def check_tp_equivalence(dense: nn.Module, pruned: nn.Module, example: torch.Ten
 
 
 def build_engine(model: nn.Module, tgt: Any, directory: Path, example: torch.Tensor, exclude: list[str] | None,
-                 calib: torch.Tensor) -> Any:
-    """The engine ``edgeprune compile`` ships: fp32 ONNX, or int8 QDQ with the ``exclude`` layers kept fp32."""
+                 calib: torch.Tensor, quantizer: str = "edgeprune") -> Any:
+    """The engine ``edgeprune compile`` ships: fp32 ONNX, or int8 QDQ with the ``exclude`` layers kept fp32;
+    ``quantizer="nncf"``: the fp32 ONNX int8-quantised by ``nncf.quantize`` instead (every layer)."""
     from edgeprune.compile import compile as emit
+
+    if quantizer == "nncf":
+        return nncf_engine(model, tgt, directory, example, calib)
 
     opts = {} if exclude is None else {"quantize": {"calib": calib.numpy(), "exclude": list(exclude)}}
     return emit(model, tgt, directory, example, **opts)
@@ -165,7 +281,19 @@ def figures(model: nn.Module, example: torch.Tensor) -> tuple[int, int]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="resnet56", choices=["resnet20", "resnet32", "resnet44", "resnet56"])
+    ap.add_argument("--model", default="resnet56",
+                    help="resnet20/32/44/56 (CIFAR-10 weights), efficientnet-lite0 (ImageNet weights, fresh 10-class head), "
+                         "or any edgeprune.models.load_model spec built with num_classes=10 (e.g. torchvision:mobilenet_v2)")
+    ap.add_argument("--image-size", type=int, default=None,
+                    help="upscale the CIFAR-10 images to this many pixels per batch (default: 32 for the CIFAR ResNets, 128 else)")
+    ap.add_argument("--prune-from", choices=["auto", "pretrained", "dense"], default="auto",
+                    help="which weights every row is pruned from: the pretrained model, or the fine-tuned dense reference "
+                         "(auto: pretrained for the CIFAR ResNets, dense for a model with a fresh head)")
+    ap.add_argument("--seeds", type=int, default=1,
+                    help="fine-tuning seeds for the edgeprune row and the best peer row within budget (architecture chosen once)")
+    ap.add_argument("--train-device", default=None, help="torch device for fine-tuning (e.g. cuda); latency stays on the target")
+    ap.add_argument("--modelopt-site", default=None, metavar="DIR",
+                    help="a pip --target folder holding nvidia-modelopt (it is not in the project's venv)")
     ap.add_argument("--ratio", type=float, default=None, help="latency budget as a fraction of dense (default 0.5; 0.6 for resnet20)")
     ap.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs for every row (and the dense reference)")
     ap.add_argument("--max-images", type=int, default=None, help="train images per epoch (a random subset each epoch; default all 50k)")
@@ -185,8 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", default=None, help="latency profile (default: TARGET--MODEL.json from the user cache, else the shipped one)")
     ap.add_argument("--eval-limit", type=int, default=None, help="test images for top-1 (default all 10k)")
     ap.add_argument("--score-batches", type=int, default=8)
-    ap.add_argument("--rows", default="ep-int8,ep,macs,tp-l1,tp-taylor,tp-l1-int8",
-                    help="which rows (comma list of ep-int8, ep, macs, tp-l1, tp-taylor, tp-l1-int8; ep-nofloor: with --max-prune, "
+    ap.add_argument("--rows", default=",".join(ALL_ROWS),
+                    help=f"which rows (comma list of {', '.join(ALL_ROWS)}; ep-nofloor: with --max-prune, "
                          "the ep row's plans without the floor too)")
     ap.add_argument("--quick", action="store_true", help="smoke version: tiny fine-tune, short timing, 500 test images")
     ap.add_argument("--out", default=None, help="results folder (default benchmarks/results; --quick: benchmarks/cache/quick)")
@@ -201,7 +329,6 @@ def main(argv: list[str] | None = None) -> int:
     from edgeprune.graph import channel_groups
     from edgeprune.importance import importance
     from edgeprune.metrics import evaluate
-    from edgeprune.models import load_model
     from edgeprune.profile import ModelProtocol, measure_engines
     from edgeprune.prune import prune
     from edgeprune.recover import RecoverConfig, recover
@@ -214,10 +341,16 @@ def main(argv: list[str] | None = None) -> int:
     args.threads = int(args.threads)
     torch.set_num_threads(args.threads)
     ratio = args.ratio if args.ratio is not None else (0.6 if args.model == "resnet20" else 0.5)
-    model_name = f"{args.model}-cifar10"
+    spec = resolve_model(args.model, args.image_size)
+    model_name = spec.name
+    if args.seeds < 1:
+        ap.error("--seeds must be at least 1")
     tgt = get_target(args.target)
     ui = UI()
     rows_wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
+    unknown = sorted(set(rows_wanted) - set(ALL_ROWS) - {"ep-nofloor"})
+    if unknown:
+        ap.error(f"unknown row(s) {', '.join(unknown)}; known: {', '.join(ALL_ROWS)}, ep-nofloor")
     if "ep-nofloor" in rows_wanted and (args.max_prune is None or "ep" not in rows_wanted):
         ap.error("row ep-nofloor is the ep row without --max-prune: it needs --max-prune and the ep row")
     torch.manual_seed(args.seed)
@@ -246,6 +379,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         log(f"{args.data} unavailable ({err}); --quick falls back to the embedded demo data")
         ds = load_data("cifar10-demo")
+    ds = upscale(ds, spec.image_size)
     n_train = len(ds.train)
     per_epoch = min(n_train, max_images or n_train)
     rc_kw: dict[str, Any] = {"epochs": epochs, "batch_size": args.batch_size, "seed": args.seed, "max_images": max_images,
@@ -254,9 +388,11 @@ def main(argv: list[str] | None = None) -> int:
         rc_kw["lr"] = args.lr
     if args.kd_alpha is not None:
         rc_kw["kd_alpha"] = args.kd_alpha
+    if args.train_device:
+        rc_kw["device"] = args.train_device
     base_rc = RecoverConfig(**rc_kw)
     example = ds.test.example(1)
-    pretrained = load_model(model_name).eval()
+    pretrained = spec.load().eval()
     timings: dict[str, float] = {}
 
     # ---- 1. dense reference, fine-tuned with the same recipe (labels only), cached
@@ -273,12 +409,15 @@ def main(argv: list[str] | None = None) -> int:
     pre_top1 = evaluate(pretrained, diag_set)
     dense_top1 = evaluate(dense, test_set)
     log(f"dense top-1: pretrained {pre_top1:.2f}%, fine-tuned {dense_top1:.2f}%")
+    prune_from = spec.prune_from if args.prune_from == "auto" else args.prune_from
+    source = copy.deepcopy(dense).eval() if prune_from == "dense" else pretrained
 
     # ---- 2. candidates
     t0 = time.perf_counter()
-    graph = channel_groups(pretrained, example)
+    graph = channel_groups(source, example)
     candidates: dict[str, dict[str, Any]] = {}  # name -> {method, knob, model}
     notes: list[str] = []
+    not_run: list[dict[str, str]] = []  # peers that cannot run here: {"method", "reason"} (a row with its reason)
     methods: dict[str, str] = {}
     seen: set = set()
 
@@ -294,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     calib = ds.train.sample(256, args.seed)  # int8 calibration: random train images (the split is stored by class)
     if EP_ROWS & set(rows_wanted):
         log(f"edgeprune: scoring channels ({args.criterion}, {score_batches} batches)")
-        scores = importance(pretrained, ds, args.criterion, graph=graph, batches=score_batches, seed=args.seed)
+        scores = importance(source, ds, args.criterion, graph=graph, batches=score_batches, seed=args.seed)
     prof_error = ""
     if EP_ROWS & set(rows_wanted):
         try:
@@ -302,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
 
             # a profile of this device: the cached one, else the shipped tables re-fitted here (same ISA family),
             # else measured -- never tables from another CPU as they are (what compress does too)
-            prof_path = Path(args.profile) if args.profile else local_profile(pretrained, tgt, model_name, example=example)
+            prof_path = Path(args.profile) if args.profile else local_profile(source, tgt, model_name, example=example)
             try:
                 prof = load_profile(prof_path, target=tgt)
             except Exception as err:
@@ -324,13 +463,13 @@ def main(argv: list[str] | None = None) -> int:
         from edgeprune.plan import PlanConfig
         from edgeprune.plan import plan as solve
 
-        methods["ep-int8"] = (f"edgeprune (latency-LUT plan, fp32/int8 per layer, int8 post-training quantised, "
+        methods["ep-int8"] = (f"edgeprune (latency-LUT plan, fp32/int8 per layer, int8 post-training quantised by its ORT QDQ path, "
                               f"{args.criterion}{_wtag(args.weighting, args.max_prune)}, granularity {tgt.channel_multiple}, KD)")
         # as compress does: mixed plans, and plans with every layer int8 (the tables do not price fp32/int8 boundaries)
         for precs, tag in ((["fp32", "int8"], ""), (["int8"], "all-int8 ")):
             for s in EP_SCALES:
                 try:
-                    p = solve(pretrained, scores, Budget.parse(f"latency={ratio * s:.4f}x"), {tgt.name: pred}, graph=graph,
+                    p = solve(source, scores, Budget.parse(f"latency={ratio * s:.4f}x"), {tgt.name: pred}, graph=graph,
                               example=example, targets=[tgt],
                               config=PlanConfig(model_name=model_name, precisions=precs, weighting=args.weighting,
                                                 max_prune=args.max_prune))
@@ -339,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
                     break
                 prec = dict(p.precisions)
                 n8 = sum(v == "int8" for v in prec.values())
-                add("ep-int8", s if not tag else -s, prune(pretrained, p.keep, example, graph=graph),
+                add("ep-int8", s if not tag else -s, prune(source, p.keep, example, graph=graph),
                     {"predicted_ratio": p.targets[tgt.name]["predicted"] / p.targets[tgt.name]["dense"],
                      "int8_layers": f"{n8}/{len(prec)}"},
                     exclude=[n for n, v in prec.items() if v != "int8"] if n8 else None)
@@ -358,14 +497,14 @@ def main(argv: list[str] | None = None) -> int:
                 for s in EP_SCALES:
                     try:
                         # fp32 only: every row here is an fp32 channel-pruned model (int8 would be another row)
-                        p = solve(pretrained, scores, Budget.parse(f"latency={ratio * s:.4f}x"), {tgt.name: pred}, graph=graph,
+                        p = solve(source, scores, Budget.parse(f"latency={ratio * s:.4f}x"), {tgt.name: pred}, graph=graph,
                                   example=example, targets=[tgt],
                                   config=PlanConfig(model_name=model_name, precisions=["fp32"],
                                                     weighting=args.weighting, max_prune=floor))
                     except Exception as err:  # an unreachable limit: the smaller ones are too  # noqa: BLE001 - recorded in the notes, the benchmark goes on
                         notes.append(f"edgeprune plan{wtag} at {ratio * s:.3f}x failed: {str(err).splitlines()[0]}")
                         break
-                    add(key, s, prune(pretrained, p.keep, example, graph=graph),
+                    add(key, s, prune(source, p.keep, example, graph=graph),
                         {"predicted_ratio": p.targets[tgt.name]["predicted"] / p.targets[tgt.name]["dense"]})
         else:
             from edgeprune.pipeline.search import keep_from_counts
@@ -376,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
             notes.append(f"edgeprune row is a FALLBACK (uniform keep ratio rounded to {tgt.channel_multiple}): {prof_error}")
             for r in np.linspace(0.95, 0.3, 14):
                 counts = {g.id: round_channels(r * g.size, tgt.channel_multiple, g.size) for g in graph.prunable}
-                add("ep", float(r), prune(pretrained, keep_from_counts(graph, scores, counts), example, graph=graph))
+                add("ep", float(r), prune(source, keep_from_counts(graph, scores, counts), example, graph=graph))
     if "macs" in rows_wanted:
         from edgeprune.plan import PlanConfig
         from edgeprune.plan import plan as solve
@@ -387,14 +526,14 @@ def main(argv: list[str] | None = None) -> int:
             methods["macs"] = f"edgeprune MACs-budget plan (no latency limit, {args.criterion}{_wtag(args.weighting, args.max_prune)}, granularity 1, KD)"
             for f in MACS_FRACTIONS:
                 try:  # the profile is passed only because plan() wants one; the budget has no latency limit
-                    p = solve(pretrained, scores, Budget.parse(f"macs={f}x"), {tgt.name: pred}, graph=graph, example=example,
+                    p = solve(source, scores, Budget.parse(f"macs={f}x"), {tgt.name: pred}, graph=graph, example=example,
                               targets=[tgt], config=PlanConfig(granularity=1, model_name=model_name, time_limit=60.0,
                                                                precisions=["fp32"], weighting=args.weighting,
                                                                max_prune=args.max_prune))
                 except Exception as err:  # noqa: BLE001 - recorded in the notes, the benchmark goes on
                     notes.append(f"MACs plan at {f}x failed: {str(err).splitlines()[0]}")
                     continue
-                add("macs", f, prune(pretrained, p.keep, example, graph=graph))
+                add("macs", f, prune(source, p.keep, example, graph=graph))
     grad_batches = []
     if "tp-taylor" in rows_wanted:
         rng = np.random.default_rng(args.seed)
@@ -411,21 +550,54 @@ def main(argv: list[str] | None = None) -> int:
                         + ", KD)")
         for r in TP_RATIOS if not int8 else (0.0, *TP_RATIOS):
             try:
-                m = pretrained if r == 0.0 else tp_prune(pretrained, example, r, kind, grad_batches, tgt.channel_multiple)
+                m = source if r == 0.0 else tp_prune(source, example, r, kind, grad_batches, tgt.channel_multiple)
                 add(row, r, copy.deepcopy(m) if r == 0.0 else m, exclude=[] if int8 else None)
             except Exception as err:  # noqa: BLE001 - recorded in the notes, the benchmark goes on
-                notes.append(f"torch-pruning {kind} at ratio {r} failed: {str(err).splitlines()[0]}")
+                notes.append(f"torch-pruning {kind} at ratio {r} failed on {args.model}: {str(err).splitlines()[0]}")
+    # NNCF: its int8 PTQ of the unpruned model, and of Torch-Pruning's L1 models (engines built in step 3)
+    nncf_rows = [r for r in ("nncf-int8", "tp-l1-nncf-int8") if r in rows_wanted]
+    nncf_why = nncf_reason() if nncf_rows else ""
+    for row in nncf_rows:
+        label = ("NNCF int8 of the dense model: " if row == "nncf-int8" else
+                 f"torch-pruning uniform, group L1 magnitude importance (MagnitudePruner, round_to {tgt.channel_multiple}), then ")
+        if nncf_why:
+            not_run.append({"method": label + "NNCF int8 post-training quantisation", "reason": nncf_why})
+            continue
+        methods[row] = label + nncf_method(nncf_version()) + f", calibrated on the {len(calib)} images edgeprune calibrates on, KD"
+        for r in (0.0,) if row == "nncf-int8" else (0.0, *TP_RATIOS):
+            try:
+                m = source if r == 0.0 else tp_prune(source, example, r, "l1", grad_batches, tgt.channel_multiple)
+                add(row, r, copy.deepcopy(m) if r == 0.0 else m, extra={"quantizer": "nncf", "int8_layers": "all (NNCF)"},
+                    exclude=[])
+            except Exception as err:  # noqa: BLE001 - recorded in the notes, the benchmark goes on
+                notes.append(f"torch-pruning l1 at ratio {r} (for {row}) failed on {args.model}: {str(err).splitlines()[0]}")
+    if "modelopt" in rows_wanted:
+        not_run.append({"method": MODELOPT_METHOD, "reason": modelopt_reason(args.modelopt_site)})
     timings["candidates_s"] = time.perf_counter() - t0
     log(f"{len(candidates)} distinct candidates: " + ", ".join(f"{m} {sum(c['method'] == m for c in candidates.values())}" for m in methods))
 
     # ---- 3. measure all candidates with the dense model, interleaved; select per method
     t0 = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="headline-engines-"))
-    files = {"dense": build_engine(pretrained, tgt, work / "dense", example, None, calib).onnx_engine()}
+    files = {"dense": build_engine(source, tgt, work / "dense", example, None, calib).onnx_engine()}
     with ui.progress("building candidate engines", total=len(candidates)) as bar:
         for i, (n, c) in enumerate(candidates.items()):
-            files[n] = build_engine(c["model"], tgt, work / f"c{i}", example, c["exclude"], calib).onnx_engine()
+            try:
+                files[n] = build_engine(c["model"], tgt, work / f"c{i}", example, c["exclude"], calib,
+                                        c.get("quantizer", "edgeprune")).onnx_engine()
+            except Exception as err:
+                if c.get("quantizer", "edgeprune") == "edgeprune":
+                    raise
+                notes.append(f"{c['method']} candidate {n}: {c['quantizer']} failed: {type(err).__name__}: "
+                             f"{str(err).splitlines()[0] if str(err) else ''}")
             bar.advance()
+    for n in [n for n in candidates if n not in files]:
+        del candidates[n]
+    for m in [m for m in methods if not any(c["method"] == m for c in candidates.values())]:
+        why = next((x.split(": ", 1)[1] for x in reversed(notes) if x.startswith(f"{m} candidate")),
+                   next((x for x in notes if "failed" in x and (is_edgeprune_row(m) or m == "macs") == x.startswith(("edgeprune", "MACs"))),
+                        "no candidate could be built"))
+        not_run.append({"method": methods.pop(m), "reason": why})
     tim, _ = measure_engines(files, tgt, mproto, ui=ui, desc="timing candidates")
     d_ms = tim["dense"].median
     for n, c in candidates.items():
@@ -469,30 +641,53 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, Any]] = {}
     resumed_rows: list[str] = []
     engines_dir = Path(tempfile.mkdtemp(prefix="headline-final-"))
-    for m, n in chosen.items():
+
+    def finetune(m: str, n: str, seed_index: int) -> dict[str, Any]:
+        """Candidate ``n`` of method ``m`` fine-tuned with the recipe and fine-tuning seed ``args.seed + seed_index``,
+        its engine built and its top-1 measured (the engine's for an int8 row)."""
         t0 = time.perf_counter()
         c = candidates[n]
         small = copy.deepcopy(c["model"])
         before = evaluate(small, diag_set)
-        log(f"{methods[m]}: {n}, search ratio {c['search_ratio']:.3f}, top-1 before fine-tuning {before:.2f}%")
-        rr = recover(small, ds, dense, base_rc, ui=ui, checkpoint_dir=str(cache / f"ckpt-{args.model}-{key}" / m))
+        seed = args.seed + seed_index
+        log(f"{methods[m]}: {n}, search ratio {c['search_ratio']:.3f}, seed {seed}, top-1 before fine-tuning {before:.2f}%")
+        ckpt = cache / f"ckpt-{args.model.replace(':', '-')}-{key}" / m / ("" if seed_index == 0 else f"seed{seed}")
+        rr = recover(small, ds, dense, replace(base_rc, seed=seed), ui=ui, checkpoint_dir=str(ckpt))
+        resumed = ""
         if rr.resumed_from_step:
-            notes.append(f"{m}: fine-tuning resumed at step {rr.resumed_from_step} from a checkpoint of an earlier invocation "
-                         "(same pruned starting weights and recipe, fingerprint-checked)")
-            resumed_rows.append(f"{m} (from step {rr.resumed_from_step})")
+            resumed = f"seed {seed} resumed at step {rr.resumed_from_step}"
+            notes.append(f"{m}: fine-tuning (seed {seed}) resumed at step {rr.resumed_from_step} from a checkpoint of an earlier "
+                         "invocation (same pruned starting weights and recipe, fingerprint-checked)")
+            resumed_rows.append(f"{m} (seed {seed}, from step {rr.resumed_from_step})")
         small.eval()
-        engine = build_engine(small, tgt, engines_dir / m, example, c["exclude"], calib)
+        engine = build_engine(small, tgt, engines_dir / f"{m}-s{seed_index}", example, c["exclude"], calib,
+                              c.get("quantizer", "edgeprune"))
         top1_fp32 = evaluate(small, test_set)
         # an int8 row ships its int8 engine: that engine's accuracy is the one reported
         top1 = evaluate(engine, test_set, batch_size=250) if c["exclude"] is not None else top1_fp32
         log(f"  -> top-1 {top1:.2f}%{f' (int8 engine; fp32 PyTorch {top1_fp32:.2f}%)' if c['exclude'] is not None else ''} "
             f"({rr.images_per_s:.0f} img/s, data wait {100 * rr.data_wait_fraction:.1f}%)")
         params, macs = figures(small, example)
-        results[m] = {"model": small, "engine": engine.onnx_engine(), "top1": top1, "top1_fp32_pytorch": top1_fp32,
-                      "int8_layers": c.get("int8_layers", "all" if c["exclude"] == [] else "0"), "top1_before_finetune": before, "params": params, "macs": macs,
-                      "history": rr.history, "images_per_s": rr.images_per_s, "data_wait_fraction": rr.data_wait_fraction,
-                      "finetune_s": time.perf_counter() - t0, "candidate": n, "knob": c["knob"],
-                      "search_ratio": c["search_ratio"], "predicted_ratio": c.get("predicted_ratio")}
+        return {"model": small, "engine": engine.onnx_engine(), "top1": top1, "top1_fp32_pytorch": top1_fp32,
+                "int8_layers": c.get("int8_layers", "all" if c["exclude"] == [] else "0"), "top1_before_finetune": before,
+                "params": params, "macs": macs, "history": rr.history, "images_per_s": rr.images_per_s,
+                "data_wait_fraction": rr.data_wait_fraction, "finetune_s": time.perf_counter() - t0, "candidate": n,
+                "knob": c["knob"], "search_ratio": c["search_ratio"], "predicted_ratio": c.get("predicted_ratio"),
+                "seed": seed, "resumed": [resumed] if resumed else []}
+
+    for m, n in chosen.items():
+        results[m] = finetune(m, n, 0)
+    # more seeds for the edgeprune row and the best peer row within budget (by the confirming measurement and seed 0)
+    last_ratios = confirm_log[-1]["ratios"] if confirm_log else {}
+    seeded = seeded_rows(results, {m: last_ratios.get(n, math.inf) for m, n in chosen.items()}, ratio) if args.seeds > 1 else []
+    for m in seeded:
+        extra = [finetune(m, chosen[m], i) for i in range(1, args.seeds)]
+        results[m]["seed_runs"] = [{k: v for k, v in r.items() if k in ("seed", "top1", "top1_fp32_pytorch", "history",
+                                                                        "finetune_s", "resumed")} for r in extra]
+        results[m]["top1_seeds"] = [results[m]["top1"]] + [r["top1"] for r in extra]
+        results[m]["resumed"] += [x for r in extra for x in r["resumed"]]
+    if args.seeds > 1 and not seeded:
+        notes.append("no row within budget at the confirming measurement: no extra seeds run")
 
     # ---- 5. final measurement: every reported model with the dense reference, interleaved
     t0 = time.perf_counter()
@@ -503,16 +698,23 @@ def main(argv: list[str] | None = None) -> int:
     timings["final_timing_s"] = time.perf_counter() - t0
     dense_ms = tf["dense"].median
     d_params, d_macs = figures(dense, example)
-    rows = []
+    rows, row_of = [], {}
     for m, r in results.items():
         lat = tf[m].median
         name = methods[m] + ("" if lat / dense_ms <= ratio else f" [over budget: {lat / dense_ms:.3f}x > {ratio}x]")
-        rows.append({"method": name, "latency_ms": round(lat, 5), "latency_ratio": round(lat / dense_ms, 4),
-                     "top1": round(r["top1"], 3), "params": int(r["params"]), "macs": int(r["macs"]), "epochs": int(epochs)})
+        if r["resumed"]:
+            name += f" [fine-tuning resumed from an earlier invocation's checkpoint: {'; '.join(r['resumed'])}]"
+        row = {"method": name, "latency_ms": round(lat, 5), "latency_ratio": round(lat / dense_ms, 4),
+               "top1": round(r["top1"], 3), "params": int(r["params"]), "macs": int(r["macs"]), "epochs": int(epochs)}
+        if len(r.get("top1_seeds", [])) > 1:
+            row.update(seed_summary(r["top1_seeds"]))
+        rows.append(row)
+        row_of[m] = row
     mach = machine_info()
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    machine = (f"{mach['cpu']} ({mach['cores']} cores, {mach['isa']}), {mach['os']}, python {mach['python']}; "
-               f"load average at the end {load[0]:.1f}" if load else "")
+    machine = (f"{mach['cpu']} ({mach['cores']} cores, {mach['isa']}), {mach['os']}, python {mach['python']}"
+               + (f"; load average at the end {load[0]:.1f}" if load else ""))
+    summary = compare(row_of, ratio, seeded)
     eval_n = len(test_set)
     protocol = (
         f"{'QUICK SMOKE RUN (not a result): ' if args.quick else ''}"
@@ -523,8 +725,17 @@ def main(argv: list[str] | None = None) -> int:
         f"{base_rc.momentum}, lr {base_rc.lr} cosine to 0, wd {base_rc.weight_decay}, batch {base_rc.batch_size}, random crop (pad 4) + flip, "
         f"BN statistics re-estimated on {base_rc.bn_batches} train batches before fine-tuning; pruned rows distil from the fine-tuned dense "
         f"model (kd_alpha {base_rc.kd_alpha}, T {base_rc.temperature}), the dense reference trains on labels only. "
-        f"All rows pruned from the same pretrained weights (dense pretrained top-1 {pre_top1:.2f}% on {diag_limit} random test images). "
-        f"Selection: candidates of each method measured interleaved with the dense model, least-pruned one at <= {ratio}x kept "
+        + (f"All rows pruned from the same pretrained weights (dense pretrained top-1 {pre_top1:.2f}% on {diag_limit} random test images). "
+           if prune_from == "pretrained" else
+           f"All rows pruned from the fine-tuned dense reference (the pretrained model has a fresh, untrained {spec.num_classes}-class "
+           f"head: pretrained top-1 {pre_top1:.2f}% on {diag_limit} random test images), then fine-tuned with the same recipe. ")
+        + (f"Images upscaled from 32 to {spec.image_size} px per batch (bilinear) for training, calibration and test. "
+           if spec.image_size else "")
+        + (f"Seeds: the edgeprune row and the best peer row within budget ({', '.join(methods[m] for m in seeded)}) were "
+           f"fine-tuned with {args.seeds} seeds ({args.seed}..{args.seed + args.seeds - 1}: data order and augmentation; the pruned "
+           "architecture chosen once); their top-1 is the mean, top1_std the sample std; latency from the first seed's engine. "
+           if seeded else "")
+        + f"Selection: candidates of each method measured interleaved with the dense model, least-pruned one at <= {ratio}x kept "
         f"(Torch-Pruning: smallest ratio; edgeprune: most MACs; then confirmed in a second interleaved measurement). Reported latencies: one final interleaved measurement of the "
         f"fine-tuned models and the dense reference (edgeprune.profile.measure_configs, ModelProtocol {final_proto.to_dict()}: "
         f"median over passes of the median of per-round p10 latencies). Torch-Pruning {versions().get('torch-pruning', '?')}: "
@@ -536,15 +747,17 @@ def main(argv: list[str] | None = None) -> int:
         f"top-1 and latency are the int8 engine's. The edgeprune int8 row plans per layer between fp32 and int8, and with every layer int8 "
         f"(as compress does; the tables do not price fp32/int8 boundaries), from the profile's int8 tables; the torch-pruning + int8 row quantises every layer (what a user of both tools "
         f"would do), so int8 alone is not credited to edgeprune. "
+        + (f"NNCF rows ({nncf_version()}): fine-tuned in fp32 with the same recipe, then nncf.quantize (ONNX backend, default preset) "
+           f"on the exported fp32 ONNX, calibrated on the same {len(calib)} images; their top-1 and latency are that QDQ engine's. "
+           if any(m in results for m in ("nncf-int8", "tp-l1-nncf-int8")) else "")
         + (f"Fine-tuning of {', '.join(resumed_rows)} resumed from fingerprint-checked checkpoints of an earlier invocation "
-           "(identical pruned starting weights and recipe; deterministic on one thread); all latencies are from this invocation. "
-           if resumed_rows else "")
+           "(identical pruned starting weights and recipe; deterministic on one thread); those rows say so; all latencies are "
+           "from this invocation. " if resumed_rows else "")
         + f"Torch threads: {args.threads}. Wall time {(time.perf_counter() - t_start) / 60:.1f} min."
     )
     doc = {"dense": {"top1": round(dense_top1, 3), "latency_ms": round(dense_ms, 5)}, "rows": rows, "machine": machine,
-           "versions": versions(), "protocol": protocol}
-    default_ratio = 0.6 if args.model == "resnet20" else 0.5
-    stem = f"headline-{args.model}-{tgt.name}" + ("" if math.isclose(ratio, default_ratio) else f"-{ratio:g}x")
+           "versions": versions(), "protocol": protocol, "not_run": not_run, "comparison": summary}
+    stem = results_stem(args.model, tgt.name, ratio)
     write_json(out_dir / f"{stem}.json", doc)
     details = {
         "ratio": ratio, "notes": notes, "timings_s": timings, "dense_pretrained_top1": pre_top1,
@@ -557,7 +770,8 @@ def main(argv: list[str] | None = None) -> int:
                    "confirm": confirm_log, "protocol": mproto.to_dict()},
         "rows": {methods[m]: {k: (str(v) if k == "engine" else v) for k, v in r.items() if k != "model"} | {"final_passes_ms": per_pass.get(m)}
                  for m, r in results.items()},
-        "recover_config": vars(base_rc), "machine": mach, "argv": sys.argv[1:],
+        "recover_config": vars(base_rc), "machine": mach, "argv": sys.argv[1:], "seeded_rows": seeded,
+        "prune_from": prune_from, "image_size": spec.image_size, "model_spec": spec.spec,
     }
     write_json(out_dir / f"{stem}.details.json", details)
     write_markdown(out_dir / f"{stem}.md", doc, ratio, model_name, tgt.name)
@@ -571,24 +785,34 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def write_markdown(path: Path, doc: dict, ratio: float, model: str, target: str) -> None:
+    """The results table (CPU model in the title, seeds as mean +- std, rows that could not run with their reason)."""
+    from edgeprune.fileio import write_text
+
     d = doc["dense"]
-    lines = [f"# Headline: {model} on {target}, latency <= {ratio}x dense", "",
-             "| method | latency (ms) | x dense | top-1 (%) | vs dense (pt) | params | MACs | epochs |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|",
-             f"| dense reference (fine-tuned, same recipe) | {d['latency_ms']:.3f} | 1.000 | {d['top1']:.2f} | 0.00 | | | |"]
+    cpu = doc["machine"].split(" (")[0]
+    lines = [f"# Headline: {model} on {target} ({cpu}), latency <= {ratio}x dense", "",
+             "| method | latency (ms) | x dense | top-1 (%) | vs dense (pt) | seeds | params | MACs | epochs |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+             f"| dense reference (fine-tuned, same recipe) | {d['latency_ms']:.3f} | 1.000 | {d['top1']:.2f} | 0.00 | 1 | | | |"]
     for r in sorted(doc["rows"], key=lambda r: -r["top1"]):
-        lines.append(f"| {r['method']} | {r['latency_ms']:.3f} | {r['latency_ratio']:.3f} | {r['top1']:.2f} | "
-                     f"{r['top1'] - d['top1']:+.2f} | {r['params']:,} | {r['macs']:,} | {r['epochs']} |")
-    lines += ["", f"Machine: {doc['machine']}", "", f"Protocol: {doc['protocol']}", ""]
-    path.write_text("\n".join(lines))
+        top1 = f"{r['top1']:.2f} ± {r['top1_std']:.2f}" if "top1_std" in r else f"{r['top1']:.2f}"
+        lines.append(f"| {r['method']} | {r['latency_ms']:.3f} | {r['latency_ratio']:.3f} | {top1} | "
+                     f"{r['top1'] - d['top1']:+.2f} | {r.get('seeds', 1)} | {r['params']:,} | {r['macs']:,} | {r['epochs']} |")
+    for r in doc.get("not_run", []):
+        lines.append(f"| {r['method']} | not run: {r['reason']} | | | | | | | |")
+    lines += ["", f"Comparison: {doc['comparison']}" if doc.get("comparison") else "",
+              "", f"Machine: {doc['machine']}", "", f"Protocol: {doc['protocol']}", ""]
+    write_text(path, "\n".join(lines))
 
 
 def short_label(method: str) -> str:
     """A legend-sized name for a row's method (the table keeps the full one)."""
     over = " [over budget]" if "[over budget" in method else ""
+    if method.startswith("NNCF"):
+        return "NNCF int8 (dense)" + over
     if method.startswith("torch-pruning"):
         base = "torch-pruning " + ("Taylor" if "Taylor" in method else "L1")
-        return base + (" + int8" if "int8" in method else "") + over
+        return base + (" + NNCF int8" if "NNCF" in method else " + int8" if "int8" in method else "") + over
     if "MACs" in method:
         return "edgeprune MACs-budget plan" + over
     floor = re.search(r"max-prune [0-9.]+", method)
@@ -607,10 +831,11 @@ def plot(path: Path, doc: dict, ratio: float, model: str, target: str) -> None:
     ax.axvline(ratio * d["latency_ms"], ls="--", color="grey", lw=1, label=f"budget {ratio}x dense")
     for r in doc["rows"]:
         ep = r["method"].startswith("edgeprune")
-        ax.scatter([r["latency_ms"]], [r["top1"]], s=60, marker="o" if ep else "s", zorder=3, label=short_label(r["method"]))
+        ax.errorbar([r["latency_ms"]], [r["top1"]], yerr=[r.get("top1_std", 0.0)], fmt="o" if ep else "s", ms=7, capsize=3,
+                    zorder=3, label=short_label(r["method"]) + (f" ({r['seeds']} seeds)" if r.get("seeds", 1) > 1 else ""))
     ax.set_xlabel(f"measured latency on {target}, batch 1 (ms)")
     ax.set_ylabel("top-1 (%)")
-    ax.set_title(f"{model}: accuracy vs measured latency")
+    ax.set_title(f"{model}: accuracy vs measured latency ({doc['machine'].split(' (')[0]})", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="center right")
     fig.tight_layout()

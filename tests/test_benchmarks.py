@@ -21,7 +21,7 @@ def test_headline_quick_writes_the_fixed_shape(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads((out / "headline-resnet20-cpu-ort.json").read_text())
-    assert set(doc) == {"dense", "rows", "machine", "versions", "protocol"}
+    assert set(doc) == {"dense", "rows", "machine", "versions", "protocol", "not_run", "comparison"}
     assert set(doc["dense"]) == {"top1", "latency_ms"} and doc["dense"]["latency_ms"] > 0
     assert doc["protocol"].startswith("QUICK SMOKE RUN")
     methods = [r["method"] for r in doc["rows"]]
