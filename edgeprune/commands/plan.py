@@ -5,14 +5,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from edgeprune.commands.compress import (
+from edgeprune.commands.data_options import (
     add_model_data_options,
-    add_model_source_options,
     check_model_input,
     cli_data,
     data_input_shape,
     data_spec,
 )
+from edgeprune.commands.model_options import add_model_source_options
 from edgeprune.commands.profile import add_foreign_option, add_profiles_option
 from edgeprune.errors import BadInput
 from edgeprune.ui import UI
