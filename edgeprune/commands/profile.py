@@ -14,7 +14,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="measure per-layer latency tables (LUT) for a model on a target",
         description=(
             "Measure every layer configuration the planner may choose (in x out channels on the target's "
-            "granularity, each precision), write PROFILES/TARGET--MODEL.json (the user cache, or --profiles) atomically (resumable), calibrate "
+            "granularity, each precision), write PROFILES/TARGET--MODEL--HxW.json (the user cache, or --profiles) atomically (resumable), calibrate "
             "the per-model term on a few whole models, and optionally audit the predictor on N random pruned "
             "configurations. Schema and protocols: docs/profile.md."
         ),
@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--budget-min", type=float, default=18.0, metavar="M", help="device model: time budget in minutes (default 18)")
     p.add_argument("--input-shape", default=None, help="example input shape for a user model, e.g. 1,3,224,224")
     add_input_size_option(p)
-    p.add_argument("--out", default=None, help="profile file (default PROFILES/TARGET--MODEL.json)")
+    p.add_argument("--out", default=None, help="profile file (default PROFILES/TARGET--MODEL--HxW.json, keyed by the input size)")
     add_profiles_option(p)
     p.add_argument("--audit", type=int, default=0, metavar="N", help="audit the predictor on N random pruned configurations")
     p.add_argument("--calibration", type=int, default=6, metavar="K", help="pruned configurations measured whole to fit the per-model term (default 6)")
