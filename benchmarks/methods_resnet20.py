@@ -144,7 +144,7 @@ def iterative(model, data, args, res):
     try:
         from edgeprune.profile import find_profile, load_profile
 
-        path = find_profile("cpu-ort", "resnet20-cifar10")
+        path = find_profile("cpu-ort", "resnet20-cifar10", input_size=(32, 32))
         if path is None:
             raise FileNotFoundError("no cpu-ort--resnet20-cifar10.json profile")
         prof = load_profile(path, allow_incomplete=True)

@@ -88,7 +88,7 @@ def _real_cpu_predictor():
     try:
         from edgeprune.profile import find_profile, load_profile
 
-        path = find_profile("cpu-ort", "resnet56-cifar10")
+        path = find_profile("cpu-ort", "resnet56-cifar10", input_size=(32, 32))
         if path is not None:
             return load_profile(path, target="cpu-ort").predictor(), str(path)
     except Exception as err:  # noqa: BLE001 - a broken profile must not stop the synthetic cases

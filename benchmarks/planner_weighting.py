@@ -50,7 +50,7 @@ from edgeprune.importance import importance
 from edgeprune.metrics import evaluate
 from edgeprune.models import load_model
 from edgeprune.plan import PlanConfig, plan
-from edgeprune.profile import default_profile_path, find_profile, load_profile
+from edgeprune.profile import default_profile_path, find_profile, load_profile, profile_input_size
 from edgeprune.prune import prune
 from edgeprune.recover import RecoverConfig, recover
 
@@ -76,7 +76,9 @@ def main() -> None:
     example = ds.test.example(1)
     pretrained = load_model(name).eval()
     graph = channel_groups(pretrained, example)
-    pred = load_profile(find_profile(tgt.name, name) or default_profile_path(tgt.name, name), target=tgt).predictor()
+    size = profile_input_size(example)
+    pred = load_profile(find_profile(tgt.name, name, input_size=size) or default_profile_path(tgt.name, name, input_size=size),
+                        target=tgt).predictor()
     # the headline's dense reference (3 epochs x 15,000 images, labels only) is the teacher
     teacher, _ = dense_reference(pretrained, name, ds, RecoverConfig(epochs=3, max_images=15000, batch_size=128, seed=0))
     dense_ms = pred.model_cost(graph.signatures())

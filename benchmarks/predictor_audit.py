@@ -32,9 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     from edgeprune.fileio import write_json
     from edgeprune.models import load_model, model_spec
     from edgeprune.profile import default_profile_path, find_profile, load_profile, run_audit
+    from edgeprune.profile.lut import shape_input_size
 
-    path = Path(args.profile) if args.profile else (find_profile(args.target, args.model)
-                                                    or default_profile_path(args.target, args.model))
+    spec = model_spec(args.model)
+    size = shape_input_size(spec.input_shape) if spec is not None else None
+    path = Path(args.profile) if args.profile else (find_profile(args.target, args.model, input_size=size)
+                                                    or default_profile_path(args.target, args.model, input_size=size))
     # reading the stored audit needs no device check; measuring a fresh one here does
     prof = load_profile(path, target=args.target, allow_foreign=None if args.fresh else True)
     audit = prof.audit

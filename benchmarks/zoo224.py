@@ -193,7 +193,7 @@ def run_model(name: str, args: argparse.Namespace, profiles: Path, cache: Path, 
     from edgeprune.profile import default_profile_path, profile_model_name
 
     spec = f"torchvision:{name}"
-    prof_file = default_profile_path(TARGET, profile_model_name(spec), profiles)
+    prof_file = default_profile_path(TARGET, profile_model_name(spec), profiles, input_size=(224, 224))
     if prof_file.exists():
         prof_file.unlink()  # measure this model's calibration, not an earlier run's
     out = work / name

@@ -11,7 +11,7 @@ from PIL import Image
 from torch import nn
 
 from edgeprune.cli import main
-from edgeprune.commands.compress import cli_data, data_input_shape, data_spec, parse_channels
+from edgeprune.commands.data_options import cli_data, data_input_shape, data_spec, parse_channels
 from edgeprune.errors import BadInput
 from tests.test_cli import _one_line_error, run_cli
 from tests.test_folder import FlatHead, write_folder

@@ -14,7 +14,7 @@ import pytest
 import edgeprune
 from edgeprune.config import get_target, list_targets, targets_dirs
 from edgeprune.paths import cache_dir
-from edgeprune.profile import default_profile_path, find_profile
+from edgeprune.profile import default_profile_path, find_profile, is_legacy_profile, model_profiles
 from edgeprune.profile.lut import shipped_profiles_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,6 +59,7 @@ def test_profiles_written_to_the_cache_read_from_cache_then_shipped(tmp_path, mo
     # new profiles go to the cache, or to --profiles DIR: never into the package or the checkout
     assert default_profile_path("cpu-ort", "m") == tmp_path / "cache" / "profiles" / "cpu-ort--m.json"
     assert default_profile_path("cpu-ort", "m", tmp_path / "mine") == tmp_path / "mine" / "cpu-ort--m.json"
+    assert default_profile_path("cpu-ort", "m", input_size=(224, 224)) == tmp_path / "cache" / "profiles" / "cpu-ort--m--224x224.json"
     # the shipped ones (measured on the project's machine, read-only) are the fallback
     shipped = shipped_profiles_dir() / "cpu-ort--resnet20-cifar10.json"
     assert shipped.is_file() and shipped.is_relative_to(PACKAGE)
@@ -74,6 +75,17 @@ def test_profiles_written_to_the_cache_read_from_cache_then_shipped(tmp_path, mo
     mine.parent.mkdir(parents=True)
     mine.write_text("{}")
     assert find_profile("cpu-ort", "resnet20-cifar10", tmp_path / "mine") == mine
+    # the sized name comes first; the size-less legacy one (shipped: 32x32) is the fallback at any size
+    assert find_profile("cpu-ort", "resnet20-cifar10", input_size=(32, 32)) == own
+    assert is_legacy_profile(own, "cpu-ort", "resnet20-cifar10")
+    sized = default_profile_path("cpu-ort", "resnet20-cifar10", input_size=(32, 32))
+    sized.write_text("{}")
+    assert find_profile("cpu-ort", "resnet20-cifar10", input_size=(32, 32)) == sized
+    assert find_profile("cpu-ort", "resnet20-cifar10", input_size=(64, 64)) == own
+    assert not is_legacy_profile(sized, "cpu-ort", "resnet20-cifar10")
+    assert model_profiles("cpu-ort", "resnet20-cifar10")[-1] == shipped
+    assert set(model_profiles("cpu-ort", "resnet20-cifar10")[:2]) == {own, sized}
+    assert model_profiles("cpu-ort", "resnet20") == []  # another model's prefix is not this model
 
 
 def test_shipped_profiles_keep_their_audit() -> None:

@@ -434,8 +434,9 @@ def test_cli_plan(tmp_path, monkeypatch, capsys):
     sfile = tmp_path / "s.json"
     sfile.write_text(json.dumps({k: v.tolist() for k, v in scores.items()}))
     monkeypatch.setattr(prof, "load_profile", lambda path, target=None: FakeProfile(), raising=False)
-    monkeypatch.setattr(prof, "default_profile_path", lambda t, m, profiles=None: tmp_path / "none.json", raising=False)
-    monkeypatch.setattr(prof, "find_profile", lambda t, m, profiles=None: None, raising=False)
+    monkeypatch.setattr(prof, "default_profile_path", lambda t, m, profiles=None, input_size=None: tmp_path / "none.json",
+                        raising=False)
+    monkeypatch.setattr(prof, "find_profile", lambda t, m, profiles=None, input_size=None: None, raising=False)
     monkeypatch.setattr(prof, "profile", lambda *a, **k: FakeProfile(), raising=False)
     out = tmp_path / "plan.json"
     code = main(["plan", "--model", str(mfile), "--input-shape", "1,3,8,8", "--target", "cpu-ort", "--budget",

@@ -4,9 +4,10 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from edgeprune.cli import main
-from edgeprune.profile import default_profile_path, profile_model_name
+from edgeprune.profile import default_profile_path, profile_input_size, profile_model_name
 from tests.tiny import TinyNet
 
 PROFILE = ["profile", "--target", "cpu-ort", "--model", "tests.tiny:tiny_net", "--quick", "--calibration", "1",
@@ -21,13 +22,18 @@ def test_one_profile_name_for_every_command():
     # a module object (Python API) and its class name (compress records a module by it) agree
     assert profile_model_name(TinyNet()) == profile_model_name("TinyNet") == "tinynet"
     assert default_profile_path("cpu-ort", profile_model_name("tests.tiny:tiny_net"), "d").name == "cpu-ort--tests.tiny_tiny_net.json"
+    # keyed by the input size (after batch and channels) the example has: the name every command computes
+    size = profile_input_size(torch.zeros(1, 3, 64, 48))
+    assert size == (64, 48) and profile_input_size(torch.zeros(1, 20)) == (20,) and profile_input_size(None) is None
+    assert profile_input_size((torch.zeros(1, 3, 8, 8), torch.zeros(1, 4))) == (8, 8)
+    assert default_profile_path("cpu-ort", "tests.tiny:tiny_net", "d", size).name == "cpu-ort--tests.tiny_tiny_net--64x48.json"
 
 
 @pytest.fixture(scope="module")
 def profiles_64(tmp_path_factory):
     d = tmp_path_factory.mktemp("profiles")
     assert main([*PROFILE, "--input-shape", "1,3,64,64", "--profiles", str(d)]) == 0
-    assert (d / "cpu-ort--tests.tiny_tiny_net.json").is_file()
+    assert [p.name for p in d.iterdir()] == ["cpu-ort--tests.tiny_tiny_net--64x64.json"]
     return d
 
 

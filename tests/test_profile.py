@@ -215,9 +215,9 @@ def test_new_profiles_go_to_the_cache_or_profiles_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("EDGEPRUNE_CACHE_DIR", str(tmp_path / "cache"))
     kw = {"model_name": "small", "calibration": 0, "audit": 0, **QUICK}
     prof = profile(Small().eval(), EXAMPLE, "vta-pynq", **kw)
-    assert prof.path == tmp_path / "cache" / "profiles" / "vta-pynq--small.json" and prof.path.is_file()
+    assert prof.path == tmp_path / "cache" / "profiles" / "vta-pynq--small--12x12.json" and prof.path.is_file()
     prof = profile(Small().eval(), EXAMPLE, "vta-pynq", profiles=tmp_path / "mine", **kw)
-    assert prof.path == tmp_path / "mine" / "vta-pynq--small.json" and prof.path.is_file()
+    assert prof.path == tmp_path / "mine" / "vta-pynq--small--12x12.json" and prof.path.is_file()
 
 
 def test_vta_backend_returns_cycles():

@@ -52,3 +52,59 @@ def test_a_profile_of_the_same_model_at_another_size_is_replaced_not_fatal(tmp_p
     assert main(["compress", *common, "--data", "none", "--input-shape", "1,3,16,16", "--criterion", "l1",
                  "--budget", "macs=0.6x", "--epochs", "0", "--quick", "--out", str(tmp_path / "run")]) == 0
     assert (tmp_path / "run" / "model.onnx").exists()
+
+
+def test_one_model_at_two_sizes_keeps_two_profiles_and_remeasures_nothing(tmp_path, capsys, monkeypatch):
+    """Profiling the same model at 32 and 16 px leaves two files (keyed by size, neither replaces the other);
+    a later compress or plan at either size reads its own file and measures nothing."""
+    import json
+
+    from edgeprune.cli import main
+    from edgeprune.profile import profiler
+
+    d = tmp_path / "profiles"
+    common = ["--model", "tests.tiny:tiny_net", "--target", "cpu-ort", "--profiles", str(d), "-q"]
+    for size in (32, 16):
+        assert main(["profile", *common, "--input-shape", f"1,3,{size},{size}", "--quick", "--calibration", "1",
+                     "--grid", "aligned"]) == 0
+    files = {p.name: p.stat().st_mtime_ns for p in d.iterdir()}
+    assert set(files) == {"cpu-ort--tests.tiny_tiny_net--32x32.json", "cpu-ort--tests.tiny_tiny_net--16x16.json"}
+
+    def no_measuring(*a, **k):
+        raise AssertionError("a profile was measured again")
+
+    import edgeprune.profile as prof
+
+    monkeypatch.setattr(profiler, "profile", no_measuring)
+    monkeypatch.setattr(prof, "profile", no_measuring)
+    monkeypatch.setattr(profiler, "_calibrate", no_measuring)
+    monkeypatch.setattr(profiler, "_measure_layers", no_measuring)
+    for size in (16, 32):
+        capsys.readouterr()
+        assert main(["plan", *common, "--input-shape", f"1,3,{size},{size}", "--criterion", "l1", "--budget",
+                     "latency=0.8x", "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["targets"]["cpu-ort"]["dense"] > 0
+        assert main(["compress", *common, "--data", "none", "--input-shape", f"1,3,{size},{size}", "--criterion", "l1",
+                     "--budget", "macs=0.6x", "--epochs", "0", "--quick", "--out", str(tmp_path / f"run{size}")]) == 0
+        plan = json.loads((tmp_path / f"run{size}" / "plan.json").read_text())
+        assert plan["profile"].endswith(f"--{size}x{size}.json")
+    assert {p.name: p.stat().st_mtime_ns for p in d.iterdir()} == files  # nothing re-measured or rewritten
+
+
+def test_a_legacy_profile_is_used_only_when_it_prices_the_model(tmp_path, capsys):
+    """A size-less profile (written before sizes were in the name) is read at the size it was measured at, and
+    left alone at another size (the model is measured under its sized name)."""
+    from edgeprune.cli import main
+
+    d = tmp_path / "profiles"
+    common = ["--model", "tests.tiny:tiny_net", "--target", "cpu-ort", "--profiles", str(d), "-q"]
+    assert main(["profile", *common, "--input-shape", "1,3,16,16", "--quick", "--calibration", "1", "--grid", "aligned"]) == 0
+    legacy = d / "cpu-ort--tests.tiny_tiny_net.json"
+    (d / "cpu-ort--tests.tiny_tiny_net--16x16.json").rename(legacy)
+    before = legacy.stat().st_mtime_ns
+    plan_args = ["plan", *common, "--criterion", "l1", "--budget", "latency=0.8x"]
+    assert main([*plan_args, "--input-shape", "1,3,16,16"]) == 0
+    assert [p.name for p in d.iterdir()] == [legacy.name]  # it prices the model at 16 px: read as is
+    assert main([*plan_args, "--input-shape", "1,3,32,32"]) == 0
+    assert sorted(p.name for p in d.iterdir()) == sorted([legacy.name, "cpu-ort--tests.tiny_tiny_net--32x32.json"])
+    assert legacy.stat().st_mtime_ns == before

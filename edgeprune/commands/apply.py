@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from edgeprune.commands.compress import add_model_source_options, add_run_options, parse_input_shape, show
+from edgeprune.commands.compress import add_run_options, show
+from edgeprune.commands.data_options import parse_input_shape
+from edgeprune.commands.model_options import add_model_source_options
 from edgeprune.errors import AccuracyDropped, BadInput, BudgetMissed, VerificationFailed
 from edgeprune.ui import UI
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from edgeprune.commands.compress import add_model_data_options, cli_dataset, data_input_shape
+from edgeprune.commands.data_options import add_model_data_options, cli_dataset, data_input_shape
 from edgeprune.errors import BadInput
 from edgeprune.ui import UI
 

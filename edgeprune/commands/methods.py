@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edgeprune.commands.compress import add_model_data_options, cli_dataset
+from edgeprune.commands.data_options import add_model_data_options, cli_dataset
 from edgeprune.commands.options import finish_command
 from edgeprune.errors import BadInput
 from edgeprune.ui import UI

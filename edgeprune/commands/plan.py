@@ -5,14 +5,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from edgeprune.commands.compress import (
+from edgeprune.commands.data_options import (
     add_model_data_options,
-    add_model_source_options,
     check_model_input,
     cli_data,
     data_input_shape,
     data_spec,
 )
+from edgeprune.commands.model_options import add_model_source_options
 from edgeprune.commands.profile import add_foreign_option, add_profiles_option
 from edgeprune.errors import BadInput
 from edgeprune.ui import UI
@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--target", action="append", required=True, help="target name or TOML file (repeat for several)")
     p.add_argument("--budget", required=True, help="e.g. latency=0.5x,bytes=2MB or latency@cpu-ort=1.5ms,latency@vta-pynq=600000cycles")
     p.add_argument("--profile", action="append", default=[], metavar="FILE",
-                   help="profile per --target, in the same order (default: PROFILES/TARGET--MODEL.json, measured when missing)")
+                   help="profile per --target, in the same order (default: PROFILES/TARGET--MODEL--HxW.json, measured when missing)")
     add_profiles_option(p)
     add_foreign_option(p)
     p.add_argument("--scores", metavar="FILE", help="importance scores {group: [scores]} (.json, or .pt saved with torch.save)")
@@ -118,9 +118,10 @@ def _criterion_needs_data(name: str) -> bool:
 
 
 def get_profiles(model: Any, example: Any, targets: list, model_name: str, paths: list[str], ui: UI,
-                 profiles: str | None = None, allow_foreign: bool | None = None) -> dict[str, Any]:
-    """``{target name: Profile}``: given files in --target order, else the one ``find_profile`` finds
-    (``profiles`` or the user cache, then the shipped ones), else measured now and saved in ``profiles`` or the cache."""
+                 profiles: str | None = None, allow_foreign: bool | None = None, graph: Any = None) -> dict[str, Any]:
+    """``{target name: Profile}``: given files in --target order, else the one ``find_profile`` finds at the
+    example's input size (``profiles`` or the user cache, then the shipped ones; a size-less legacy file only when
+    it prices the model's layers in ``graph``), else measured now and saved in ``profiles`` or the cache."""
     import edgeprune.profile as prof
 
     if len(paths) > len(targets):
@@ -130,12 +131,21 @@ def get_profiles(model: Any, example: Any, targets: list, model_name: str, paths
         if i < len(paths):
             out[t.name] = prof.load_profile(paths[i], target=t, allow_foreign=allow_foreign)
             continue
-        found = prof.find_profile(t.name, model_name, profiles)
-        if found is not None:
+        size = prof.profile_input_size(example)
+        found = prof.find_profile(t.name, model_name, profiles, size)
+        loaded = None if found is None else prof.load_profile(found, target=t, allow_foreign=allow_foreign)
+        if loaded is not None and graph is not None and prof.is_legacy_profile(found, t.name, model_name):
+            from edgeprune.profile.lut import dense_signatures
+
+            why = prof.unpriced_layers(loaded, dense_signatures(graph, t))
+            if why is not None:
+                ui.log(f"profile {found} does not price this model at this input size ({why})")
+                loaded = None
+        if loaded is not None:
             ui.log(f"profile for {t.name}: {found}")
-            out[t.name] = prof.load_profile(found, target=t, allow_foreign=allow_foreign)
+            out[t.name] = loaded
         else:
-            where = prof.default_profile_path(t.name, model_name, profiles)
+            where = prof.default_profile_path(t.name, model_name, profiles, size)
             ui.log(f"no profile for {t.name} and {model_name}: measuring it now (saved to {where})")
             out[t.name] = prof.profile(model, example, t, model_name=model_name, profiles=profiles)
     return out
@@ -174,14 +184,14 @@ def run(args: argparse.Namespace, ui: UI) -> int:
         data = load_data(data) if isinstance(data, str) else data
     stored = None
     if data is None and shape is None and not args.profile:
-        from edgeprune.profile import find_profile, stored_example
+        from edgeprune.profile import model_profiles, stored_example
 
-        stored = next((stored_example(f) for f in (find_profile(t.name, model_name, args.profiles) for t in targets)
-                       if f is not None and stored_example(f) is not None), None)
+        stored = next((e for t in targets for e in map(stored_example, model_profiles(t.name, model_name, args.profiles))
+                       if e is not None), None)
     example = plan_example(model, args.model, data, shape, stored, ui)
     graph = channel_groups(model, example)
     profiles = get_profiles(model, example, targets, model_name, args.profile, ui, args.profiles,
-                            allow_foreign=True if args.allow_foreign_profile else None)
+                            allow_foreign=True if args.allow_foreign_profile else None, graph=graph)
     for name, p in profiles.items():
         foreign = getattr(p, "foreign", None)
         if foreign:

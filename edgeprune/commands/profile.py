@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from edgeprune.commands.data_options import add_input_size_option, check_model_input, data_input_shape
 from edgeprune.ui import UI
 
 
@@ -13,7 +14,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="measure per-layer latency tables (LUT) for a model on a target",
         description=(
             "Measure every layer configuration the planner may choose (in x out channels on the target's "
-            "granularity, each precision), write PROFILES/TARGET--MODEL.json (the user cache, or --profiles) atomically (resumable), calibrate "
+            "granularity, each precision), write PROFILES/TARGET--MODEL--HxW.json (the user cache, or --profiles) atomically (resumable), calibrate "
             "the per-model term on a few whole models, and optionally audit the predictor on N random pruned "
             "configurations. Schema and protocols: docs/profile.md."
         ),
@@ -33,10 +34,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=1200, metavar="N", help="device model: most kernels to measure (default 1200)")
     p.add_argument("--budget-min", type=float, default=18.0, metavar="M", help="device model: time budget in minutes (default 18)")
     p.add_argument("--input-shape", default=None, help="example input shape for a user model, e.g. 1,3,224,224")
-    from edgeprune.commands.compress import add_input_size_option  # here: compress imports this module
-
     add_input_size_option(p)
-    p.add_argument("--out", default=None, help="profile file (default PROFILES/TARGET--MODEL.json)")
+    p.add_argument("--out", default=None, help="profile file (default PROFILES/TARGET--MODEL--HxW.json, keyed by the input size)")
     add_profiles_option(p)
     p.add_argument("--audit", type=int, default=0, metavar="N", help="audit the predictor on N random pruned configurations")
     p.add_argument("--calibration", type=int, default=6, metavar="K", help="pruned configurations measured whole to fit the per-model term (default 6)")
@@ -90,8 +89,6 @@ def run(args: argparse.Namespace, ui: UI) -> int:
             raise BadInput(f"--input-shape must be comma-separated integers, got {args.input_shape!r}") from None
         example = example_input(None, shape=dims)
     if getattr(args, "input_size", None) is not None:
-        from edgeprune.commands.compress import check_model_input, data_input_shape
-
         check_model_input(args)  # a fixed-size head at this size: one line naming the size it needs
         example = example_input(None, shape=data_input_shape(args))
     from edgeprune.profile import profile_model_name

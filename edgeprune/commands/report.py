@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument("run", help="the --out folder of a compress (or demo) run")
     p.add_argument("--profile", default=None,
-                   help="latency profile to price the layers with (default: the plan's, else TARGET--MODEL.json in the user cache or shipped)")
+                   help="latency profile to price the layers with (default: the plan's, else TARGET--MODEL--HxW.json in the user cache or shipped)")
     p.set_defaults(func=run)
     return p
 

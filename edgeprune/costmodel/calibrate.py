@@ -49,7 +49,7 @@ def calibrate_model(
     """
     from edgeprune.config import get_target
     from edgeprune.graph import channel_groups
-    from edgeprune.profile.lut import Profile, default_profile_path
+    from edgeprune.profile.lut import Profile, default_profile_path, profile_input_size
     from edgeprune.profile.profiler import (
         LAYER_PROTOCOL,
         _backend_for,
@@ -71,7 +71,7 @@ def calibrate_model(
     model, model_name = _model_and_name(model, model_name)
     example = _example_for(model_name, example)
     mprotocol = model_protocol or ModelProtocol()
-    out = Path(out) if out else default_profile_path(target.name, model_name, profiles)
+    out = Path(out) if out else default_profile_path(target.name, model_name, profiles, profile_input_size(example))
     t0 = time.perf_counter()
     graph = channel_groups(model, example)
     precisions, skip = _supported_precisions(target, backend)

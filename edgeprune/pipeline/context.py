@@ -113,10 +113,9 @@ class Run:
 
     def dense_signatures(self) -> dict[str, Any]:
         """The dense model's layer signatures at the target's widest precision (int8 on an int8-only accelerator)."""
-        from edgeprune.metrics import sort_precisions
+        from edgeprune.profile.lut import dense_signatures
 
-        widest = "fp32" if "fp32" in self.target.precisions else sort_precisions(self.target.precisions)[0]
-        return self.graph.signatures({}, dict.fromkeys(self.graph.layers, widest))
+        return dense_signatures(self.graph, self.target)
 
     def cost_limits(self) -> dict[str, float]:
         """The resolved limits in a measured cost's keys: ``latency`` (backend unit), macs, bytes, peak_memory."""

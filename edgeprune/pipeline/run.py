@@ -45,13 +45,14 @@ def profile_seconds(run: Run) -> float:
     ``EXHAUSTIVE_LIMIT`` configurations, building the device cost model first."""
     from edgeprune.costmodel import find_device_model
     from edgeprune.costmodel.measure import BuildConfig
-    from edgeprune.profile import find_profile, profile_model_name
+    from edgeprune.profile import find_profile, profile_input_size, profile_model_name
     from edgeprune.profile.profiler import EXHAUSTIVE_LIMIT, SECONDS_PER_CONFIG, exhaustive_size
 
     cfg = run.config
     if run.backend.simulated or cfg.planner == "uniform" or cfg.plan_file is not None:
         return 0.0
-    if find_profile(run.target.name, profile_model_name(run.model_name), cfg.profiles) is not None:
+    if find_profile(run.target.name, profile_model_name(run.model_name), cfg.profiles,
+                    profile_input_size(run.example)) is not None:
         return 0.0
     if find_device_model(run.target, cfg.profiles) is not None:
         return 60.0

@@ -110,28 +110,39 @@ def plan_uniform(run: Run) -> dict[str, Any]:
 def load_predictor(run: Run) -> tuple[Any, Path]:
     """The target's latency predictor, from a profile measured on this device.
 
-    In order: this model's profile (``--profiles``, the user cache, the shipped ones) when it matches this
-    device, finished first when an earlier run was interrupted; re-fitted here when it comes from another
-    device of the same ISA family; priced by this target's device cost model (``edgeprune profile --target
-    T``) when one exists; else measured. ``allow_foreign_profile`` plans on a foreign profile as it is.
+    In order: this model's profile at this input size (``--profiles``, the user cache, the shipped ones; then
+    the size-less legacy file when it prices this model's layers) when it matches this device, finished first
+    when an earlier run was interrupted; re-fitted here when it comes from another device of the same ISA
+    family; priced by this target's device cost model (``edgeprune profile --target T``) when one exists; else
+    measured (written under the sized name). ``allow_foreign_profile`` plans on a foreign profile as it is.
+    The profile found is read once.
     """
-    from edgeprune.profile import find_profile, load_profile, local_profile, profile_model_name
+    from edgeprune.profile import (
+        find_profile,
+        load_profile,
+        local_profile,
+        profile_input_size,
+        profile_model_name,
+    )
 
     cfg, tgt = run.config, run.target
     name = profile_model_name(run.model_name)  # the name `edgeprune profile` and `plan` use
-    found = find_profile(tgt.name, name, cfg.profiles)
+    found = find_profile(tgt.name, name, cfg.profiles, profile_input_size(run.example))
     if found is not None and cfg.allow_foreign_profile:
         prof = load_profile(found, target=tgt, allow_foreign=True)
         if prof.foreign:
             run.ui.log(f"planning on a profile from another device ({'; '.join(prof.foreign)}): --allow-foreign-profile")
         return prof.predictor(), found
     with run.clock.work("measure"):
-        stale = found is not None and _misses_layers(found, run)
+        prof = _pricing_profile(found, run) if found is not None else None
+        stale = found is not None and prof is None
         if found is None or stale:
             priced = _device_model_profile(run)
             if priced is not None:
                 return load_profile(priced, target=tgt).predictor(), priced
-        if stale:  # measured at another input size: measured afresh at this one (it replaces that file)
+        if prof is not None and not prof.foreign:  # measured here, complete, prices this model: as read
+            return prof.predictor(), found
+        if stale:  # measured at another input size: measured afresh at this one, under its sized name
             from edgeprune.profile import profile
 
             path = profile(run.dense, run.example, tgt, model_name=name, profiles=cfg.profiles, ui=run.ui,
@@ -141,18 +152,21 @@ def load_predictor(run: Run) -> tuple[Any, Path]:
     return load_profile(path, target=tgt).predictor(), path
 
 
-def _misses_layers(path: Path, run: Run) -> bool:
-    """True (logged) when the profile in ``path`` cannot price this model's layers, e.g. it was measured for the
-    same model name at another input size."""
-    from edgeprune.profile import load_profile
+def _pricing_profile(path: Path, run: Run) -> Any:
+    """The profile in ``path``, read once (another device's too: :attr:`Profile.foreign` says what differs), or
+    None (logged) when it cannot price this model's layers as it runs here, e.g. the same model name measured at
+    another input size, or when it is unreadable or incomplete (then it is measured afresh)."""
+    from edgeprune.profile import load_profile, unpriced_layers
 
     try:
-        load_profile(path, target=run.target, allow_foreign=True).predictor().model_cost(run.dense_signatures())
+        prof = load_profile(path, target=run.target, allow_foreign=True)
+        why = unpriced_layers(prof, run.dense_signatures())
     except BadInput as err:
-        run.ui.log(f"profile {path} does not price this model as it runs here ({first_line(err)}): "
-                   "pricing it afresh at this input size")
-        return True
-    return False
+        prof, why = None, first_line(err)
+    if why is None:
+        return prof
+    run.ui.log(f"profile {path} does not price this model as it runs here ({why}): pricing it afresh at this input size")
+    return None
 
 
 def _device_model_profile(run: Run) -> Path | None:

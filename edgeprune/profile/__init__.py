@@ -1,7 +1,7 @@
 """Latency profiling: look-up tables (LUT files in the user cache, see ``find_profile``) and the predictor; backends are :mod:`edgeprune.backends`.
 
     prof = profile(model, example, "cpu-ort")            # measure (resumable), calibrate, write the file
-    prof = load_profile(find_profile("cpu-ort", "resnet56-cifar10"), target="cpu-ort")
+    prof = load_profile(find_profile("cpu-ort", "resnet56-cifar10", input_size=(32, 32)), target="cpu-ort")
     pred = prof.predictor()
     pred.layer_cost(sig); pred.model_cost(graph.signatures(widths))
     measure_model(pruned, example, "cpu-ort")            # whole model, the repeatable protocol
@@ -18,8 +18,12 @@ from edgeprune.profile.lut import (
     Profile,
     default_profile_path,
     find_profile,
+    is_legacy_profile,
     load_profile,
+    model_profiles,
+    profile_input_size,
     profile_model_name,
+    unpriced_layers,
 )
 from edgeprune.profile.profiler import (
     LAYER_PROTOCOL,
@@ -65,6 +69,7 @@ __all__ = [
     "find_profile",
     "interleaved",
     "interleaved_rounds",
+    "is_legacy_profile",
     "layer_points",
     "load_profile",
     "local_profile",
@@ -73,7 +78,9 @@ __all__ = [
     "measure_configs",
     "measure_engines",
     "measure_model",
+    "model_profiles",
     "profile",
+    "profile_input_size",
     "profile_model_name",
     "random_widths",
     "refit",
@@ -82,4 +89,5 @@ __all__ = [
     "stored_example",
     "stored_fingerprint",
     "unaligned_grid",
+    "unpriced_layers",
 ]

@@ -8,12 +8,12 @@ measured dense model, the per-model calibration and the audit.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgeprune.errors import BadInput
+from edgeprune.errors import BadInput, first_line
 from edgeprune.graph.signature import LayerSignature
 from edgeprune.profile.timing import Timing
 
@@ -63,28 +63,99 @@ def profile_model_name(model: Any) -> str:
     return model
 
 
-def profile_file_name(target_name: Any, model_name: str) -> str:
-    """``{target}--{model}.json`` (a target object or its name; path separators in the model name replaced)."""
+def profile_input_size(example: Any) -> tuple[int, ...] | None:
+    """The input size a profile file is keyed by: an example input's dims after batch and channels
+    (``(1, 3, 224, 224)`` -> ``(224, 224)``; ``(1, F)`` -> ``(F,)``); the first tensor of a tuple/dict input;
+    None when there is no example (then only the size-less legacy name is looked up)."""
+    if isinstance(example, Mapping):
+        example = next(iter(example.values()), None)
+    elif isinstance(example, (tuple, list)):
+        example = example[0] if example else None
+    shape = getattr(example, "shape", None)
+    return None if shape is None else shape_input_size(shape)
+
+
+def shape_input_size(shape: Sequence[int]) -> tuple[int, ...] | None:
+    """:func:`profile_input_size` of an input shape: ``[1, 3, 224, 224]`` -> ``(224, 224)``."""
+    dims = tuple(int(d) for d in shape)
+    dims = dims[2:] if len(dims) >= 3 else dims[1:]
+    return dims or None
+
+
+def size_tag(input_size: Any) -> str:
+    """``(224, 224)`` -> ``224x224`` (a tag already written stays as is)."""
+    return input_size if isinstance(input_size, str) else "x".join(str(int(d)) for d in input_size)
+
+
+def profile_file_name(target_name: Any, model_name: str, input_size: Any = None) -> str:
+    """``{target}--{model}--{H}x{W}.json`` (``input_size`` given: :func:`profile_input_size`), else the size-less
+    legacy ``{target}--{model}.json`` (the shipped profiles, caches written before sizes were in the name); a
+    target object or its name; path separators in the model name replaced."""
     name = getattr(target_name, "name", target_name)
     safe = str(model_name).replace("/", "_").replace("\\", "_").replace(":", "_")
-    return f"{name}--{safe}.json"
+    return f"{name}--{safe}--{size_tag(input_size)}.json" if input_size else f"{name}--{safe}.json"
 
 
-def default_profile_path(target_name: Any, model_name: str, profiles: str | Path | None = None) -> Path:
-    """Where a new profile of ``model_name`` on ``target_name`` is written: ``{profiles_dir(profiles)}/{target}--{model}.json``."""
-    return profiles_dir(profiles) / profile_file_name(target_name, model_name)
+def default_profile_path(target_name: Any, model_name: str, profiles: str | Path | None = None,
+                         input_size: Any = None) -> Path:
+    """Where a new profile of ``model_name`` at ``input_size`` on ``target_name`` is written:
+    ``{profiles_dir(profiles)}/{target}--{model}--{H}x{W}.json`` (:func:`profile_file_name`)."""
+    return profiles_dir(profiles) / profile_file_name(target_name, model_name, input_size)
 
 
-def find_profile(target_name: Any, model_name: str, profiles: str | Path | None = None) -> Path | None:
-    """The profile to read for ``model_name`` on ``target_name``, or None when there is none.
+def find_profile(target_name: Any, model_name: str, profiles: str | Path | None = None,
+                 input_size: Any = None) -> Path | None:
+    """The profile to read for ``model_name`` at ``input_size`` on ``target_name``, or None when there is none.
 
-    Looks in :func:`profiles_dir` (``profiles`` when given, else the user cache), then among the
-    profiles shipped with the package (read-only; a profile measured here takes precedence).
+    The sized name first, then the size-less legacy name (:func:`is_legacy_profile`: the caller uses that one
+    only when it prices the model's layers, :func:`unpriced_layers`), each looked up in :func:`profiles_dir`
+    (``profiles`` when given, else the user cache), then among the profiles shipped with the package
+    (read-only; a profile measured here takes precedence).
     """
-    fname = profile_file_name(target_name, model_name)
+    names = [profile_file_name(target_name, model_name, input_size)] if input_size else []
+    names.append(profile_file_name(target_name, model_name))
+    for fname in names:
+        for d in (profiles_dir(profiles), shipped_profiles_dir()):
+            if (d / fname).is_file():
+                return d / fname
+    return None
+
+
+def is_legacy_profile(path: str | Path, target_name: Any, model_name: str) -> bool:
+    """Whether ``path`` is the size-less legacy file of ``model_name`` (measured at a size its name does not say)."""
+    return Path(path).name == profile_file_name(target_name, model_name)
+
+
+def model_profiles(target_name: Any, model_name: str, profiles: str | Path | None = None) -> list[Path]:
+    """Every profile of ``model_name`` on ``target_name`` at any input size, in :func:`profiles_dir` (newest
+    first), then the shipped one: where a command with no input size of its own takes one from."""
+    import re
+
+    pattern = re.compile(re.escape(profile_file_name(target_name, model_name)[:-len(".json")])
+                         + r"(--\d+(x\d+)*)?\.json")
+    found = []
     for d in (profiles_dir(profiles), shipped_profiles_dir()):
-        if (d / fname).is_file():
-            return d / fname
+        if d.is_dir():
+            here = [p for p in d.iterdir() if pattern.fullmatch(p.name) and p.is_file()]
+            found += sorted(here, key=lambda p: p.stat().st_mtime, reverse=True)
+    return found
+
+
+def dense_signatures(graph: Any, target: Target) -> dict[str, LayerSignature]:
+    """The dense model's layer signatures at the target's widest precision (int8 on an int8-only accelerator)."""
+    from edgeprune.metrics import sort_precisions
+
+    widest = "fp32" if "fp32" in target.precisions else sort_precisions(target.precisions)[0]
+    return graph.signatures({}, dict.fromkeys(graph.layers, widest))
+
+
+def unpriced_layers(prof: Profile, signatures: Mapping[str, LayerSignature]) -> str | None:
+    """None when ``prof`` prices every layer signature in ``signatures``, else why not (one line), e.g. it was
+    measured for the same model name at another input size."""
+    try:
+        prof.predictor().model_cost(signatures)
+    except BadInput as err:
+        return first_line(err)
     return None
 
 

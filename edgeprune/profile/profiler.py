@@ -27,6 +27,8 @@ from edgeprune.profile.lut import (
     default_profile_path,
     find_profile,
     fit_calibration,
+    model_profiles,
+    profile_input_size,
     profile_model_name,
     validate,
 )
@@ -214,6 +216,26 @@ def _example_for(model_name: str, example: Any) -> Any:
 
     spec = model_spec(model_name)
     return example_input(None, shape=spec.input_shape if spec is not None else None)
+
+
+def _profile_file(target: Target, model_name: str, example: Any, profiles: str | Path | None,
+                  resume: bool, recalibrate: bool) -> tuple[Path, Path | None, Any]:
+    """``(out, seed_from, example)`` for a profile written where ``find_profile`` looks: ``out`` keyed by the input
+    size (:func:`~edgeprune.profile.lut.default_profile_path`), ``seed_from`` the profile found for this model and
+    size elsewhere (shipped, or the size-less legacy name: read, never written), ``example`` the one given, else the
+    zoo model's own, else (``resume``/``recalibrate``) the shape of this model's newest profile, else None."""
+    from edgeprune.models import model_spec
+
+    if example is None:
+        if model_spec(model_name) is not None:
+            example = _example_for(model_name, None)
+        elif resume or recalibrate:
+            example = next((e for e in map(stored_example, model_profiles(target.name, model_name, profiles))
+                            if e is not None), None)
+    size = profile_input_size(example)
+    out = default_profile_path(target.name, model_name, profiles, size)
+    found = find_profile(target.name, model_name, profiles, size)
+    return out, (found if found is not None and found != out else None), example
 
 
 def _backend_for(target: Target):
@@ -485,7 +507,7 @@ def profile(
       "aligned" (no unaligned probes), or ``{group_id: [counts]}``.
     - ``protocol``: the per-layer :class:`TimingProtocol` (default :data:`LAYER_PROTOCOL`);
       ``model_protocol`` the whole-model :class:`ModelProtocol`.
-    - ``out``: the profile file (default ``{profiles}/{target}--{model}.json``, ``profiles``
+    - ``out``: the profile file (default ``{profiles}/{target}--{model}--{H}x{W}.json``, ``profiles``
       defaulting to the user cache: :func:`~edgeprune.profile.lut.default_profile_path`), written
       atomically every few seconds and on interruption; ``resume`` reuses its records
       (``recalibrate`` with no ``out`` and no file there yet starts from a shipped profile's tables).
@@ -508,9 +530,7 @@ def profile(
     mprotocol = model_protocol or ModelProtocol()
     seed_from = None
     if not out:
-        out = default_profile_path(target.name, model_name, profiles)
-        found = find_profile(target.name, model_name, profiles)
-        seed_from = found if found is not None and found != out else None  # shipped: read, never written
+        out, seed_from, example = _profile_file(target, model_name, example, profiles, resume, recalibrate)
     out = Path(out)
     if example is None and resume:
         example = stored_example(out) if out.exists() else stored_example(seed_from) if recalibrate and seed_from else None
@@ -669,7 +689,11 @@ def local_profile(model: Any, target: Target | str, model_name: str | None = Non
     ui = ui or QUIET
     target = get_target(target)
     model_name = model_name or profile_model_name(model)
-    found = find_profile(target.name, model_name, profiles)
+    if example is None and isinstance(model_name, str):
+        from edgeprune.models import model_spec
+
+        example = _example_for(model_name, None) if model_spec(model_name) is not None else None
+    found = find_profile(target.name, model_name, profiles, profile_input_size(example))
     if found is None:
         ui.log(f"no profile for {model_name} on {target.name}: measuring one")
         return profile(model, example, target, model_name=model_name, profiles=profiles, ui=ui).path

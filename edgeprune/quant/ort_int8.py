@@ -183,9 +183,10 @@ def _stride(n: int, cap: int = 32) -> int:
     return 1
 
 
-def _warn(msgs: list[str], text: str) -> None:
+def _warn(msgs: list[str], text: str, depth: int = 0) -> None:
+    """Record ``text`` and warn it at the caller of :func:`quantize_onnx` (``depth``: helper levels in between)."""
     msgs.append(text)
-    warnings.warn(text, QuantWarning, stacklevel=3)
+    warnings.warn(text, QuantWarning, stacklevel=3 + depth)
 
 
 def quantize_onnx(
@@ -213,82 +214,154 @@ def quantize_onnx(
     naming the node.
     ``method``: minmax | entropy | percentile (ORT's calibrators).
     """
-    import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
-    from edgeprune.config import get_target
-
     t0 = time.perf_counter()
     fp32_path, out_path = Path(fp32_path), Path(out_path)
+    target = _int8_target(target, method)
+    act, wgt, reduce_range = int8_format(target)
+    fmt = _format_name(act, wgt, reduce_range, per_channel)
+    model = _load_onnx(fp32_path)
+    msgs: list[str] = []
+    data, batch = _calibration_data(model, calib, seed, fp32_path, msgs)
+    random_calib = calib is None
+    n_samples = min(len(v) for v in data.values())
+    excluded = _excluded_nodes(model, exclude, fp32_path)
+    unquantizable = _unquantizable_nodes(model, excluded, msgs)
+    disabled = ["WeightBiasQuantization"] if excluded else []
+    meta = {
+        "edgeprune.int8.format": fmt,
+        "edgeprune.int8.method": method,
+        "edgeprune.int8.calib_samples": str(0 if random_calib else n_samples),
+        "edgeprune.int8.random_calibration": json.dumps(random_calib),
+        "edgeprune.int8.excluded_nodes": json.dumps(excluded),
+        "edgeprune.int8.disabled_optimizers": json.dumps(disabled),
+    }
+    options = _StaticOptions(act, wgt, reduce_range, per_channel, method, excluded)
+    _quantize_static(model, fp32_path, out_path, _Reader(data, batch), options, meta)
+    return QuantResult(
+        path=out_path,
+        disabled_optimizers=disabled,
+        excluded_nodes=excluded,
+        format=fmt,
+        warnings=msgs,
+        method=method,
+        calib_samples=0 if random_calib else n_samples,
+        random_calibration=random_calib,
+        unquantizable_nodes=unquantizable,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def _int8_target(target: Any, method: str) -> Any:
+    """The Target (a name resolved), refused in one line when it has no int8; the calibration method checked."""
+    from edgeprune.config import get_target
+
     if target is not None and not hasattr(target, "options"):
         target = get_target(target)
     if target is not None and "int8" not in target.precisions:
         raise BadInput(f"target {target.name} has no int8 precision (its precisions: {', '.join(target.precisions)})")
     if method not in METHODS:
         raise BadInput(f"unknown calibration method {method!r} (known: {', '.join(METHODS)})")
-    act, wgt, reduce_range = int8_format(target)
-    fmt = _format_name(act, wgt, reduce_range, per_channel)
+    return target
+
+
+def _load_onnx(fp32_path: Path) -> Any:
+    """The fp32 ONNX model in ``fp32_path`` (external data not loaded); one line when it cannot be read."""
+    import onnx
+
     try:
-        model = onnx.load(str(fp32_path), load_external_data=False)
+        return onnx.load(str(fp32_path), load_external_data=False)
     except FileNotFoundError:
         raise BadInput(f"ONNX model not found: {fp32_path}") from None
     except Exception as err:  # noqa: BLE001 - onnx raises many kinds
         raise BadInput(f"cannot read ONNX model {fp32_path}: {str(err).splitlines()[0] if str(err) else err!r}") from None
 
-    msgs: list[str] = []
+
+def _calibration_data(model: Any, calib: Any, seed: int, fp32_path: Path,
+                      msgs: list[str]) -> tuple[dict[str, np.ndarray], int]:
+    """``({input name: float32 array}, batch)``: ``calib`` checked against the model's inputs and cut to whole
+    batches, or random data (``calib`` None) with a warning; too few real samples warn too."""
     inputs = _inputs(model)
     batch = next((d[0] for _, d in inputs if d and d[0]), 1)
     shapes = {name: [d or 1 for d in dims[1:]] for name, dims in inputs}
-    random_calib = calib is None
-    if random_calib:
+    if calib is None:
         rng = np.random.default_rng(seed)
         data = {name: rng.standard_normal((RANDOM_CALIB_SAMPLES * batch, *shp)).astype(np.float32) for name, shp in shapes.items()}
-        _warn(msgs, f"calibrating {fp32_path.name} on random data: fine for timing, meaningless for accuracy")
-    else:
-        if not isinstance(calib, dict):
-            if len(inputs) != 1:
-                raise BadInput(f"the model has {len(inputs)} inputs ({', '.join(shapes)}): give calib as {{input name: array}}")
-            calib = {inputs[0][0]: calib}
-        if set(calib) != set(shapes):
-            raise BadInput(f"calibration data names {sorted(calib)} do not match the model inputs {sorted(shapes)}")
-        data = {}
-        for name, arr in calib.items():
-            arr = arr.detach().cpu().numpy() if hasattr(arr, "detach") else np.asarray(arr)
-            arr = np.ascontiguousarray(arr, dtype=np.float32)
-            if arr.ndim != len(shapes[name]) + 1 or list(arr.shape[1:]) != shapes[name]:
-                raise BadInput(f"calibration data of shape {tuple(arr.shape)} does not fit the model input {name!r} (want N x {shapes[name]})")
-            if not np.isfinite(arr).all():
-                raise BadInput("calibration data holds NaN or infinite values")
-            if len(arr) < batch:
-                raise BadInput(f"calibration data has {len(arr)} samples; the model needs batches of {batch}")
-            data[name] = arr
-        n = min(len(v) for v in data.values())
-        if n < MIN_CALIB_SAMPLES:
-            _warn(msgs, f"only {n} calibration samples (fewer than {MIN_CALIB_SAMPLES}): activation ranges may be unreliable")
-        data = {k: v[: n // batch * batch] for k, v in data.items()}
-    n_samples = min(len(v) for v in data.values())
+        _warn(msgs, f"calibrating {fp32_path.name} on random data: fine for timing, meaningless for accuracy", depth=1)
+        return data, batch
+    if not isinstance(calib, dict):
+        if len(inputs) != 1:
+            raise BadInput(f"the model has {len(inputs)} inputs ({', '.join(shapes)}): give calib as {{input name: array}}")
+        calib = {inputs[0][0]: calib}
+    if set(calib) != set(shapes):
+        raise BadInput(f"calibration data names {sorted(calib)} do not match the model inputs {sorted(shapes)}")
+    data = {}
+    for name, arr in calib.items():
+        arr = arr.detach().cpu().numpy() if hasattr(arr, "detach") else np.asarray(arr)
+        arr = np.ascontiguousarray(arr, dtype=np.float32)
+        if arr.ndim != len(shapes[name]) + 1 or list(arr.shape[1:]) != shapes[name]:
+            raise BadInput(f"calibration data of shape {tuple(arr.shape)} does not fit the model input {name!r} (want N x {shapes[name]})")
+        if not np.isfinite(arr).all():
+            raise BadInput("calibration data holds NaN or infinite values")
+        if len(arr) < batch:
+            raise BadInput(f"calibration data has {len(arr)} samples; the model needs batches of {batch}")
+        data[name] = arr
+    n = min(len(v) for v in data.values())
+    if n < MIN_CALIB_SAMPLES:
+        _warn(msgs, f"only {n} calibration samples (fewer than {MIN_CALIB_SAMPLES}): activation ranges may be unreliable",
+              depth=1)
+    return {k: v[: n // batch * batch] for k, v in data.items()}, batch
 
+
+def _excluded_nodes(model: Any, exclude: Sequence[str], fp32_path: Path) -> list[str]:
+    """The node names ``exclude`` selects (:func:`~edgeprune.quant.names.match_nodes`); a name that matches
+    nothing raises :class:`~edgeprune.quant.names.UnmatchedLayers`."""
     excluded, unmatched = match_nodes(model.graph.node, exclude)
     if unmatched:
         known = sorted({n.name for n in model.graph.node if n.op_type in ("Conv", "Gemm", "MatMul")})[:6]
         raise UnmatchedLayers(f"exclude: {', '.join(map(repr, unmatched))} matches no node of {fp32_path.name} (e.g. {', '.join(known)})",
                               unmatched)
+    return excluded
 
+
+def _unquantizable_nodes(model: Any, excluded: Sequence[str], msgs: list[str]) -> list[str]:
+    """Nodes whose op ONNX Runtime cannot quantise (they stay fp32), each warned about; neutral ops and
+    excluded nodes are not."""
     quantizable = _quantizable_ops()
     unquantizable = []
     for n in model.graph.node:
         if n.op_type not in quantizable and n.op_type not in _NEUTRAL_OPS and n.name not in excluded:
             unquantizable.append(n.name or n.output[0])
-            _warn(msgs, f"ONNX Runtime cannot quantise op {n.op_type} (node {n.name or n.output[0]!r}): it stays fp32")
+            _warn(msgs, f"ONNX Runtime cannot quantise op {n.op_type} (node {n.name or n.output[0]!r}): it stays fp32",
+                  depth=1)
+    return unquantizable
+
+
+@dataclass
+class _StaticOptions:
+    """What ORT's ``quantize_static`` is asked for: the format, the calibration method, the nodes kept fp32."""
+
+    act: str
+    wgt: str
+    reduce_range: bool
+    per_channel: bool
+    method: str
+    excluded: list[str]
+
+
+def _quantize_static(model: Any, fp32_path: Path, out_path: Path, reader: _Reader, opts: _StaticOptions,
+                     meta: dict[str, str]) -> None:
+    """Run ORT's static QDQ quantiser (quietly) on ``model``, stamp ``meta`` into the result's metadata and write
+    it atomically to ``out_path``; ORT's own errors become one line."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     calib_method = {
         "minmax": CalibrationMethod.MinMax,
         "entropy": CalibrationMethod.Entropy,
         "percentile": CalibrationMethod.Percentile,
-    }[method]
-    reader = _Reader(data, batch)
-    extra: dict[str, Any] = {"WeightSymmetric": True, "ActivationSymmetric": act == "QInt8"}
-    if method != "minmax":
+    }[opts.method]
+    extra: dict[str, Any] = {"WeightSymmetric": True, "ActivationSymmetric": opts.act == "QInt8"}
+    if opts.method != "minmax":
         extra["CalibStridedMinMax"] = _stride(len(reader))  # histograms per stride: bounded memory
     src_dir = tempfile.TemporaryDirectory(prefix="edgeprune-q-")
     src = fp32_path
@@ -302,12 +375,12 @@ def quantize_onnx(
             quantize_static(
                 str(src), str(tmp), reader,
                 quant_format=QuantFormat.QDQ,
-                per_channel=per_channel,
-                reduce_range=reduce_range,
-                activation_type=getattr(QuantType, act),
-                weight_type=getattr(QuantType, wgt),
+                per_channel=opts.per_channel,
+                reduce_range=opts.reduce_range,
+                activation_type=getattr(QuantType, opts.act),
+                weight_type=getattr(QuantType, opts.wgt),
                 calibrate_method=calib_method,
-                nodes_to_exclude=list(excluded),
+                nodes_to_exclude=list(opts.excluded),
                 extra_options=extra,
             )
         except BadInput:
@@ -315,31 +388,10 @@ def quantize_onnx(
         except Exception as err:  # noqa: BLE001 - ORT's quantiser raises many kinds
             raise BadInput(f"ONNX Runtime could not quantise {fp32_path.name}: {str(err).splitlines()[0] if str(err) else err!r}") from None
         q = onnx.load(str(tmp))
-        disabled = ["WeightBiasQuantization"] if excluded else []
-        meta = {
-            "edgeprune.int8.format": fmt,
-            "edgeprune.int8.method": method,
-            "edgeprune.int8.calib_samples": str(0 if random_calib else n_samples),
-            "edgeprune.int8.random_calibration": json.dumps(random_calib),
-            "edgeprune.int8.excluded_nodes": json.dumps(excluded),
-            "edgeprune.int8.disabled_optimizers": json.dumps(disabled),
-        }
         for k, v in meta.items():
             p = q.metadata_props.add()
             p.key, p.value = k, v
         onnx.save(q, str(tmp))
-    return QuantResult(
-        path=out_path,
-        disabled_optimizers=disabled,
-        excluded_nodes=excluded,
-        format=fmt,
-        warnings=msgs,
-        method=method,
-        calib_samples=0 if random_calib else n_samples,
-        random_calibration=random_calib,
-        unquantizable_nodes=unquantizable,
-        seconds=time.perf_counter() - t0,
-    )
 
 
 __all__ = ["METHODS", "MIN_CALIB_SAMPLES", "QuantResult", "int8_format", "quantize_onnx"]

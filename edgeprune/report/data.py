@@ -286,7 +286,7 @@ def _targets(rr: RunReport) -> list[str]:
 
 
 def _profile_path(rr: RunReport, target: str, explicit: str | Path | None) -> Path:
-    from edgeprune.profile.lut import default_profile_path, find_profile
+    from edgeprune.profile.lut import default_profile_path, find_profile, shape_input_size
 
     if explicit is not None:
         return Path(explicit)
@@ -296,7 +296,9 @@ def _profile_path(rr: RunReport, target: str, explicit: str | Path | None) -> Pa
     if isinstance(p, dict) and isinstance(p.get(target), str):
         return Path(p[target])
     model = (rr.plan or {}).get("model") or rr.model
-    return find_profile(target, model) or default_profile_path(target, model)
+    shape = _input_shape(rr)
+    size = shape_input_size(shape) if shape else None
+    return find_profile(target, model, input_size=size) or default_profile_path(target, model, input_size=size)
 
 
 def _gather_latency(rr: RunReport, explicit: str | Path | None) -> None:
