@@ -222,6 +222,11 @@ class Backend(ABC):
             raise BadInput(f"--int8 does not apply to {self.name} targets")
         return {}
 
+    def plan_options(self, precisions: Mapping[str, str]) -> dict[str, Any]:
+        """Emitter options a plan's per-layer precisions ask for (e.g. ``{"precision": "fp16"}``); none by default
+        (int8 goes through :meth:`compile_options`)."""
+        return {}
+
     def verify_threshold(self, quantized: bool) -> float:
         """The minimum top-1 agreement (%) of an engine with PyTorch for verification to pass."""
         return 90.0

@@ -184,6 +184,7 @@ def compile_engine(run: Run) -> None:
                    "(post-training, calibrated on 256 training images) ...")
     exclude = [n for n, p in precisions.items() if p != "int8"]
     options = run.backend.compile_options(run.calib, quantize, exclude) if quantize or run.backend.int8_only else {}
+    options = {**run.backend.plan_options(precisions), **options}  # e.g. an fp16 engine for a plan with fp16 layers
     from edgeprune.quant.names import model_exclusions
 
     with model_exclusions():  # the exclude list comes from the model's own plan: a mismatch is a bug

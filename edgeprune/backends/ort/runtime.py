@@ -51,12 +51,12 @@ def make_session(onnx_path: str | Path, target: Target, profiling: bool = False,
 
 
 def random_feeds(session: Any, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random inputs of the session's (static) input shapes, batch 1 where dynamic."""
+    """Random inputs of the session's (static) input shapes and types (float32/float16, else int64), batch 1 where dynamic."""
     rng = np.random.default_rng(seed)
     feeds = {}
     for inp in session.get_inputs():
         shape = [d if isinstance(d, int) else 1 for d in inp.shape]
-        dtype = np.float32 if "float" in inp.type else np.int64
+        dtype = np.float16 if inp.type == "tensor(float16)" else np.float32 if "float" in inp.type else np.int64
         feeds[inp.name] = rng.standard_normal(shape).astype(dtype)
     return feeds
 
