@@ -44,9 +44,13 @@ def run(args: argparse.Namespace, ui: UI) -> int:
     from edgeprune.verify import verify
 
     target = get_target(args.target)
-    if args.tune_trials is not None and (target.backend != "tvm" or args.tune_trials < 0):
-        raise BadInput(f"--tune-trials applies to TVM targets only, not {target.name} ({target.backend})"
-                       if target.backend != "tvm" else "--tune-trials must be >= 0")
+    if args.tune_trials is not None:
+        from edgeprune.backends.base import option_names
+
+        if "tune_trials" not in option_names(get_backend(target.backend).options_schema):
+            raise BadInput(f"--tune-trials applies to targets whose backend tunes (TVM), not {target.name} ({target.backend})")
+        if args.tune_trials < 0:
+            raise BadInput("--tune-trials must be >= 0")
     ok, reason = target.availability()
     if not ok:
         raise BadInput(f"target {target.name} cannot compile here: {reason}")
