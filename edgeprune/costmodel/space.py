@@ -40,7 +40,8 @@ def kernel_type(sig: LayerSignature) -> str:
             return "gconv"
         return "conv1x1" if tuple(sig.kernel) == (1, 1) else "conv"
     if sig.op == "linear":
-        return "linear"
+        # a Linear over H x W positions is a 1x1 convolution's GEMM (channels last): priced as one
+        return "linear" if tuple(sig.in_hw) == (1, 1) else "conv1x1"
     if sig.op in ("maxpool", "avgpool", "gap"):
         return "pool"
     if sig.op in ("se", "add", "act"):
@@ -91,6 +92,8 @@ def features(sig: LayerSignature, multiple: int) -> list[float]:
     h, w = sig.in_hw
     oh, ow = sig.out_hw
     kind = kernel_type(sig)
+    if sig.op == "linear" and kind == "conv1x1":  # T positions priced as a square 1x1 conv (what it was sampled as)
+        h = w = oh = ow = math.sqrt(h * w)
     groups = 1 if sig.groups == -1 else sig.groups  # dwconv is its own type: groups would track the channels
     if kind in ("pool", "add", "act"):
         macs = oh * ow * co * (sig.kernel[0] * sig.kernel[1] if sig.op != "gap" else 1)

@@ -302,10 +302,25 @@ def channel_groups(model: nn.Module, example_inputs: Any, ignored_layers: Sequen
                 "conv2d", m.in_channels, m.out_channels, tuple(m.kernel_size), tuple(m.stride),
                 padding, groups_, in_hw, "fp32", post.get(name, ""),
             )
-        else:
-            sig = LayerSignature("linear", m.in_features, m.out_features, post=post.get(name, ""))
+        else:  # tokens: a Linear over (B, H, W, C) or (B, T, C) runs once per position (ConvNeXt, ViT, Swin MLPs)
+            sig = LayerSignature("linear", m.in_features, m.out_features, in_hw=linear_tokens(shp),
+                                 post=post.get(name, ""))
         ins = tuple(dict.fromkeys(layer_in.get(name, [])))
         layers[name] = LayerInfo(name, sig, ins[0][0] if len(ins) == 1 else None, layer_out.get(name),
                                  tuple(i[0] for i in ins), tuple(i[1] for i in ins))
     ignored = tuple(dict.fromkeys(output_layers + list(ignored_layers)))
     return ChannelGraph(groups, layers, example_inputs, ignored, plans, shapes.get("__output__"))
+
+
+def linear_tokens(input_shape: tuple[int, ...] | list[int]) -> tuple[int, int]:
+    """The positions a Linear runs over, as its signature's ``in_hw``: (H, W) for a (B, H, W, C) input, (T, 1) for
+    (B, T, C), (1, 1) for (B, C) (a classifier); more leading dims fold into the first."""
+    dims = [int(d) for d in input_shape[1:-1]]
+    if not dims:
+        return (1, 1)
+    if len(dims) == 1:
+        return (dims[0], 1)
+    first = 1
+    for d in dims[:-1]:
+        first *= d
+    return (first, dims[-1])

@@ -47,9 +47,9 @@ class LayerSignature:
 
     @property
     def out_hw(self) -> tuple[int, int]:
-        """Output spatial size."""
+        """Output spatial size (a Linear keeps its positions: ``in_hw`` counts the tokens it runs over)."""
         if self.op == "linear":
-            return (1, 1)
+            return self.in_hw
         return tuple(  # type: ignore[return-value]
             (self.in_hw[i] + 2 * self.padding[i] - self.kernel[i]) // self.stride[i] + 1 for i in range(2)
         )

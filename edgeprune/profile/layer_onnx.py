@@ -52,9 +52,15 @@ def layer_onnx(sig: LayerSignature, batch: int = 1, seed: int = 0, residual_inpu
         w = rng.standard_normal((sig.out_channels, sig.in_channels)).astype(np.float32) * 0.1
         b = rng.standard_normal(sig.out_channels).astype(np.float32) * 0.1
         inits += [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")]
-        x_shape = [batch, sig.in_channels]
-        y_shape = [batch, sig.out_channels]
-        nodes.append(helper.make_node("Gemm", ["x", "W", "B"], ["conv"], name="layer/Gemm", transB=1))
+        tokens = sig.in_hw[0] * sig.in_hw[1]
+        if tokens == 1:  # a classifier: one row
+            x_shape, y_shape = [batch, sig.in_channels], [batch, sig.out_channels]
+            nodes.append(helper.make_node("Gemm", ["x", "W", "B"], ["conv"], name="layer/Gemm", transB=1))
+        else:  # a Linear over positions (channels last), as the exporter emits it: MatMul + Add
+            x_shape, y_shape = [batch, tokens, sig.in_channels], [batch, tokens, sig.out_channels]
+            inits[-2] = numpy_helper.from_array(np.ascontiguousarray(w.T), "W")
+            nodes.append(helper.make_node("MatMul", ["x", "W"], ["mm"], name="layer/MatMul"))
+            nodes.append(helper.make_node("Add", ["mm", "B"], ["conv"], name="layer/Add_bias"))
     elif sig.op in KERNEL_OPS:
         return _kernel_onnx(sig, batch, rng, residual_input)
     else:

@@ -541,27 +541,8 @@ def profile(
     grid_n = _normalise_grid(grid, graph, target)
     precisions, skip_notes = _supported_precisions(target, backend)
 
-    doc = None
     src = out if out.exists() else seed_from if recalibrate else None  # a fresh run measures this machine
-    if resume and src is not None:
-        from edgeprune.fileio import read_json
-
-        old = read_json(src, "profile file")
-        validate(old, src)
-        if old["target"]["name"] != target.name:
-            raise BadInput(f"{out} holds a profile for target {old['target']['name']!r}, not {target.name!r}: choose another --out")
-        _check_resumable(old, src, target, model_name, recalibrate)
-        doc = old
-        if recalibrate:
-            _adopt_this_device(doc, target)
-        else:
-            doc.setdefault("fingerprint", device_fingerprint(target))  # the check passed: measured here
-        if doc.get("model") != model_name:
-            # the tables serve any model with the same signatures; the per-model parts are redone
-            doc["notes"].append(f"records reused from a profile of {doc.get('model')} for {model_name}")
-            doc.update(model=model_name, calibration=None, dense_latency=None, audit=None, complete=False)
-        elif recalibrate:
-            doc.update(calibration=None, dense_latency=None, audit=None, complete=False)
+    doc = _resumed_doc(src, out, target, model_name, recalibrate) if resume and src is not None else None
     if recalibrate and doc is None:
         raise BadInput(f"--recalibrate needs an existing profile to keep the layer tables of: {out} does not exist")
     if doc is None:
@@ -602,13 +583,8 @@ def profile(
     want_audit = bool(audit) and (doc.get("audit") is None or doc["audit"].get("n") != audit or not resume)
     measured = None
     if doc.get("calibration") is None or doc.get("dense_latency") is None:
-        t_cal = time.perf_counter()
-        extra = audit_configs(graph, target, audit, seed + 1000) if want_audit and backend.unit != "cycles" else None
-        measured = _calibrate(prof, model, example, graph, target, backend, mprotocol, calibration, seed, ui, extra)
-        doc["timings_s"]["calibration+audit" if extra else "calibration"] = round(time.perf_counter() - t_cal, 2)
-        if not extra:
-            measured = None
-        prof._predictor = None
+        measured = _calibrate_step(prof, model, example, graph, target, backend, mprotocol, calibration, seed, ui,
+                                   audit if want_audit else 0)
         save()
     if want_audit:
         t_aud = time.perf_counter()
@@ -621,6 +597,40 @@ def profile(
     save()
     prof._predictor = None
     return prof
+
+
+def _resumed_doc(src: Path, out: Path, target: Target, model_name: str, recalibrate: bool) -> dict[str, Any]:
+    """The profile document in ``src`` to go on from: checked against this target and device; its per-model parts
+    cleared when it was made for another model (the tables serve any model) or when recalibrating."""
+    from edgeprune.fileio import read_json
+
+    doc = read_json(src, "profile file")
+    validate(doc, src)
+    if doc["target"]["name"] != target.name:
+        raise BadInput(f"{out} holds a profile for target {doc['target']['name']!r}, not {target.name!r}: choose another --out")
+    _check_resumable(doc, src, target, model_name, recalibrate)
+    if recalibrate:
+        _adopt_this_device(doc, target)
+    else:
+        doc.setdefault("fingerprint", device_fingerprint(target))  # the check passed: measured here
+    if doc.get("model") != model_name:
+        doc["notes"].append(f"records reused from a profile of {doc.get('model')} for {model_name}")
+        doc.update(model=model_name, calibration=None, dense_latency=None, audit=None, complete=False)
+    elif recalibrate:
+        doc.update(calibration=None, dense_latency=None, audit=None, complete=False)
+    return doc
+
+
+def _calibrate_step(prof: Profile, model: Any, example: Any, graph: Any, target: Target, backend: Any,
+                    mprotocol: ModelProtocol, calibration: int, seed: int, ui: UI, audit: int) -> Any:
+    """Fit the per-model term (timed into the document); with ``audit`` the audit's configurations are measured
+    in the same interleaved session and returned for :func:`run_audit`, else None."""
+    t_cal = time.perf_counter()
+    extra = audit_configs(graph, target, audit, seed + 1000) if audit and backend.unit != "cycles" else None
+    measured = _calibrate(prof, model, example, graph, target, backend, mprotocol, calibration, seed, ui, extra)
+    prof.data["timings_s"]["calibration+audit" if extra else "calibration"] = round(time.perf_counter() - t_cal, 2)
+    prof._predictor = None
+    return measured if extra else None
 
 
 def _measure_layers(doc: dict[str, Any], todo: Sequence[LayerSignature], backend: Any, target: Target,
