@@ -58,6 +58,48 @@ def test_database_lives_under_the_user_cache_per_target(tmp_path, monkeypatch):
     assert REPO not in a.parents
 
 
+def test_an_empty_database_starts_from_the_shipped_one_for_the_same_target(tmp_path):
+    from edgeprune.backends.tvm.tuning import database_dir, seed_from_shipped
+
+    shipped = tmp_path / "shipped"
+    src = database_dir("llvm -mcpu=znver4", shipped)
+    src.mkdir(parents=True)
+    (src / "database_tuning_record.json").write_text('["rec"]\n')
+    (src / "database_workload.json").write_text('["wl"]\n')
+    mine = database_dir("llvm -mcpu=znver4", tmp_path / "cache")
+    assert seed_from_shipped(mine, "llvm -mcpu=znver4", shipped)
+    assert (mine / "database_tuning_record.json").read_text() == '["rec"]\n'
+    assert not seed_from_shipped(mine, "llvm -mcpu=znver4", shipped)  # never over a database that exists
+    other = database_dir("llvm -mcpu=sapphirerapids", tmp_path / "cache")
+    assert not seed_from_shipped(other, "llvm -mcpu=sapphirerapids", shipped) and not other.exists()
+
+
+def test_compact_database_keeps_the_fastest_record_per_workload(tmp_path):
+    import json
+
+    from edgeprune.backends.tvm.tuning import compact_database
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    recs = [[0, [["t0"], [0.003], {}, []]], [0, [["t1"], [0.001, 0.001], {}, []]], [1, [["t2"], [0.002], {}, []]],
+            [1, [["t3"], [], {}, []]]]
+    (src / "database_tuning_record.json").write_text("".join(json.dumps(r) + "\n" for r in recs) + '[1, [["cut')
+    (src / "database_workload.json").write_text('["w0"]\n["w1"]\n')
+    (src / "target.txt").write_text("llvm\n")
+    assert compact_database(src, dst) == {"records_in": 4, "records_out": 2}
+    kept = [json.loads(line)[1][0] for line in (dst / "database_tuning_record.json").read_text().splitlines()]
+    assert kept == [["t1"], ["t2"]] and (dst / "target.txt").read_text() == "llvm\n"
+
+
+def test_the_shipped_databases_are_package_data_named_by_their_target():
+    from edgeprune.backends.tvm.tuning import SHIPPED, database_dir
+
+    for folder in sorted(p for p in SHIPPED.glob("*") if p.is_dir()):
+        tgt = (folder / "target.txt").read_text().strip()
+        assert database_dir(tgt, SHIPPED) == folder, folder
+        assert (folder / "database_tuning_record.json").stat().st_size > 0
+
+
 def test_int8_is_refused_with_the_reason():
     from edgeprune.backends import get_backend
     from edgeprune.backends.tvm.runtime import INT8_NOTE

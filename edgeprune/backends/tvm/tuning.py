@@ -58,6 +58,51 @@ def database_dir(tgt: Any, root: str | Path | None = None) -> Path:
     return base / hashlib.sha256(str(tgt).encode()).hexdigest()[:16]
 
 
+SHIPPED = Path(__file__).resolve().parent / "shipped_tuning"  # read-only, in the package
+
+
+def seed_from_shipped(folder: Path, tgt: Any, shipped: Path = SHIPPED) -> bool:
+    """Start an empty database folder from the package's shipped one for the same target string, if any (the
+    embedded demo model's schedules, tuned on the CPU its target string names); True when it did. The shipped
+    folder is only read: records tuned later go to ``folder``."""
+    src = database_dir(tgt, shipped)
+    if folder.exists() or not (src / "database_tuning_record.json").is_file():
+        return False
+    import shutil
+
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    tmp.replace(folder)
+    return True
+
+
+def compact_database(src: Path, dst: Path, keep: int = 1) -> dict[str, int]:
+    """Copy the database in ``src`` to ``dst`` keeping the ``keep`` fastest records per workload (MetaSchedule
+    stores every measured candidate: megabytes; a build only queries the best). Unfinished last lines and
+    records without a measurement are dropped. Returns ``{"records_in", "records_out"}``."""
+    import shutil
+
+    best: dict[int, list[tuple[float, str]]] = {}
+    n_in = 0
+    for line in (src / "database_tuning_record.json").read_text().splitlines():
+        try:
+            widx, rec = json.loads(line)
+            secs = [float(v) for v in rec[1]]
+        except (ValueError, TypeError, IndexError):
+            continue
+        n_in += 1
+        if secs:
+            best.setdefault(int(widx), []).append((sum(secs) / len(secs), line))
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in ("database_workload.json", "target.txt", "trials.json"):
+        if (src / name).is_file():
+            shutil.copyfile(src / name, dst / name)
+    kept = [line for w in sorted(best) for _, line in sorted(best[w])[:keep]]
+    (dst / "database_tuning_record.json").write_text("".join(k + "\n" for k in kept))
+    return {"records_in": n_in, "records_out": len(kept)}
+
+
 def open_database(folder: Path, tgt: Any) -> Any:
     """MetaSchedule's JSON database in ``folder`` (created), with ``target.txt`` naming the target."""
     from tvm.s_tir import meta_schedule as ms
@@ -147,6 +192,8 @@ def tune(mod: Any, tgt: Any, target: Target, trials: int, db_dir: Path | None = 
     opts = target.options
     t_start = time.perf_counter()
     folder = Path(db_dir) if db_dir is not None else database_dir(tgt)
+    if db_dir is None and seed_from_shipped(folder, tgt):
+        say(f"tuning database started from the one shipped for {tgt} (read-only copy in {folder})")
     db = open_database(folder, tgt)
     report = TuneReport(trials_budget=trials, database=str(folder))
     tasks = ms.relax_integration.extract_tasks(mod, tgt, {})
@@ -237,4 +284,5 @@ def tune(mod: Any, tgt: Any, target: Target, trials: int, db_dir: Path | None = 
     return mod, report
 
 
-__all__ = ["TuneReport", "allocate", "database_dir", "finish", "open_database", "prepare", "tune", "workload_key"]
+__all__ = ["SHIPPED", "TuneReport", "allocate", "compact_database", "database_dir", "finish", "open_database", "prepare", "seed_from_shipped", "tune",
+           "workload_key"]
