@@ -79,11 +79,8 @@ def collect(round_of: Callable[[int], list[float]], protocol: TimingProtocol) ->
     return samples
 
 
-def measure(run: Callable[[], object], protocol: TimingProtocol = TimingProtocol()) -> Timing:
-    """Time ``run()`` (wall clock, ms) with ``protocol``."""
-    for _ in range(protocol.warmup):
-        run()
-
+def wall_rounds(run: Callable[[], object]) -> Callable[[int], list[float]]:
+    """A round function for :func:`collect`: ``n`` calls of ``run()``, each timed on the wall clock (ms)."""
     def round_of(n: int) -> list[float]:
         out = []
         for _ in range(n):
@@ -92,7 +89,14 @@ def measure(run: Callable[[], object], protocol: TimingProtocol = TimingProtocol
             out.append((time.perf_counter_ns() - t0) / 1e6)
         return out
 
-    return Timing.from_samples(collect(round_of, protocol))
+    return round_of
+
+
+def measure(run: Callable[[], object], protocol: TimingProtocol = TimingProtocol()) -> Timing:
+    """Time ``run()`` (wall clock, ms) with ``protocol``."""
+    for _ in range(protocol.warmup):
+        run()
+    return Timing.from_samples(collect(wall_rounds(run), protocol))
 
 
 def interleaved(runs: dict[str, Callable[[], object]], protocol: TimingProtocol, repeats: int = 3) -> dict[str, Timing]:

@@ -141,11 +141,10 @@ def profile_runs(onnx_path: str | Path, target: Target, protocol: TimingProtocol
                  single: str | None = None) -> tuple[ProfiledRuns, list[float]]:
     """Run ``onnx_path`` IO-bound under ORT's profiler (warm-up, then the protocol's stopping rule on the wall time)
     and charge the profile to layers; returns the timed runs' profile (warm-up runs dropped) and wall times (ms)."""
-    import time
 
     from edgeprune.backends.ort_cuda.events import charge_runs, load_events
     from edgeprune.backends.ort_cuda.session import BoundRun, make_session
-    from edgeprune.profile.timing import collect
+    from edgeprune.profile.timing import collect, wall_rounds
 
     with tempfile.TemporaryDirectory(prefix="edgeprune-ortprof-") as d:
         sess = make_session(onnx_path, target, profiling=True, provider=provider, profile_prefix=os.path.join(d, "prof"))
@@ -153,16 +152,7 @@ def profile_runs(onnx_path: str | Path, target: Target, protocol: TimingProtocol
         warm = max(1, protocol.warmup)
         for _ in range(warm):
             run()
-
-        def round_of(n: int) -> list[float]:
-            out = []
-            for _ in range(n):
-                t0 = time.perf_counter_ns()
-                run()
-                out.append((time.perf_counter_ns() - t0) / 1e6)
-            return out
-
-        walls = collect(round_of, protocol)
+        walls = collect(wall_rounds(run), protocol)
         events = load_events(sess.end_profiling())
     prof = charge_runs(events, table, set(known) if known is not None else None, single)
     prof.runs = prof.runs[warm:]
