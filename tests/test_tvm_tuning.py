@@ -177,3 +177,11 @@ def test_second_compile_tunes_nothing_and_models_share_workloads(tmp_path, monke
         for eng, m in ((second, Tiny()), (other, Tiny(head=6))):
             assert float((torch.from_numpy(eng.runner(x.numpy())) - m.eval()(x)).abs().max()) < 1e-4
     assert not any(p.is_relative_to(REPO) for p in (db,)) and os.environ["EDGEPRUNE_CACHE_DIR"] in str(db)
+
+    logs.clear()  # no trial budget: the schedules tuned above are applied, nothing is measured
+    plain = ep_compile(Tiny(), target, tmp_path / "d", x, log=logs.append)
+    t4 = plain.manifest["tuning"]
+    assert t4["trials_budget"] == 0 and t4["trials_spent"] == 0 and t4["database"] == str(db)
+    assert any("applying the schedules tuned before" in m for m in logs)
+    with torch.no_grad():
+        assert float((torch.from_numpy(plain.runner(x.numpy())) - Tiny().eval()(x)).abs().max()) < 1e-4

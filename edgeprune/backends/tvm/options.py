@@ -17,6 +17,7 @@ class TvmOptions:
     tune_minutes: float = 0.0  # wall-clock cap on one tuning run (0 = none); tasks not reached keep default schedules
     tune_workers: int = 2
     tune_weight_prepack: bool = True  # weights re-laid out for the tuned schedules at compile time (local targets)
+    use_tuned: bool = True  # untuned compiles (tune_trials = 0) apply the schedules already in the database (or shipped) for this target
     tune_population: int = 0  # evolutionary search population (0: 64, or 256 for tasks with >= 64 trials)
     cross_compiler: str = ""  # e.g. aarch64-linux-gnu-gcc: link a .so; else export a .tar
     request_timeout_s: float = 60.0  # RPC lease behaviour

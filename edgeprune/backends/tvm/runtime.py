@@ -177,6 +177,14 @@ def build_with_report(mod: Any, target: Target, tune_trials: int = 0, db_dir: Pa
         prepack = bool(target.options.get("tune_weight_prepack", True)) and not is_cross(tdict)
         mod, report = tune(prepare(mod, tgt, prepack), tgt, target, tune_trials, db_dir, log, prepack)
         report.weight_prepack = prepack
+    elif device_kind(tdict) == "cpu" and not is_cross(tdict) and target.options.get("use_tuned", True):
+        from edgeprune.backends.tvm.tuning import apply_tuned, tuned_database
+
+        folder = Path(db_dir) if db_dir is not None else tuned_database(tgt)
+        if folder is not None and (folder / "database_tuning_record.json").is_file():
+            if log:
+                log(f"no tuning asked: applying the schedules tuned before for this target ({folder})")
+            mod, report = apply_tuned(mod, tgt, folder, bool(target.options.get("tune_weight_prepack", True)))
     return relax.build(mod, target=tgt), report
 
 

@@ -160,6 +160,23 @@ def finish(mod: Any, tgt: Any, db: Any, weight_prepack: bool = True) -> Any:
     return mod
 
 
+def tuned_database(tgt: Any) -> Path | None:
+    """The user's database folder for ``tgt`` when it (or the shipped one it starts from) holds tuned schedules."""
+    folder = database_dir(tgt)
+    seed_from_shipped(folder, tgt)
+    rec = folder / "database_tuning_record.json"
+    return folder if rec.is_file() and rec.stat().st_size > 0 else None
+
+
+def apply_tuned(mod: Any, tgt: Any, folder: Path, weight_prepack: bool = True) -> tuple[Any, TuneReport]:
+    """``mod`` scheduled from the database in ``folder`` with no tuning (a task without a record keeps TVM's
+    default schedule): a compile with no trial budget still gets what was tuned before for this target."""
+    t0 = time.perf_counter()
+    mod = finish(prepare(mod, tgt, weight_prepack), tgt, open_database(folder, tgt), weight_prepack)
+    return mod, TuneReport(trials_budget=0, database=str(folder), weight_prepack=weight_prepack,
+                           tune_s=round(time.perf_counter() - t0, 1))
+
+
 def allocate(flops: list[float], budget: int, min_per_task: int) -> list[int]:
     """Split ``budget`` trials over tasks: ``min_per_task`` each (less if the budget is short), the rest by FLOPs."""
     n = len(flops)
@@ -284,5 +301,5 @@ def tune(mod: Any, tgt: Any, target: Target, trials: int, db_dir: Path | None = 
     return mod, report
 
 
-__all__ = ["SHIPPED", "TuneReport", "allocate", "compact_database", "database_dir", "finish", "open_database", "prepare", "seed_from_shipped", "tune",
-           "workload_key"]
+__all__ = ["SHIPPED", "TuneReport", "allocate", "apply_tuned", "compact_database", "database_dir", "finish", "open_database", "prepare", "seed_from_shipped", "tune",
+           "tuned_database", "workload_key"]
