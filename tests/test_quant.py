@@ -346,3 +346,17 @@ def test_shared_zero_biases_are_quantised_like_any_bias(tmp_path, caplog):
     assert not [n for n in g.node if n.op_type == "Identity"]
     assert sum(n.op_type == "DequantizeLinear" for n in g.node) >= 2 * 4  # weights and biases of every conv
     assert shared  # the situation this guards: the exporter shared the equal biases
+
+
+def test_the_quantisers_per_weight_noise_is_dropped_and_other_warnings_kept() -> None:
+    import logging
+
+    from edgeprune.quant.ort_int8 import _DropPreprocessHint
+
+    def rec(msg: str) -> logging.LogRecord:
+        return logging.LogRecord("root", logging.WARNING, __file__, 1, msg, None, None)
+
+    f = _DropPreprocessHint()
+    assert not f.filter(rec("Axis 1 is out-of-range for weight 'features.1.0.block.2.weight' with rank 1"))
+    assert not f.filter(rec("Please consider to run pre-processing before quantization. Refer to example"))
+    assert f.filter(rec("Inference failed or unsupported type to quantize for tensor 'x'"))
