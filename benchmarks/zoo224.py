@@ -235,6 +235,11 @@ def _f(v: Any, fmt: str = ".3g", none: str = "-") -> str:
     return none if v is None else format(v, fmt)
 
 
+def _name(row: dict[str, Any]) -> str:
+    """The model's name, with the invocation it came from when that is not this document's."""
+    return row["model"] + (f" ({row['invocation']})" if row.get("invocation") else "")
+
+
 def markdown(doc: dict[str, Any]) -> str:
     """The results as a markdown page: setup, device model, one row per model."""
     dm, m = doc["device_model"], doc["machine"]
@@ -259,7 +264,7 @@ def markdown(doc: dict[str, Any]) -> str:
     for r in doc["rows"]:
         if "params" not in r:
             g = r.get("groups") or {}
-            lines.append(f"| {r['model']} | {g.get('prunable', '-')} / {g.get('frozen', '-')} | | | | | | | "
+            lines.append(f"| {_name(r)} | {g.get('prunable', '-')} / {g.get('frozen', '-')} | | | | | | | "
                          f"| {_f(r.get('compress_wall_s'), '.0f')} | | "
                          f"error: {r.get('error', '?').replace('|', '/')} |")
             continue
@@ -273,7 +278,7 @@ def markdown(doc: dict[str, Any]) -> str:
             met += f" ({r['error'].replace('|', '/')})"
         agree = v.get("top1_agreement")
         lines.append(
-            f"| {r['model']} | {g.get('prunable', '-')} / {g.get('frozen', '-')} ({r.get('groups_pruned', '-')}) "
+            f"| {_name(r)} | {g.get('prunable', '-')} / {g.get('frozen', '-')} ({r.get('groups_pruned', '-')}) "
             f"| {_f(r['params']['kept'], '.2f')}x "
             f"| {_f(r['macs']['kept'], '.2f')}x | {r.get('int8_layers')}/{r.get('layers')} | {_f(cal, '.0f')} | {dense} "
             f"| {comp} | {_f(lat.get('speedup'), '.2f')}x | {_f(r.get('compress_wall_s'), '.0f')} "
