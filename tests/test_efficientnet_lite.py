@@ -227,19 +227,21 @@ def test_prune_export_and_engines(tmp_path):
 
 @pytest.mark.slow
 def test_compress_cli_end_to_end(tmp_path, capsys):
-    """A short compress run at 64 px: profile, plan, prune, int8/fp32 engine, verify."""
+    """A short compress run at 64 px: measured uniform plan, prune, engine, verify. (The latency planner would first
+    build the cpu-ort device cost model, up to 18 minutes: lite0 has over 20,000 layer configurations.)"""
     from edgeprune.cli import main
 
     out = tmp_path / "run"
     code = main(["compress", "--model", SPEC, "--model-arg", "num_classes=10", "--data", "none",
-                 "--input-shape", "1,3,64,64", "--epochs", "0", "--budget", "latency=0.8x", "--target", "cpu-ort",
-                 "--criterion", "l1", "--profiles", str(tmp_path / "profiles"), "--out", str(out), "--quick",
-                 "--json", "-q"])
+                 "--input-shape", "1,3,64,64", "--epochs", "0", "--budget", "macs=0.8x", "--target", "cpu-ort",
+                 "--criterion", "l1", "--planner", "uniform", "--profiles", str(tmp_path / "profiles"),
+                 "--out", str(out), "--quick", "--json", "-q"])
     cap = capsys.readouterr()
-    assert code in (0, 1), cap.err  # 1: the budget missed on a noisy shared machine; the run itself completed
-    assert (out / "report.json").is_file() and (out / "plan.json").is_file()
+    assert code == 0, cap.err
+    assert (out / "report.json").is_file() and (out / "plan.json").is_file() and (out / "model.onnx").is_file()
     report = json.loads((out / "report.json").read_text())
-    assert (tmp_path / "profiles" / "cpu-ort--efficientnet-lite_lite0.json").is_file()
+    assert report["budget_met"] and report["verify"]["passed"]
+    assert report["compressed"]["macs"] <= 0.8 * report["dense"]["macs"]
     assert report["compressed"]["params"] < report["dense"]["params"]
 
 
