@@ -51,3 +51,14 @@ def pytest_sessionfinish(session, exitstatus):
     import shutil
 
     shutil.rmtree(os.environ["EDGEPRUNE_CACHE_DIR"], ignore_errors=True)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test: on a shared 2-core machine two threads per process oversubscribe it badly."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -28,12 +28,8 @@ BOATS = {472, 484, 510, 554, 576, 625, 628, 724, 780, 814, 833, 871, 914}
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: on a shared 2-core machine two threads per process oversubscribe it badly."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_torch_thread):
+    """Every test here runs with one torch thread (tests/conftest.py one_torch_thread)."""
 
 
 @pytest.fixture(scope="module")

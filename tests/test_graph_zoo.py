@@ -92,12 +92,8 @@ def ort_agrees(model: nn.Module, x: torch.Tensor, tmp_path) -> float:
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: on a shared 2-core machine two threads per process oversubscribe it badly."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_torch_thread):
+    """Every test here runs with one torch thread (tests/conftest.py one_torch_thread)."""
 
 
 @pytest.mark.parametrize("name", ZOO)

@@ -16,12 +16,8 @@ from edgeprune.prune.granularity import allowed_counts, round_channels
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: two per process oversubscribe a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_torch_thread):
+    """Every test here runs with one torch thread (tests/conftest.py one_torch_thread)."""
 
 
 X = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
