@@ -92,7 +92,7 @@ MACS_FRACTIONS = (0.75, 0.65, 0.55, 0.47, 0.4, 0.34, 0.28, 0.22, 0.17, 0.12)
 EP_ROWS = frozenset({"ep", "ep-nofloor", "ep-int8", "macs"})  # the rows that need edgeprune's scores and profile
 # every row the benchmark knows; nncf-int8: the unpruned model int8-quantised by NNCF; tp-l1-nncf-int8: Torch-Pruning L1
 # then NNCF int8; modelopt: NVIDIA ModelOpt FastNAS (a one-line reason row where it cannot run)
-ALL_ROWS = ("ep-int8", "ep", "macs", "tp-l1", "tp-taylor", "tp-l1-int8", "nncf-int8", "tp-l1-nncf-int8", "modelopt")
+ALL_ROWS = ("ep-int8", "ep", "macs", "tp-l1", "tp-taylor", "tp-l1-int8", "tp-taylor-int8", "nncf-int8", "tp-l1-nncf-int8", "modelopt")
 CIFAR_RESNETS = ("resnet20", "resnet32", "resnet44", "resnet56")
 # short benchmark names for load_model specs (edgeprune.models.user.load_model)
 MODEL_SPECS = {"efficientnet-lite0": "efficientnet-lite:lite0"}
@@ -535,12 +535,12 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 add("macs", f, prune(source, p.keep, example, graph=graph))
     grad_batches = []
-    if "tp-taylor" in rows_wanted:
+    if any(r.startswith("tp-taylor") for r in rows_wanted):
         rng = np.random.default_rng(args.seed)
         idx = rng.permutation(n_train)[: 64 * score_batches]
         grad_batches = [(ds.train.normalise(ds.train.images[np.sort(idx[i:i + 64])]),
                          torch.as_tensor(ds.train.labels[np.sort(idx[i:i + 64])], dtype=torch.long)) for i in range(0, len(idx), 64)]
-    for kind, int8 in (("l1", False), ("taylor", False), ("l1", True)):
+    for kind, int8 in (("l1", False), ("taylor", False), ("l1", True), ("taylor", True)):
         row = f"tp-{kind}" + ("-int8" if int8 else "")
         if row not in rows_wanted:
             continue

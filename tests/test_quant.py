@@ -207,7 +207,7 @@ def test_unquantisable_op_stays_fp32_with_a_warning(target, tmp_path):
     import onnx
 
     p = export_onnx(_tiny(sin=True), torch.randn(1, 3, 16, 16), tmp_path / "sin.onnx")
-    with pytest.warns(QuantWarning, match=r"cannot quantise op Sin \(node '/Sin'\)"):
+    with pytest.warns(QuantWarning, match=r"cannot quantise op Sin \(1 node: '/Sin'\): it stays fp32"):
         q = quantize_onnx(p, tmp_path / "sin.int8.onnx", target, calib=_calib(128))
     assert q.unquantizable_nodes == ["/Sin"]
     g = onnx.load(str(q.path)).graph
@@ -360,3 +360,19 @@ def test_the_quantisers_per_weight_noise_is_dropped_and_other_warnings_kept() ->
     assert not f.filter(rec("Axis 1 is out-of-range for weight 'features.1.0.block.2.weight' with rank 1"))
     assert not f.filter(rec("Please consider to run pre-processing before quantization. Refer to example"))
     assert f.filter(rec("Inference failed or unsupported type to quantize for tensor 'x'"))
+
+
+def test_unquantisable_ops_are_one_warning_per_model():
+    """ConvNeXt has a Div and an Erf per block: one line names the ops and their count, not one line per node."""
+    from onnx import TensorProto, helper
+
+    from edgeprune.quant.ort_int8 import _unquantizable_nodes
+
+    nodes = [helper.make_node("Sin", ["x"], ["a"], name="s1"), helper.make_node("Sin", ["a"], ["b"], name="s2"),
+             helper.make_node("Erf", ["b"], ["y"], name="e1")]
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1]) for n in ("x", "y")]
+    model = helper.make_model(helper.make_graph(nodes, "g", io[:1], io[1:]))
+    msgs: list[str] = []
+    with pytest.warns(QuantWarning) as caught:
+        assert _unquantizable_nodes(model, ["s2"], msgs) == ["s1", "e1"]
+    assert len(caught) == 1 and msgs == ["ONNX Runtime cannot quantise op Sin, Erf (2 nodes: 's1', 'e1'): they stay fp32"]

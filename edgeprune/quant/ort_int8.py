@@ -214,8 +214,8 @@ def quantize_onnx(
     ``exclude``: ONNX node names, or module names (``layer1.0.conv1``; a module
     name selects every node inside it) kept fp32; a name that matches nothing
     is an error (:class:`edgeprune.quant.names.UnmatchedLayers`, a BadInput; the
-    pipeline, whose names come from the model itself, turns it into an internal error). An op ONNX Runtime cannot quantise stays fp32 with a warning
-    naming the node.
+    pipeline, whose names come from the model itself, turns it into an internal error). An op ONNX Runtime cannot quantise stays fp32 (one warning names
+    the ops and the first nodes).
     ``method``: minmax | entropy | percentile (ORT's calibrators).
     """
     t0 = time.perf_counter()
@@ -328,15 +328,20 @@ def _excluded_nodes(model: Any, exclude: Sequence[str], fp32_path: Path) -> list
 
 
 def _unquantizable_nodes(model: Any, excluded: Sequence[str], msgs: list[str]) -> list[str]:
-    """Nodes whose op ONNX Runtime cannot quantise (they stay fp32), each warned about; neutral ops and
-    excluded nodes are not."""
+    """Nodes whose op ONNX Runtime cannot quantise (they stay fp32), warned about in one line (ConvNeXt has two per
+    block); neutral ops and excluded nodes are not."""
+    from collections import Counter
+
     quantizable = _quantizable_ops()
-    unquantizable = []
-    for n in model.graph.node:
-        if n.op_type not in quantizable and n.op_type not in _NEUTRAL_OPS and n.name not in excluded:
-            unquantizable.append(n.name or n.output[0])
-            _warn(msgs, f"ONNX Runtime cannot quantise op {n.op_type} (node {n.name or n.output[0]!r}): it stays fp32",
-                  depth=1)
+    found = [n for n in model.graph.node
+             if n.op_type not in quantizable and n.op_type not in _NEUTRAL_OPS and n.name not in excluded]
+    unquantizable = [n.name or n.output[0] for n in found]
+    if found:
+        ops = Counter(n.op_type for n in found)
+        kinds = ", ".join(f"{op} x{k}" if k > 1 else op for op, k in ops.items())
+        first = ", ".join(repr(x) for x in unquantizable[:3]) + (", ..." if len(found) > 3 else "")
+        _warn(msgs, f"ONNX Runtime cannot quantise op {kinds} ({len(found)} node{'s' if len(found) > 1 else ''}: "
+                    f"{first}): {'they stay' if len(found) > 1 else 'it stays'} fp32", depth=1)
     return unquantizable
 
 
