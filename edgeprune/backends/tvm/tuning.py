@@ -192,38 +192,31 @@ def allocate(flops: list[float], budget: int, min_per_task: int) -> list[int]:
     return share
 
 
-def tune(mod: Any, tgt: Any, target: Target, trials: int, db_dir: Path | None = None,
-         log: Callable[[str], None] | None = None, weight_prepack: bool = True) -> tuple[Any, TuneReport]:
-    """MetaSchedule-tune ``mod`` (lowered by :func:`prepare`, same ``weight_prepack``) with at most ``trials`` trials;
-    returns it scheduled (:func:`finish`) + a report.
+@dataclass
+class _Work:
+    """The tuning work of one model: its tasks, their FLOPs-weighted trial shares, and those still to tune."""
 
-    Schedules come from (and go to) the persistent database of ``tgt`` (``db_dir``, default
-    :func:`database_dir`); only tasks the database has not had their share of trials for are tuned.
-    """
+    tasks: list[Any]
+    share: list[int]
+    keys: list[str]
+    todo: list[int]
+    done: dict[str, dict[str, Any]]
+
+
+def _plan_work(mod: Any, tgt: Any, opts: dict[str, Any], trials: int, folder: Path, report: TuneReport) -> _Work:
+    """Extract the tasks, share ``trials`` by FLOPs, and leave out tasks the database already had their share for."""
     from tvm.s_tir import meta_schedule as ms
     from tvm.s_tir.analysis import estimate_tir_flops
 
-    from edgeprune.backends.tvm.rpc import RemoteSpec, ms_build
-
-    say = log or (lambda _m: None)
-    opts = target.options
-    t_start = time.perf_counter()
-    folder = Path(db_dir) if db_dir is not None else database_dir(tgt)
-    if db_dir is None and seed_from_shipped(folder, tgt):
-        say(f"tuning database started from the one shipped for {tgt} (read-only copy in {folder})")
-    db = open_database(folder, tgt)
-    report = TuneReport(trials_budget=trials, database=str(folder))
     tasks = ms.relax_integration.extract_tasks(mod, tgt, {})
     report.tasks = len(tasks)
     flops = [max(float(estimate_tir_flops(t.dispatched[0])), 1.0) * float(t.weight) for t in tasks]
-    order = sorted(range(len(tasks)), key=lambda i: -flops[i])
-    min_per_task = int(opts.get("tune_min_trials_per_task", 8))
     fixed = int(opts.get("tune_trials_per_task", 0))
-    share = [fixed] * len(tasks) if fixed else allocate(flops, trials, min_per_task)
+    share = [fixed] * len(tasks) if fixed else allocate(flops, trials, int(opts.get("tune_min_trials_per_task", 8)))
     done = _load_trials(folder)
     keys = [workload_key(t.dispatched[0]) for t in tasks]
     todo = []
-    for i in order:
+    for i in sorted(range(len(tasks)), key=lambda i: -flops[i]):
         had = int(done.get(keys[i], {}).get("trials", 0))
         if share[i] <= 0:
             report.tasks_skipped += 1
@@ -232,70 +225,118 @@ def tune(mod: Any, tgt: Any, target: Target, trials: int, db_dir: Path | None = 
             report.per_task.append({"task": tasks[i].task_name, "trials": 0, "from_database": True, "trials_before": had})
         else:
             todo.append(i)
+    return _Work(tasks, share, keys, todo, done)
+
+
+def _tools(target: Target, opts: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """MetaSchedule's runner (local, or the target's RPC tracker), builder and cost model."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from edgeprune.backends.tvm.rpc import RemoteSpec, ms_build
+
+    workers = int(opts.get("tune_workers", 2))
+    if target.is_remote:
+        spec = RemoteSpec.parse(target.host)
+        runner = ms.runner.RPCRunner(
+            ms.runner.RPCConfig(tracker_host=spec.host, tracker_port=spec.port, tracker_key=spec.key,
+                                session_timeout_sec=int(opts.get("session_timeout_s", 120))),
+            max_workers=1,
+        )
+    else:
+        runner = ms.runner.LocalRunner(timeout_sec=60)
+    builder = ms.builder.LocalBuilder(max_workers=workers, timeout_sec=300, f_build=ms_build)
+    return runner, builder, ms.cost_model.CostModel.create("xgb", num_tuning_cores=workers)
+
+
+def _paced_trials(work: _Work, n: int, i: int, elapsed_s: float, minutes: float, spent: int) -> int:
+    """Task ``i``'s trials (the ``n``-th to tune), shrunk when the run is behind the pace the time cap allows so
+    that every task left still gets some."""
+    n_trials = work.share[i]
+    if minutes and spent:
+        pace = elapsed_s / spent
+        left_s = minutes * 60 - elapsed_s
+        left_trials = sum(work.share[j] for j in work.todo[n - 1:])
+        if pace * left_trials > left_s:
+            n_trials = max(min(4, work.share[i]), int(work.share[i] * left_s / (pace * left_trials)))
+    return n_trials
+
+
+def _tune_task(task: Any, n_trials: int, opts: dict[str, Any], tools: tuple[Any, Any, Any], db: Any, logs: str) -> None:
+    """MetaSchedule's evolutionary search on one task for ``n_trials`` trials, records into ``db``."""
+    from tvm.s_tir import meta_schedule as ms
+
+    runner, builder, cost_model = tools
+    pop = int(opts.get("tune_population", 0)) or (256 if n_trials >= 64 else 64)
+    strategy = ms.search_strategy.EvolutionarySearch(
+        population_size=pop, init_min_unmeasured=min(50, pop // 2), genetic_num_iters=2 if pop >= 256 else 1
+    )
+    ctxs, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+        extracted_tasks=[task], work_dir=logs, space="post-order-apply", strategy=strategy, seed=0
+    )
+    ms.tune.tune_tasks(
+        tasks=ctxs, task_weights=weights, work_dir=logs, max_trials_global=n_trials,
+        max_trials_per_task=n_trials, num_trials_per_iter=min(n_trials, 32),
+        builder=builder, runner=runner, database=db, cost_model=cost_model,
+        measure_callbacks="default", task_scheduler="round-robin",
+    )
+
+
+def _best_ms(db: Any, task: Any, tgt: Any) -> float | None:
+    """The database's best measured time of ``task`` (ms), if it has one."""
+    best = db.query_tuning_record(task.dispatched[0], tgt, task.task_name)
+    if best is None or not best.run_secs:
+        return None
+    return round(float(sum(float(s) for s in best.run_secs) / len(best.run_secs)) * 1e3, 4)
+
+
+def tune(mod: Any, tgt: Any, target: Target, trials: int, db_dir: Path | None = None,
+         log: Callable[[str], None] | None = None, weight_prepack: bool = True) -> tuple[Any, TuneReport]:
+    """MetaSchedule-tune ``mod`` (lowered by :func:`prepare`, same ``weight_prepack``) with at most ``trials`` trials;
+    returns it scheduled (:func:`finish`) + a report.
+
+    Schedules come from (and go to) the persistent database of ``tgt`` (``db_dir``, default
+    :func:`database_dir`); only tasks the database has not had their share of trials for are tuned.
+    """
+    say = log or (lambda _m: None)
+    opts = target.options
+    t_start = time.perf_counter()
+    folder = Path(db_dir) if db_dir is not None else database_dir(tgt)
+    if db_dir is None and seed_from_shipped(folder, tgt):
+        say(f"tuning database started from the one shipped for {tgt} (read-only copy in {folder})")
+    db = open_database(folder, tgt)
+    report = TuneReport(trials_budget=trials, database=str(folder))
+    work = _plan_work(mod, tgt, opts, trials, folder, report)
+    todo, tasks = work.todo, work.tasks
     say(f"tuning budget {trials} trials over {len(tasks)} tasks: {report.tasks_from_database} already in the database "
         f"{folder}, {len(todo)} to tune")
     minutes = float(opts.get("tune_minutes", 0) or 0)
-    if todo:
-        workers = int(opts.get("tune_workers", 2))
-        if target.is_remote:
-            spec = RemoteSpec.parse(target.host)
-            runner = ms.runner.RPCRunner(
-                ms.runner.RPCConfig(tracker_host=spec.host, tracker_port=spec.port, tracker_key=spec.key,
-                                    session_timeout_sec=int(opts.get("session_timeout_s", 120))),
-                max_workers=1,
-            )
-        else:
-            runner = ms.runner.LocalRunner(timeout_sec=60)
-        builder = ms.builder.LocalBuilder(max_workers=workers, timeout_sec=300, f_build=ms_build)
-        cost_model = ms.cost_model.CostModel.create("xgb", num_tuning_cores=workers)
-        with tempfile.TemporaryDirectory(prefix="edgeprune-tune-") as logs:
-            for n, i in enumerate(todo, 1):
-                if minutes and time.perf_counter() - t_start > minutes * 60:
-                    report.stopped_by_time = True
-                    report.tasks_skipped += len(todo) - n + 1
-                    say(f"tuning stopped after {minutes:g} min (tune_minutes): {len(todo) - n + 1} task(s) keep default schedules")
-                    break
-                t0 = time.perf_counter()
-                n_trials = share[i]
-                if minutes and report.trials_spent:
-                    # behind the pace the cap allows: shrink the shares left so every task still gets some trials
-                    pace = (t0 - t_start) / report.trials_spent
-                    left_s = minutes * 60 - (t0 - t_start)
-                    left_trials = sum(share[j] for j in todo[n - 1:])
-                    if pace * left_trials > left_s:
-                        n_trials = max(min(4, share[i]), int(share[i] * left_s / (pace * left_trials)))
-                pop = int(opts.get("tune_population", 0)) or (256 if n_trials >= 64 else 64)
-                strategy = ms.search_strategy.EvolutionarySearch(
-                    population_size=pop, init_min_unmeasured=min(50, pop // 2), genetic_num_iters=2 if pop >= 256 else 1
-                )
-                ctxs, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-                    extracted_tasks=[tasks[i]], work_dir=logs, space="post-order-apply", strategy=strategy, seed=0
-                )
-                try:
-                    ms.tune.tune_tasks(
-                        tasks=ctxs, task_weights=weights, work_dir=logs, max_trials_global=n_trials,
-                        max_trials_per_task=n_trials, num_trials_per_iter=min(n_trials, 32),
-                        builder=builder, runner=runner, database=db, cost_model=cost_model,
-                        measure_callbacks="default", task_scheduler="round-robin",
-                    )
-                except Exception as err:  # noqa: BLE001 - one task TVM cannot tune keeps its default schedule
-                    why = f"{type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''}"
-                    report.tasks_skipped += 1
-                    report.per_task.append({"task": tasks[i].task_name, "trials": 0, "from_database": False, "error": why})
-                    say(f"  task {n}/{len(todo)} {tasks[i].task_name}: not tuned ({why}); default schedule")
-                    continue
-                best = db.query_tuning_record(tasks[i].dispatched[0], tgt, tasks[i].task_name)
-                best_ms = None
-                if best is not None and best.run_secs:
-                    best_ms = round(float(sum(float(s) for s in best.run_secs) / len(best.run_secs)) * 1e3, 4)
-                done[keys[i]] = {"task": tasks[i].task_name, "trials": n_trials}
-                write_json(_trials_file(folder), done)
-                report.tasks_tuned += 1
-                report.trials_spent += n_trials
-                report.per_task.append({"task": tasks[i].task_name, "trials": n_trials, "from_database": False,
-                                        "best_ms": best_ms, "tune_s": round(time.perf_counter() - t0, 1)})
-                say(f"  task {n}/{len(todo)} {tasks[i].task_name}: {n_trials} trials, best {best_ms} ms "
-                    f"({time.perf_counter() - t0:.0f}s; {time.perf_counter() - t_start:.0f}s so far)")
+    tools = _tools(target, opts) if todo else None
+    with tempfile.TemporaryDirectory(prefix="edgeprune-tune-") as logs:
+        for n, i in enumerate(todo, 1):
+            if minutes and time.perf_counter() - t_start > minutes * 60:
+                report.stopped_by_time = True
+                report.tasks_skipped += len(todo) - n + 1
+                say(f"tuning stopped after {minutes:g} min (tune_minutes): {len(todo) - n + 1} task(s) keep default schedules")
+                break
+            t0 = time.perf_counter()
+            n_trials = _paced_trials(work, n, i, t0 - t_start, minutes, report.trials_spent)
+            try:
+                _tune_task(tasks[i], n_trials, opts, tools, db, logs)
+            except Exception as err:  # noqa: BLE001 - one task TVM cannot tune keeps its default schedule
+                why = f"{type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''}"
+                report.tasks_skipped += 1
+                report.per_task.append({"task": tasks[i].task_name, "trials": 0, "from_database": False, "error": why})
+                say(f"  task {n}/{len(todo)} {tasks[i].task_name}: not tuned ({why}); default schedule")
+                continue
+            best_ms = _best_ms(db, tasks[i], tgt)
+            work.done[work.keys[i]] = {"task": tasks[i].task_name, "trials": n_trials}
+            write_json(_trials_file(folder), work.done)
+            report.tasks_tuned += 1
+            report.trials_spent += n_trials
+            report.per_task.append({"task": tasks[i].task_name, "trials": n_trials, "from_database": False,
+                                    "best_ms": best_ms, "tune_s": round(time.perf_counter() - t0, 1)})
+            say(f"  task {n}/{len(todo)} {tasks[i].task_name}: {n_trials} trials, best {best_ms} ms "
+                f"({time.perf_counter() - t0:.0f}s; {time.perf_counter() - t_start:.0f}s so far)")
     mod = finish(mod, tgt, db, weight_prepack)
     report.tune_s = round(time.perf_counter() - t_start, 1)
     return mod, report
