@@ -263,8 +263,8 @@ def build_engine(model: nn.Module, tgt: Any, directory: Path, example: torch.Ten
     ``quantizer="nncf"``: the fp32 ONNX int8-quantised by ``nncf.quantize`` instead (every layer)."""
     from edgeprune.compile import compile as emit
 
-    if quantizer == "nncf":
-        return nncf_engine(model, tgt, directory, example, calib)
+    if quantizer in ("nncf", "nncf-per-tensor"):
+        return nncf_engine(model, tgt, directory, example, calib, per_tensor_activations=quantizer == "nncf-per-tensor")
 
     opts = {} if exclude is None else {"quantize": {"calib": calib.numpy(), "exclude": list(exclude)}}
     return emit(model, tgt, directory, example, **opts)
@@ -289,6 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prune-from", choices=["auto", "pretrained", "dense"], default="auto",
                     help="which weights every row is pruned from: the pretrained model, or the fine-tuned dense reference "
                          "(auto: pretrained for the CIFAR ResNets, dense for a model with a fresh head)")
+    ap.add_argument("--nncf-activations", choices=["default", "per-tensor"], default="default",
+                    help="NNCF rows: its default activation quantisers (per-channel before depthwise convs, which ONNX "
+                         "Runtime runs in float) or per-tensor ones (the form ONNX Runtime fuses)")
     ap.add_argument("--seeds", type=int, default=1,
                     help="fine-tuning seeds for the edgeprune row and the best peer row within budget (architecture chosen once)")
     ap.add_argument("--train-device", default=None, help="torch device for fine-tuning (e.g. cuda); latency stays on the target")
@@ -557,17 +560,18 @@ def main(argv: list[str] | None = None) -> int:
     # NNCF: its int8 PTQ of the unpruned model, and of Torch-Pruning's L1 models (engines built in step 3)
     nncf_rows = [r for r in ("nncf-int8", "tp-l1-nncf-int8") if r in rows_wanted]
     nncf_why = nncf_reason() if nncf_rows else ""
+    nncf_q = "nncf-per-tensor" if args.nncf_activations == "per-tensor" else "nncf"
     for row in nncf_rows:
         label = ("NNCF int8 of the dense model: " if row == "nncf-int8" else
                  f"torch-pruning uniform, group L1 magnitude importance (MagnitudePruner, round_to {tgt.channel_multiple}), then ")
         if nncf_why:
             not_run.append({"method": label + "NNCF int8 post-training quantisation", "reason": nncf_why})
             continue
-        methods[row] = label + nncf_method(nncf_version()) + f", calibrated on the {len(calib)} images edgeprune calibrates on, KD"
+        methods[row] = label + nncf_method(nncf_version(), args.nncf_activations == "per-tensor") + f", calibrated on the {len(calib)} images edgeprune calibrates on, KD"
         for r in (0.0,) if row == "nncf-int8" else (0.0, *TP_RATIOS):
             try:
                 m = source if r == 0.0 else tp_prune(source, example, r, "l1", grad_batches, tgt.channel_multiple)
-                add(row, r, copy.deepcopy(m) if r == 0.0 else m, extra={"quantizer": "nncf", "int8_layers": "all (NNCF)"},
+                add(row, r, copy.deepcopy(m) if r == 0.0 else m, extra={"quantizer": nncf_q, "int8_layers": "all (NNCF)"},
                     exclude=[])
             except Exception as err:  # noqa: BLE001 - recorded in the notes, the benchmark goes on
                 notes.append(f"torch-pruning l1 at ratio {r} (for {row}) failed on {args.model}: {str(err).splitlines()[0]}")

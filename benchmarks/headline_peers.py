@@ -40,17 +40,22 @@ def nncf_reason() -> str:
     return ""
 
 
-def nncf_method(version: str) -> str:
+def nncf_method(version: str, per_tensor_activations: bool = False) -> str:
     """How an NNCF int8 row was quantised (written into the row's method)."""
-    return (f"NNCF {version} post-training quantisation (nncf.quantize, ONNX backend, default preset, int8 QDQ "
-            "run by ONNX Runtime)")
+    how = "default preset, per-tensor activations" if per_tensor_activations else "default preset"
+    return f"NNCF {version} post-training quantisation (nncf.quantize, ONNX backend, {how}, int8 QDQ run by ONNX Runtime)"
 
 
-def nncf_quantize_file(fp32_onnx: Path, out: Path, calib: torch.Tensor | np.ndarray) -> Path:
+def nncf_quantize_file(fp32_onnx: Path, out: Path, calib: torch.Tensor | np.ndarray,
+                       per_tensor_activations: bool = False) -> Path:
     """``fp32_onnx`` quantised by ``nncf.quantize`` (ONNX backend) to ``out``, calibrated on every image of ``calib``.
 
     ``calib`` is an NCHW batch (the images edgeprune calibrates its own int8 engines on); each image is
-    one calibration sample, at batch 1 as the engines run.
+    one calibration sample, at batch 1 as the engines run. NNCF's defaults target OpenVINO: the input of a
+    depthwise conv gets a *per-channel* QuantizeLinear, which ONNX Runtime's CPU provider cannot fuse into
+    QLinearConv, so those convs run in float with their weights dequantised on every run (MobileNetV2 at
+    64 px: 39 of 52 convs, 4.5-5x slower than fp32). ``per_tensor_activations`` asks NNCF for per-tensor
+    activation scales, the form ONNX Runtime fuses.
     """
     import logging
 
@@ -63,7 +68,16 @@ def nncf_quantize_file(fp32_onnx: Path, out: Path, calib: torch.Tensor | np.ndar
     arr = calib.numpy() if isinstance(calib, torch.Tensor) else np.asarray(calib)
     samples = [arr[i:i + 1].astype(np.float32) for i in range(len(arr))]
     dataset = nncf.Dataset(samples, lambda x: {name: x})
-    q = nncf.quantize(model, dataset, subset_size=len(samples))
+    kw: dict[str, Any] = {}
+    if per_tensor_activations:
+        from nncf.quantization.advanced_parameters import (
+            AdvancedQuantizationParameters,
+            QuantizationParameters,
+        )
+
+        kw["advanced_parameters"] = AdvancedQuantizationParameters(
+            activations_quantization_params=QuantizationParameters(per_channel=False))
+    q = nncf.quantize(model, dataset, subset_size=len(samples), **kw)
     out = Path(out)
     tmp = out.with_suffix(".tmp.onnx")
     onnx.save(q, str(tmp))
@@ -71,8 +85,10 @@ def nncf_quantize_file(fp32_onnx: Path, out: Path, calib: torch.Tensor | np.ndar
     return out
 
 
-def nncf_engine(model: nn.Module, tgt: Any, directory: Path, example: torch.Tensor, calib: torch.Tensor) -> Any:
-    """The fp32 engine ``edgeprune compile`` emits, with its ONNX model quantised by NNCF: an
+def nncf_engine(model: nn.Module, tgt: Any, directory: Path, example: torch.Tensor, calib: torch.Tensor,
+                per_tensor_activations: bool = False) -> Any:
+    """The fp32 engine ``edgeprune compile`` emits, with its ONNX model quantised by NNCF
+    (:func:`nncf_quantize_file`): an
     :class:`edgeprune.backends.Engine` whose ``onnx_engine()`` is the NNCF QDQ file (runs and times like any other)."""
     from edgeprune.backends.base import Engine
     from edgeprune.backends.ort.runtime import make_session
@@ -80,7 +96,7 @@ def nncf_engine(model: nn.Module, tgt: Any, directory: Path, example: torch.Tens
     from edgeprune.data.batch import feeds_for
 
     fp32 = emit(model, tgt, directory, example)
-    q = nncf_quantize_file(fp32.files["onnx"], Path(directory) / "model.nncf-int8.onnx", calib)
+    q = nncf_quantize_file(fp32.files["onnx"], Path(directory) / "model.nncf-int8.onnx", calib, per_tensor_activations)
     sess = make_session(q, tgt)
     names = [i.name for i in sess.get_inputs()]
     manifest = {**fp32.manifest, "engine": q.name, "quantizer": f"nncf {nncf_version()}", "disabled_optimizers": []}

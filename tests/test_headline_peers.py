@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -117,6 +118,32 @@ def test_nncf_engine_is_an_int8_qdq_engine_that_runs(tmp_path):
     out = np.asarray(eng.outputs(x[:2].numpy())[0])
     assert out.shape == (2, 10) and np.isfinite(out).all()
     assert eng.manifest["quantizer"].startswith("nncf")
+
+
+@pytest.mark.parametrize("per_tensor", [False, True])
+def test_nncf_activation_scales_before_a_depthwise_conv(tmp_path, per_tensor):
+    """NNCF's default puts a per-channel QuantizeLinear before a depthwise conv (ORT then runs that conv in
+    float); per_tensor_activations gives every activation quantiser one scale, the form ORT fuses."""
+    from headline_peers import nncf_quantize_file, nncf_reason
+
+    if nncf_reason():
+        pytest.skip(nncf_reason())
+    import onnx
+    from onnx import numpy_helper
+
+    from edgeprune.compile.onnx_export import export_onnx
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 1), nn.ReLU6(), nn.Conv2d(16, 16, 3, padding=1, groups=16), nn.ReLU6(),
+                          nn.Conv2d(16, 8, 1)).eval()
+    x = torch.randn(16, 3, 16, 16)
+    fp32 = export_onnx(model, x[:1], tmp_path / "m.onnx")
+    q = onnx.load(str(nncf_quantize_file(fp32, tmp_path / "q.onnx", x, per_tensor_activations=per_tensor)))
+    values = {i.name: numpy_helper.to_array(i) for i in q.graph.initializer}
+    values |= {n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in q.graph.node if n.op_type == "Constant"}
+    weights = {i.name for i in q.graph.initializer if i.data_type == onnx.TensorProto.FLOAT and values[i.name].ndim == 4}
+    act_scales = [values[n.input[1]].size for n in q.graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in weights]
+    assert act_scales and (max(act_scales) == 1) == per_tensor
 
 
 def test_modelopt_reason_is_one_line(tmp_path):
