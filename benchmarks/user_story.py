@@ -206,15 +206,18 @@ def main(argv: list[str] | None = None) -> int:
     rep_path = run_out / "report.json"
     if rep_path.exists():
         rep = json.loads(rep_path.read_text())
-        for k in ("budget_met", "budget_detail", "dense", "compressed", "speedup", "verify", "stage_seconds"):
+        for k in ("budget_met", "budget_detail", "dense", "compressed", "speedup", "verify", "stage_seconds", "time_estimate"):
             doc[k] = rep.get(k)
+        est = rep.get("time_estimate") or {}
+        doc["estimate_within_2x"] = bool(est) and 0.5 <= est["ratio"] <= 2.0  # issue 23's "right within 2x"
     else:
         doc["error"] = (log.read_text(errors="replace").strip().splitlines() or ["no output"])[-1]
     doc["under_30_min"] = wall < GOAL_S
     doc["done_when_met"] = bool(rc == 0 and doc.get("budget_met") and wall < GOAL_S)
     write_json(Path(args.out), doc)
     print(json.dumps({k: doc.get(k) for k in ("exit_code", "wall_s", "budget_met", "budget_detail", "speedup",
-                                               "under_30_min", "done_when_met", "stage_seconds")}, indent=1))
+                                               "under_30_min", "done_when_met", "stage_seconds", "time_estimate",
+                                               "estimate_within_2x")}, indent=1))
     return 0 if doc["done_when_met"] else 1
 
 

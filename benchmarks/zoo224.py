@@ -152,6 +152,7 @@ def row_from_outputs(name: str, out: Path, profile_file: Path) -> dict[str, Any]
     row["budget_met"] = rep.get("budget_met")
     row["budget_detail"] = rep.get("budget_detail")
     row["stage_seconds"] = rep.get("stage_seconds")
+    row["time_estimate"] = rep.get("time_estimate")  # announced vs taken (issue 23: within 2x)
     row["top1"] = {"dense": dense.get("top1"), "compressed": comp.get("top1")}
     return row
 

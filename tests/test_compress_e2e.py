@@ -115,6 +115,8 @@ def test_compress_vta_with_a_cycles_budget(tmp_path) -> None:
     rep = json.loads((tmp_path / "run" / "report.json").read_text())
     assert rep["latency_unit"] == "cycles" and rep["simulated"] is True
     assert "cycles (simulated)" in rep["budget_detail"][0] and set(rep["stage_seconds"]) >= {"plan", "verify"}
+    est = rep["time_estimate"]  # what the run announced, beside what it took
+    assert est["estimated_s"] > 0 and est["ratio"] == pytest.approx(rep["wall_s"] / est["estimated_s"], rel=0.01)
     assert (tmp_path / "run" / "vta" / "program.bin").exists()
     assert "cycles (simulated)" in (tmp_path / "run" / "report.md").read_text()
     assert any("cycles (simulated)" in str(row[0]) for row in res.table_rows())

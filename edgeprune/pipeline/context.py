@@ -63,6 +63,7 @@ class Run:
     stages: Stages | None = None
     ranks: Ranks = field(default_factory=Ranks)  # under torchrun: this process's rank (only rank 0 measures and writes)
     # filled in by the stages, in order
+    estimated_s: float | None = None  # the wall time the run announced (pipeline.run.estimate_seconds)
     dense_latency: float | None = None  # measured, in the backend's unit
     graph: Any = None
     scores: dict[str, torch.Tensor] | None = None

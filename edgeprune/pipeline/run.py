@@ -110,7 +110,7 @@ def find_groups(run: Run) -> None:
         check_plan(read_plan(run.config.plan_file), run.graph)
     if not run.graph.prunable:
         raise BadInput(f"model {run.model_name} has no prunable channel groups")
-    est = estimate_seconds(run)  # here: the profile's share needs the groups
+    est = run.estimated_s = estimate_seconds(run)  # here: the profile's share needs the groups
     run.ui.log(f"  estimated time: about {max(1, round(est / 60))}-{max(2, round(2 * est / 60))} min on 2 cores "
                "(more on a busy machine)")
 
@@ -267,6 +267,10 @@ def record_time(run: Run) -> None:
     wall = time.perf_counter() - run.started
     run.result.report.update(wall_s=wall, stage_seconds={k: round(v, 3) for k, v in run.clock.stages.items()},
                              time_split=run.clock.split(wall))
+    if run.estimated_s is not None:  # what the run said it would take, against what it took (a resumed run took less)
+        run.result.report["time_estimate"] = {"estimated_s": round(run.estimated_s, 1), "wall_s": round(wall, 1),
+                                              "ratio": round(wall / max(run.estimated_s, 1e-9), 3),
+                                              "resume": bool(run.config.resume)}
     write_json(run.out / "report.json", run.result.report)
 
 
