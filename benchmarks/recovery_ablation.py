@@ -145,7 +145,7 @@ def iterative(s: Setup, counts: dict[str, int], rc: RecoverConfig) -> torch.nn.M
     model = prune(s.pretrained, keep_from_counts(s.graph, s.scores(s.args.criterion), mid), s.example, graph=s.graph)
     recover(model, s.ds, s.teacher, half)
     graph = channel_groups(model.eval(), s.example)
-    missing = set(counts) - {g.id for g in graph.prunable}
+    missing = {g.id for g in s.graph.prunable} - {g.id for g in graph.prunable}
     if missing:  # group ids are layer names, which pruning keeps; a mismatch would silently keep everything
         raise RuntimeError(f"groups {sorted(missing)[:3]} of the plan are not in the half-way pruned model")
     scores = importance(model, s.ds, s.args.criterion, graph=graph, batches=8, seed=s.args.seed + 1)
