@@ -469,10 +469,13 @@ def main(argv: list[str] | None = None) -> int:
         methods["ep-int8"] = (f"edgeprune (latency-LUT plan, fp32/int8 per layer, int8 post-training quantised by its ORT QDQ path, "
                               f"{args.criterion}{_wtag(args.weighting, args.max_prune)}, granularity {tgt.channel_multiple}, KD)")
         # as compress does: mixed plans, and plans with every layer int8 (the tables do not price fp32/int8 boundaries)
+        # "Nx" means N x the dense model as the allowed precisions run it: with int8 only, the int8 dense model.
+        # The budget here is of the fp32 dense model, so it goes in as milliseconds (fp32 dense, predicted).
+        dense_pred_ms = pred.model_cost(graph.signatures())
         for precs, tag in ((["fp32", "int8"], ""), (["int8"], "all-int8 ")):
             for s in EP_SCALES:
                 try:
-                    p = solve(source, scores, Budget.parse(f"latency={ratio * s:.4f}x"), {tgt.name: pred}, graph=graph,
+                    p = solve(source, scores, Budget.parse(f"latency={ratio * s * dense_pred_ms:.5f}ms"), {tgt.name: pred}, graph=graph,
                               example=example, targets=[tgt],
                               config=PlanConfig(model_name=model_name, precisions=precs, weighting=args.weighting,
                                                 max_prune=args.max_prune))
@@ -482,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
                 prec = dict(p.precisions)
                 n8 = sum(v == "int8" for v in prec.values())
                 add("ep-int8", s if not tag else -s, prune(source, p.keep, example, graph=graph),
-                    {"predicted_ratio": p.targets[tgt.name]["predicted"] / p.targets[tgt.name]["dense"],
+                    {"predicted_ratio": p.targets[tgt.name]["predicted"] / dense_pred_ms,
                      "int8_layers": f"{n8}/{len(prec)}"},
                     exclude=[n for n, v in prec.items() if v != "int8"] if n8 else None)
     elif "ep-int8" in rows_wanted:
