@@ -310,6 +310,20 @@ def test_ms_budget_on_a_cycles_target_uses_the_clock():
         plan(model, scores, "latency=1ms", {"noclock": pred}, graph=graph, config=PlanConfig(granularity=1))
 
 
+def test_ratio_against_a_non_fp32_dense_model_says_so():
+    """ "0.5x" with int8 only is half the int8 dense model: plan() says so in one note; fp32 allowed, or ms, no note."""
+    model, graph, scores = setup("chain")
+    pred = SynthPredictor()
+    only8 = plan(model, scores, "latency=0.6x", {"a": pred}, graph=graph, config=PlanConfig(granularity=1, precisions=["int8"]))
+    assert [n for n in only8.notes if "not in fp32" in n] == [
+        ("latency=0.6x on a is 0.6 x the dense model run in int8 (the widest precision allowed), not in fp32; "
+        "give the limit in ms to budget against the fp32 model")]
+    mixed = plan(model, scores, "latency=0.6x", {"a": pred}, graph=graph, config=PlanConfig(granularity=1, precisions=["fp32", "int8"]))
+    ms = plan(model, scores, f"latency={only8.targets['a']['limit']}ms", {"a": pred}, graph=graph,
+              config=PlanConfig(granularity=1, precisions=["int8"]))
+    assert not [n for n in mixed.notes + ms.notes if "not in fp32" in n]
+
+
 def test_ratio_resolves_against_given_dense_cost():
     model, graph, scores = setup("chain")
     pred = SynthPredictor()

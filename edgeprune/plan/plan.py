@@ -18,7 +18,7 @@ from edgeprune.errors import BadInput
 from edgeprune.graph import ChannelGraph, channel_groups
 from edgeprune.plan import costs as C
 from edgeprune.plan import milp
-from edgeprune.plan.choices import Choices, build_choices, frozen_groups, group_weights_for
+from edgeprune.plan.choices import DENSE_PRECISION, Choices, build_choices, frozen_groups, group_weights_for
 from edgeprune.plan.config import PlanConfig
 from edgeprune.plan.decode import SolveStats, decode, failure
 from edgeprune.plan.result import SCHEMA, VERSION, GroupPlan, Plan
@@ -81,7 +81,29 @@ def plan(
     sol = milp.solve(problem, time_limit=cfg.time_limit)
     if sol.choice is None:
         raise failure(problem, sol, limits, cfg.time_limit)
-    return decode(model, graph, choices, problem, sol, limits, cfg, stats)
+    result = decode(model, graph, choices, problem, sol, limits, cfg, stats)
+    if isinstance(budget, Budget):
+        result.notes[:0] = ratio_notes(budget, choices, dense_costs)
+    return result
+
+
+def ratio_notes(budget: Budget, choices: Choices, dense_costs: Mapping[str, float] | None = None) -> list[str]:
+    """One line per target whose latency ratio ("0.5x") is read against a dense model that is not fp32.
+
+    "Nx" means N times the dense model as the allowed precisions run it: with int8 only, the int8
+    dense model, which is already ~2-3x faster than fp32. A user who meant the fp32 model should
+    give milliseconds instead; the line says so rather than planning silently against another base.
+    """
+    notes = []
+    for t in choices.predictors:
+        lim = budget.latency_for(t)
+        if lim is None or not lim.is_ratio or (dense_costs and t in dense_costs):
+            continue
+        dtypes = sorted(set(choices.dense_dtypes(t).values()) - {DENSE_PRECISION})
+        if dtypes:
+            notes.append(f"latency={lim} on {t} is {lim.value:g} x the dense model run in {'/'.join(dtypes)} (the widest "
+                         f"precision allowed), not in fp32; give the limit in ms to budget against the fp32 model")
+    return notes
 
 
 # --------------------------------------------------------------------------- apply
