@@ -20,6 +20,14 @@ def recipe_key(d: dict) -> str:
     return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def headline_recipe(seed: int = 0, threads: int | None = 1, **changes: Any) -> Any:
+    """The headline's recovery recipe for the CIFAR ResNets (3 epochs x 15,000 images, batch 128, the rest
+    RecoverConfig's defaults), with ``changes``: what the ablation and planner-weighting benchmarks start from."""
+    from edgeprune.recover import RecoverConfig
+
+    return RecoverConfig(**{"epochs": 3, "max_images": 15000, "batch_size": 128, "seed": seed, "threads": threads, **changes})
+
+
 def dense_reference(pretrained: nn.Module, model_name: str, ds: Any, rc: Any, cache: Path = CACHE, ui: Any = None,
                     log: Callable[[str], None] = print) -> tuple[nn.Module, str]:
     """``pretrained`` fine-tuned with recipe ``rc`` (labels only) on ``ds``'s train split, cached by recipe.

@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from common import dense_reference  # benchmarks/common.py
+from common import dense_reference, headline_recipe  # benchmarks/common.py
 from headline import tp_prune  # benchmarks/headline.py
 
 from edgeprune.config import Budget, get_target
@@ -80,7 +80,7 @@ def main() -> None:
     pred = load_profile(find_profile(tgt.name, name, input_size=size) or default_profile_path(tgt.name, name, input_size=size),
                         target=tgt).predictor()
     # the headline's dense reference (3 epochs x 15,000 images, labels only) is the teacher
-    teacher, _ = dense_reference(pretrained, name, ds, RecoverConfig(epochs=3, max_images=15000, batch_size=128, seed=0))
+    teacher, _ = dense_reference(pretrained, name, ds, headline_recipe(threads=None))
     dense_ms = pred.model_cost(graph.signatures())
     tp = tp_prune(pretrained, example, args.tp_ratio, "l1", [], tgt.channel_multiple)
     limit_ms = pred.model_cost(channel_groups(tp, example).signatures())

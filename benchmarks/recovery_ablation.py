@@ -28,7 +28,6 @@ interrupted run keeps what it measured and a rerun skips variants already in the
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import replace
@@ -41,13 +40,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from common import dense_reference  # benchmarks/common.py
+from common import dense_reference, headline_recipe  # benchmarks/common.py
 from headline import build_engine, figures  # benchmarks/headline.py
 
 from edgeprune.config import Budget, get_target
 from edgeprune.data import load_data
 from edgeprune.environment import machine_info, versions
-from edgeprune.fileio import write_json, write_text
+from edgeprune.fileio import read_json, write_json, write_text
 from edgeprune.graph import channel_groups
 from edgeprune.importance import importance
 from edgeprune.metrics import evaluate
@@ -79,7 +78,7 @@ class Setup:
         self.ds = load_data("cifar10-full")
         self.example = self.ds.test.example(1)
         self.pretrained = load_model(self.name).eval()
-        self.rc = RecoverConfig(epochs=3, max_images=15000, batch_size=128, seed=args.seed, threads=1)
+        self.rc = headline_recipe(seed=args.seed)
         self.teacher, _ = dense_reference(self.pretrained, self.name, self.ds, replace(self.rc, seed=0), log=log)
         self.graph = channel_groups(self.pretrained, self.example)
         self.pred = load_profile(local_profile(self.pretrained, self.tgt, self.name, example=self.example),
@@ -186,7 +185,7 @@ def main() -> None:
     torch.set_num_threads(1)
     out, stem = Path(args.out), f"recovery-ablation-{args.model}-{args.ratio:g}x"
     old = out / f"{stem}.json"
-    rows = json.loads(old.read_text())["rows"] if old.exists() else []
+    rows = read_json(old, "ablation results")["rows"] if old.exists() else []
     s = Setup(args)
     m = machine_info()
     doc = {"model": s.name, "target": s.tgt.name, "ratio": args.ratio, "scale": args.scale, "criterion": args.criterion,
