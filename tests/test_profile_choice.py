@@ -28,17 +28,27 @@ def test_exhaustive_size_counts_the_table_compress_would_measure():
 
 
 def test_a_huge_table_builds_the_device_model_instead(tmp_path, monkeypatch):
-    from edgeprune.costmodel import measure
+    """compress and local_profile (what the demo and the headline benchmark call) take the same road: the exact
+    table for a small model, the device cost model (built once) when the exhaustive table is huge."""
+    from edgeprune.costmodel import calibrate, measure
+    from edgeprune.costmodel import model as dmodel
     from edgeprune.pipeline import search
     from edgeprune.profile import profiler
 
-    built = []
+    built, priced = [], []
     monkeypatch.setattr(measure, "build_device_model",
                         lambda target, **kw: built.append(target.name) or SimpleNamespace(path=tmp_path / "dm.json"))
-    run = _run(load_model("resnet20-cifar10"), (1, 3, 32, 32), tmp_path)
-    assert search._build_device_model(run) is None and not built  # small: the exact table
+    monkeypatch.setattr(dmodel, "load_device_model", lambda path, **kw: "device model")
+    monkeypatch.setattr(calibrate, "calibrate_model",
+                        lambda m, ex, t, dm, **kw: priced.append(kw["model_name"]) or SimpleNamespace(path=tmp_path / "p.json"))
+    model, example = load_model("resnet20-cifar10"), torch.zeros(1, 3, 32, 32)
+    run = _run(model, (1, 3, 32, 32), tmp_path)
+    run.dense, run.example = model, example
+    assert search._device_model_profile(run) is None and not built  # small: the exact table
     monkeypatch.setattr(profiler, "EXHAUSTIVE_LIMIT", 10)
-    assert search._build_device_model(run) == tmp_path / "dm.json" and built == ["cpu-ort"]
+    assert search._device_model_profile(run) == tmp_path / "p.json" and built == ["cpu-ort"] and priced == ["m"]
+    assert profiler.local_profile(model, "cpu-ort", "m2", profiles=tmp_path, example=example) == tmp_path / "p.json"
+    assert built == ["cpu-ort"] * 2 and priced == ["m", "m2"]
 
 
 def test_a_profile_of_the_same_model_at_another_size_is_replaced_not_fatal(tmp_path, capsys):

@@ -146,3 +146,34 @@ def _width(c: int, fraction: float, multiple: int) -> int:
     import math
 
     return c if fraction >= 1 else max(1, min(c, math.ceil(c * fraction / multiple) * multiple))
+
+
+def price_with_device_model(model: Any, example: Any, target: Target | str, *, configurations: int,
+                            model_name: str | None = None, profiles: str | Path | None = None,
+                            ui: UI | None = None) -> Path | None:
+    """The profile of ``model`` priced by ``target``'s device cost model, or None when the exhaustive table is cheaper.
+
+    The stored device model is used when there is one; otherwise it is built now (once per device) when
+    the model's exhaustive table has ``configurations`` > ``EXHAUSTIVE_LIMIT`` on a local target. What
+    ``compress`` and :func:`~edgeprune.profile.local_profile` do for a model without a profile.
+    """
+    from edgeprune.config import get_target
+    from edgeprune.costmodel.measure import BuildConfig, build_device_model
+    from edgeprune.costmodel.model import find_device_model, load_device_model
+    from edgeprune.profile.profiler import EXHAUSTIVE_LIMIT, SECONDS_PER_CONFIG
+    from edgeprune.ui import QUIET
+
+    ui, target = ui or QUIET, get_target(target)
+    dm_path = find_device_model(target, profiles)
+    if dm_path is None:
+        if configurations <= EXHAUSTIVE_LIMIT or target.host != "local":
+            return None
+        cfg = BuildConfig()
+        ui.log(f"{model_name or 'the model'} has {configurations:,} layer configurations (about "
+               f"{configurations * SECONDS_PER_CONFIG / 60:.0f} min to measure exhaustively): building the device cost "
+               f"model of {target.name} once instead (at most {cfg.budget_s / 60:.0f} min; every later model reuses it; "
+               f"`edgeprune profile --target {target.name}` builds it ahead)")
+        dm_path = build_device_model(target, profiles=profiles, config=cfg, ui=ui).path
+    ui.log(f"pricing {model_name or 'the model'} with the device cost model {dm_path} (calibrating the per-model term) ...")
+    dm = load_device_model(dm_path, target=target)
+    return calibrate_model(model, example, target, dm, model_name=model_name, profiles=profiles, ui=ui).path

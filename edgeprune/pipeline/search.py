@@ -170,38 +170,15 @@ def _pricing_profile(path: Path, run: Run) -> Any:
 
 
 def _device_model_profile(run: Run) -> Path | None:
-    """This model priced by the target's device cost model (a few whole-model measurements), if there is one."""
-    from edgeprune.costmodel import calibrate_model, find_device_model, load_device_model
-
-    dm_path = find_device_model(run.target, run.config.profiles)
-    if dm_path is None:
-        dm_path = _build_device_model(run)
-    if dm_path is None:
-        return None
-    run.ui.log(f"pricing {run.model_name} with the device cost model {dm_path} (calibrating the per-model term) ...")
-    dm = load_device_model(dm_path, target=run.target)
+    """This model priced by the target's device cost model (a few whole-model measurements), if there is one
+    or this model's exhaustive table is too big to measure (then it is built now)."""
+    from edgeprune.costmodel.calibrate import price_with_device_model
     from edgeprune.profile import profile_model_name
+    from edgeprune.profile.profiler import exhaustive_size
 
-    prof = calibrate_model(run.dense, run.example, run.target, dm, model_name=profile_model_name(run.model_name),
-                           profiles=run.config.profiles, ui=run.ui)
-    return prof.path
-
-
-def _build_device_model(run: Run) -> Path | None:
-    """The target's device cost model, built now when this model's exhaustive table is too big to measure
-    (``EXHAUSTIVE_LIMIT`` configurations); None when the exhaustive table is the cheaper way."""
-    from edgeprune.costmodel.measure import BuildConfig, build_device_model
-    from edgeprune.profile.profiler import EXHAUSTIVE_LIMIT, SECONDS_PER_CONFIG, exhaustive_size
-
-    n = exhaustive_size(run.graph, run.target)
-    if n <= EXHAUSTIVE_LIMIT or run.target.host != "local":
-        return None
-    cfg = BuildConfig()
-    run.ui.log(f"{run.model_name} has {n:,} layer configurations (about {n * SECONDS_PER_CONFIG / 60:.0f} min to "
-               f"measure exhaustively): building the device cost model of {run.target.name} once instead (at most "
-               f"{cfg.budget_s / 60:.0f} min; every later model reuses it; `edgeprune profile --target "
-               f"{run.target.name}` builds it ahead)")
-    return build_device_model(run.target, profiles=run.config.profiles, config=cfg, ui=run.ui).path
+    return price_with_device_model(run.dense, run.example, run.target,
+                                   configurations=exhaustive_size(run.graph, run.target),
+                                   model_name=profile_model_name(run.model_name), profiles=run.config.profiles, ui=run.ui)
 
 
 def _series(run: Run, latency_limited: bool) -> tuple[list[list[str]], bool]:

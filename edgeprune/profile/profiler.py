@@ -705,8 +705,17 @@ def local_profile(model: Any, target: Target | str, model_name: str | None = Non
         example = _example_for(model_name, None) if model_spec(model_name) is not None else None
     found = find_profile(target.name, model_name, profiles, profile_input_size(example))
     if found is None:
+        from edgeprune.costmodel.calibrate import price_with_device_model
+        from edgeprune.graph import channel_groups
+
+        m, _ = _model_and_name(model, model_name)
+        ex = _example_for(model_name, example)
+        priced = price_with_device_model(m, ex, target, configurations=exhaustive_size(channel_groups(m, ex), target),
+                                         model_name=model_name, profiles=profiles, ui=ui)
+        if priced is not None:
+            return priced
         ui.log(f"no profile for {model_name} on {target.name}: measuring one")
-        return profile(model, example, target, model_name=model_name, profiles=profiles, ui=ui).path
+        return profile(m, ex, target, model_name=model_name, profiles=profiles, ui=ui).path
     doc = read_json(found, "profile file")
     validate(doc, found)
     here = device_fingerprint(target)
