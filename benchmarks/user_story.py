@@ -110,7 +110,7 @@ def make_weights(path: Path, photos: Path, schedule: list[tuple[int, int]]) -> d
     from edgeprune.models.hub import import_torchvision
 
     meta = path.with_suffix(".json")
-    if path.exists() and meta.exists() and json.loads(meta.read_text()).get("schedule") == schedule:
+    if path.exists() and meta.exists() and json.loads(meta.read_text()).get("schedule") == [list(x) for x in schedule]:  # JSON has no tuples
         return {**json.loads(meta.read_text()), "reused": True}
     torch.manual_seed(0)
     model = import_torchvision().models.mobilenet_v2(num_classes=10)
