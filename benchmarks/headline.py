@@ -309,8 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--kd-alpha", type=float, default=None)
     ap.add_argument("--threads", default="auto",
-                    help="torch intra-op threads for everything torch does here (auto: 1 when the machine is loaded, "
-                         "load average > 0.75 x cores, where 2 threads ran 10x slower; else torch's default)")
+                    help="torch intra-op threads for everything torch does here (auto: the cores other processes leave "
+                         "free, edgeprune.environment.free_threads: 2 threads beside a busy process ran 10x slower)")
     ap.add_argument("--target", default="cpu-ort")
     ap.add_argument("--data", default="cifar10-full")
     ap.add_argument("--profile", default=None, help="latency profile (default: TARGET--MODEL.json from the user cache, else the shipped one)")
@@ -339,8 +339,9 @@ def main(argv: list[str] | None = None) -> int:
 
     t_start = time.perf_counter()
     if args.threads == "auto":
-        busy = hasattr(os, "getloadavg") and os.getloadavg()[0] > 0.75 * (os.cpu_count() or 1)
-        args.threads = 1 if busy else torch.get_num_threads()
+        from edgeprune.environment import free_threads
+
+        args.threads = free_threads(torch.get_num_threads())[0]
     args.threads = int(args.threads)
     torch.set_num_threads(args.threads)
     ratio = args.ratio if args.ratio is not None else (0.6 if args.model == "resnet20" else 0.5)

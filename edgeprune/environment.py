@@ -122,3 +122,39 @@ def versions(packages: Sequence[str] | None = None) -> dict[str, str]:
         except md.PackageNotFoundError:
             pass
     return out
+
+
+def cores_busy_elsewhere(interval: float = 0.3) -> float | None:
+    """How many cores other processes kept busy over ``interval`` seconds: the machine's busy CPU time
+    (``/proc/stat``) less this process's own, per second. None where ``/proc/stat`` is absent (not Linux)."""
+    import time
+
+    def busy_seconds() -> float:
+        with open("/proc/stat") as f:
+            vals = [int(v) for v in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+        return (sum(vals) - vals[3] - vals[4]) / os.sysconf("SC_CLK_TCK")
+
+    try:
+        b0, p0, t0 = busy_seconds(), time.process_time(), time.perf_counter()
+        time.sleep(interval)
+        b1, p1, t1 = busy_seconds(), time.process_time(), time.perf_counter()
+    except (OSError, ValueError, IndexError):
+        return None
+    return max(0.0, ((b1 - b0) - (p1 - p0)) / max(t1 - t0, 1e-9))
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def free_threads(wanted: int, interval: float = 0.3) -> tuple[int, float | None]:
+    """``wanted`` intra-op threads, fewer when other processes keep cores busy: (threads, cores busy elsewhere).
+
+    torch's OpenMP threads wait on each other at every op: with more threads than free cores a
+    training step ran ~10x slower here (2 threads on a 2-core machine beside one busy process).
+    """
+    busy = cores_busy_elsewhere(interval)
+    if busy is None or busy < 0.5:
+        return wanted, busy
+    return max(1, min(wanted, usable_cores() - round(busy))), busy

@@ -109,6 +109,31 @@ def test_early_stop_triggers(data):
     assert all("val_top1" in h for h in r.history)
 
 
+def test_fine_tunes_on_the_free_cores_when_the_machine_is_busy(data, monkeypatch, capsys):
+    """threads unset: other processes keep a core busy -> one torch thread while training (logged), restored after;
+    an explicit RecoverConfig.threads is obeyed as it is."""
+    from edgeprune import environment
+    from edgeprune.ui import UI
+
+    seen = []
+    monkeypatch.setattr(environment, "free_threads", lambda wanted, interval=0.3: (1, 1.0))
+    torch.set_num_threads(2)
+
+    def loss(outputs, targets):
+        seen.append(torch.get_num_threads())
+        return torch.nn.functional.cross_entropy(outputs, targets)
+
+    try:
+        recover(tiny_net(), data, config=FAST, threads=None, epochs=1, bn_recalibrate=False, loss_fn=loss, ui=UI())
+        assert set(seen) == {1} and torch.get_num_threads() == 2
+        assert "fine-tuning on 1 torch thread(s), not 2" in " ".join(capsys.readouterr().err.split())
+        seen.clear()
+        recover(tiny_net(), data, config=FAST, threads=2, epochs=1, bn_recalibrate=False, loss_fn=loss)
+        assert set(seen) == {2}
+    finally:
+        torch.set_num_threads(1)
+
+
 def test_recalibrate_bn_resets_and_restores(data):
     m = tiny_net()
     with torch.no_grad():

@@ -212,6 +212,8 @@ def recover(model: nn.Module, data: Any, teacher: nn.Module | None = None,
     threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    elif device.type == "cpu" and threads > 1 and cfg.epochs > 0:
+        _fewer_threads_when_busy(threads, ui if dist.rank == 0 else QUIET)
     try:
         for m, _ in homes:
             m.to(device)
@@ -221,6 +223,17 @@ def recover(model: nn.Module, data: Any, teacher: nn.Module | None = None,
             m.to(home)
         torch.set_num_threads(threads)
         dist.close()
+
+
+def _fewer_threads_when_busy(threads: int, ui: UI) -> None:
+    """Fine-tune on the free cores only when other processes keep some busy (RecoverConfig.threads unset)."""
+    from edgeprune.environment import free_threads, usable_cores
+
+    n, busy = free_threads(threads)
+    if n < threads:
+        ui.log(f"other processes keep ~{busy:.1f} of {usable_cores()} cores busy: fine-tuning on {n} torch thread(s), "
+               f"not {threads} (more threads than free cores run many times slower; RecoverConfig.threads overrides)")
+        torch.set_num_threads(n)
 
 
 def _device_of(model: nn.Module) -> torch.device:
