@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", default=None, help="profile file (default: TARGET--MODEL.json from the user cache, else the shipped one)")
     ap.add_argument("--fresh", type=int, default=0, metavar="N", help="measure N new random configurations instead of reading the stored audit")
     ap.add_argument("--seed", type=int, default=2000)
+    ap.add_argument("--out", default=None, help="results file (default benchmarks/results/predictor-audit-MODEL-TARGET.json)")
     args = ap.parse_args(argv)
 
     from edgeprune.fileio import write_json
@@ -77,12 +78,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  MAC-count line (baseline): median |error| {b['median_abs_error']:.1%}, within 5% {b['within_5pct']:.0%}")
     if audit.get("loadavg"):
         print(f"  load average at audit: {audit['loadavg']} on {d.get('machine', {}).get('cpus')} cpus")
-    out = ROOT / "benchmarks" / "results" / f"predictor-audit-{args.model}-{args.target}.json"
+    out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"predictor-audit-{args.model}-{args.target}.json"
     write_json(out, {"model": args.model, "target": args.target, "profile": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path),
                      "cpu": d.get("cpu"), "software": d.get("software"), "timings_s": t, "notes": d.get("notes"),
                      "dense_latency": d.get("dense_latency"), "calibration": d.get("calibration", {}).get("coef"),
                      "audit": audit})
-    print(f"  wrote {out.relative_to(ROOT)}")
+    print(f"  wrote {out}")
     return 0
 
 
