@@ -322,6 +322,8 @@ def test_ratio_against_a_non_fp32_dense_model_says_so():
     ms = plan(model, scores, f"latency={only8.targets['a']['limit']}ms", {"a": pred}, graph=graph,
               config=PlanConfig(granularity=1, precisions=["int8"]))
     assert not [n for n in mixed.notes + ms.notes if "not in fp32" in n]
+    with pytest.raises(BudgetMissed, match=r"budget is .* \(latency=0.05x on a is 0.05 x the dense model run in int8"):
+        plan(model, scores, "latency=0.05x", {"a": pred}, graph=graph, config=PlanConfig(granularity=1, precisions=["int8"]))
 
 
 def test_ratio_resolves_against_given_dense_cost():

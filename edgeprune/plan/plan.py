@@ -80,7 +80,10 @@ def plan(
     stats = SolveStats(time.perf_counter() - t0, time.process_time() - c0)
     sol = milp.solve(problem, time_limit=cfg.time_limit)
     if sol.choice is None:
-        raise failure(problem, sol, limits, cfg.time_limit)
+        err = failure(problem, sol, limits, cfg.time_limit)
+        if isinstance(budget, Budget) and (why := ratio_notes(budget, choices, dense_costs)):
+            err.args = (f"{err.args[0]} ({why[0]})",)  # the ratio's base is the likely surprise
+        raise err
     result = decode(model, graph, choices, problem, sol, limits, cfg, stats)
     if isinstance(budget, Budget):
         result.notes[:0] = ratio_notes(budget, choices, dense_costs)
