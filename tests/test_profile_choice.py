@@ -46,9 +46,16 @@ def test_a_huge_table_builds_the_device_model_instead(tmp_path, monkeypatch):
     run.dense, run.example = model, example
     assert search._device_model_profile(run) is None and not built  # small: the exact table
     monkeypatch.setattr(profiler, "EXHAUSTIVE_LIMIT", 10)
+    assert search._device_model_profile(run) is None and not built  # a minute or two of exact table: preferred
+    monkeypatch.setattr(profiler, "EXACT_PREFERRED", 5)
     assert search._device_model_profile(run) == tmp_path / "p.json" and built == ["cpu-ort"] and priced == ["m"]
     assert profiler.local_profile(model, "cpu-ort", "m2", profiles=tmp_path, example=example) == tmp_path / "p.json"
     assert built == ["cpu-ort"] * 2 and priced == ["m", "m2"]
+    # a stored device model prices a big table without building; a small table is still measured exactly
+    monkeypatch.setattr(dmodel, "find_device_model", lambda target, profiles=None: tmp_path / "stored.json")
+    assert calibrate.price_with_device_model(model, example, "cpu-ort", configurations=50) == tmp_path / "p.json"
+    assert calibrate.price_with_device_model(model, example, "cpu-ort", configurations=5) is None
+    assert built == ["cpu-ort"] * 2
 
 
 def test_a_profile_of_the_same_model_at_another_size_is_replaced_not_fatal(tmp_path, capsys):
@@ -118,3 +125,50 @@ def test_a_legacy_profile_is_used_only_when_it_prices_the_model(tmp_path, capsys
     assert main([*plan_args, "--input-shape", "1,3,32,32"]) == 0
     assert sorted(p.name for p in d.iterdir()) == sorted([legacy.name, "cpu-ort--tests.tiny_tiny_net--32x32.json"])
     assert legacy.stat().st_mtime_ns == before
+
+
+def test_a_profile_from_another_cpu_is_measured_again_not_refitted(tmp_path, monkeypatch):
+    """Another CPU's tables re-fitted here priced ResNet-56 29% off (relative to dense); local_profile (compress,
+    the demo) now measures the model here instead: a fresh table (resume=False), never recalibrate=True."""
+    import json
+
+    from edgeprune.cli import main
+    from edgeprune.profile import profiler
+    from tests.tiny import tiny_net
+
+    d = tmp_path / "profiles"
+    assert main(["profile", "--model", "tests.tiny:tiny_net", "--target", "cpu-ort", "--profiles", str(d), "-q",
+                 "--input-shape", "1,3,16,16", "--quick", "--calibration", "1", "--grid", "aligned"]) == 0
+    f = d / "cpu-ort--tests.tiny_tiny_net--16x16.json"
+    doc = json.loads(f.read_text())
+    doc["fingerprint"]["cpu"] = "Some Other CPU"
+    f.write_text(json.dumps(doc))
+    calls = []
+    monkeypatch.setattr(profiler, "profile", lambda *a, **k: calls.append(k) or SimpleNamespace(path=f))
+    got = profiler.local_profile(tiny_net(), "cpu-ort", "tests.tiny_tiny_net", profiles=d, example=torch.zeros(1, 3, 16, 16))
+    assert got == f and len(calls) == 1
+    assert calls[0]["resume"] is False and not calls[0].get("recalibrate")
+
+
+def test_a_profile_re_fitted_from_another_cpus_tables_is_measured_again(tmp_path, monkeypatch):
+    """A profile an older edgeprune re-fitted here keeps its tables' origin (tables_fingerprint): local_profile
+    treats it as foreign and prices the model here, though its own fingerprint is this machine's."""
+    import json
+
+    from edgeprune.cli import main
+    from edgeprune.profile import profiler
+    from tests.tiny import tiny_net
+
+    d = tmp_path / "profiles"
+    assert main(["profile", "--model", "tests.tiny:tiny_net", "--target", "cpu-ort", "--profiles", str(d), "-q",
+                 "--input-shape", "1,3,16,16", "--quick", "--calibration", "1", "--grid", "aligned"]) == 0
+    f = d / "cpu-ort--tests.tiny_tiny_net--16x16.json"
+    doc = json.loads(f.read_text())
+    calls = []
+    monkeypatch.setattr(profiler, "profile", lambda *a, **k: calls.append(k) or SimpleNamespace(path=f))
+    args = (tiny_net(), "cpu-ort", "tests.tiny_tiny_net")
+    assert profiler.local_profile(*args, profiles=d, example=torch.zeros(1, 3, 16, 16)) == f and not calls  # its own
+    doc["tables_fingerprint"] = dict(doc["fingerprint"], cpu="Some Other CPU")
+    f.write_text(json.dumps(doc))
+    assert profiler.local_profile(*args, profiles=d, example=torch.zeros(1, 3, 16, 16)) == f
+    assert len(calls) == 1 and calls[0]["resume"] is False

@@ -35,8 +35,8 @@ def run_device_model(args: argparse.Namespace, target: Target, ui: UI) -> int:
 
 
 def calibrated_profile(args: argparse.Namespace, target: Target, example: Any, model_name: str, ui: UI) -> Profile | None:
-    """With a device model of ``target`` (and no --exact / --recalibrate), calibrate ``--model`` on it; else None
-    (the caller measures the exhaustive per-model table)."""
+    """With a device model of ``target`` (and no --exact / --recalibrate), calibrate ``--model`` on it when its
+    exhaustive table is big (over ``EXACT_PREFERRED`` configurations); else None (the caller measures the table)."""
     from edgeprune.costmodel.calibrate import calibrate_model
     from edgeprune.costmodel.model import find_device_model, load_device_model
     from edgeprune.profile.timing import ModelProtocol
@@ -45,6 +45,15 @@ def calibrated_profile(args: argparse.Namespace, target: Target, example: Any, m
         return None
     path = find_device_model(target, args.profiles)
     if path is None:
+        return None
+    from edgeprune.graph import channel_groups
+    from edgeprune.profile.profiler import EXACT_PREFERRED, _example_for, _model_and_name, exhaustive_size
+
+    model, _ = _model_and_name(args.model, model_name)
+    n = exhaustive_size(channel_groups(model, _example_for(model_name, example)), target)
+    if n <= EXACT_PREFERRED:
+        ui.log(f"{model_name} has {n:,} layer configurations: measuring its exact table (a minute or two, and more "
+               f"accurate than the device model {path})")
         return None
     dm = load_device_model(path, target=target)
     ui.log(f"pricing {model_name} with the device model {path} ({len(dm.samples)} kernels); "

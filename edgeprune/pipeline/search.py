@@ -117,6 +117,7 @@ def load_predictor(run: Run) -> tuple[Any, Path]:
     measured (written under the sized name). ``allow_foreign_profile`` plans on a foreign profile as it is.
     The profile found is read once.
     """
+    from edgeprune.environment import device_fingerprint
     from edgeprune.profile import (
         find_profile,
         load_profile,
@@ -124,6 +125,7 @@ def load_predictor(run: Run) -> tuple[Any, Path]:
         profile_input_size,
         profile_model_name,
     )
+    from edgeprune.profile.device import tables_from_elsewhere
 
     cfg, tgt = run.config, run.target
     name = profile_model_name(run.model_name)  # the name `edgeprune profile` and `plan` use
@@ -140,8 +142,8 @@ def load_predictor(run: Run) -> tuple[Any, Path]:
             priced = _device_model_profile(run)
             if priced is not None:
                 return load_profile(priced, target=tgt).predictor(), priced
-        if prof is not None and not prof.foreign:  # measured here, complete, prices this model: as read
-            return prof.predictor(), found
+        if prof is not None and not prof.foreign and not tables_from_elsewhere(prof.data, device_fingerprint(tgt)):
+            return prof.predictor(), found  # measured here, complete, prices this model: as read
         if stale:  # measured at another input size: measured afresh at this one, under its sized name
             from edgeprune.profile import profile
 
