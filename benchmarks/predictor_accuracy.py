@@ -52,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=30, help="audited pruned configurations per model")
     ap.add_argument("--calibration", type=int, default=6)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--anchors", default=None,
+                    help="width fractions at which each layer shape of the model is measured alone (calibrate_model's "
+                         "anchors; default its own, 1,0.75,0.5,0.25)")
     ap.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args(argv)
 
@@ -71,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory() as d:  # the calibrated profile embeds the device model: not a result file
             prof = calibrate_model(model, example, args.target, dm, model_name=name, out=Path(d) / "profile.json",
-                                   calibration=args.calibration, audit=args.n, seed=args.seed, ui=ui)
+                                   calibration=args.calibration, audit=args.n, seed=args.seed, ui=ui,
+                                   **({"anchors": tuple(float(x) for x in args.anchors.split(","))} if args.anchors else {}))
         wall = time.perf_counter() - t0
         a = prof.audit
         res = {
