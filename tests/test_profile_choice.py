@@ -172,3 +172,21 @@ def test_a_profile_re_fitted_from_another_cpus_tables_is_measured_again(tmp_path
     f.write_text(json.dumps(doc))
     assert profiler.local_profile(*args, profiles=d, example=torch.zeros(1, 3, 16, 16)) == f
     assert len(calls) == 1 and calls[0]["resume"] is False
+
+
+def test_plan_warns_about_a_profile_re_fitted_from_another_cpu(tmp_path, capsys):
+    import json
+
+    from edgeprune.cli import main
+
+    d = tmp_path / "profiles"
+    common = ["--model", "tests.tiny:tiny_net", "--target", "cpu-ort", "--profiles", str(d), "--input-shape", "1,3,16,16"]
+    assert main(["profile", *common, "-q", "--quick", "--calibration", "1", "--grid", "aligned"]) == 0
+    f = d / "cpu-ort--tests.tiny_tiny_net--16x16.json"
+    doc = json.loads(f.read_text())
+    doc["tables_fingerprint"] = dict(doc["fingerprint"], cpu="Some Other CPU")
+    f.write_text(json.dumps(doc))
+    capsys.readouterr()
+    assert main(["plan", *common, "--criterion", "l1", "--budget", "latency=0.9x"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "layer tables from another device: cpu: Some Other CPU ->" in err and "--fresh" in err

@@ -143,12 +143,24 @@ def get_profiles(model: Any, example: Any, targets: list, model_name: str, paths
                 loaded = None
         if loaded is not None:
             ui.log(f"profile for {t.name}: {found}")
+            _warn_refitted(loaded, t, model_name, ui)
             out[t.name] = loaded
         else:
             where = prof.default_profile_path(t.name, model_name, profiles, size)
             ui.log(f"no profile for {t.name} and {model_name}: measuring it now (saved to {where})")
             out[t.name] = prof.profile(model, example, t, model_name=model_name, profiles=profiles)
     return out
+
+
+def _warn_refitted(loaded: Any, target: Any, model_name: str, ui: UI) -> None:
+    """A profile whose layer tables come from another CPU (re-fitted here) prices badly: say so, and how to fix it."""
+    from edgeprune.environment import device_fingerprint
+    from edgeprune.profile.device import tables_from_elsewhere
+
+    diff = tables_from_elsewhere(loaded.data, device_fingerprint(target))
+    if diff:
+        ui.log(f"[yellow]warning: {'; '.join(diff)}; re-fitted tables priced ResNet-56 up to 29% off here: re-measure "
+               f"with `edgeprune profile --target {target.name} --model {model_name} --fresh` (about a minute)[/]")
 
 
 def run(args: argparse.Namespace, ui: UI) -> int:
