@@ -160,7 +160,9 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path) -> None:
     names = {t["name"] for t in json.loads(r.stdout)}
     assert {"cpu-ort", "vta-pynq"} <= names
     out = tmp_path / "demo"
-    _run([exe, "demo", "--epochs", "0", "--out", out, "-q"], cwd=work, env=env, timeout=600)
+    # latency=0.7x, not the demo's 0.42x: int8 alone meets it on every CPU seen (0.45-0.64x), so the test checks the
+    # installed wheel, not how loaded the machine is (at 0.42x a table measured beside other jobs once found no plan)
+    _run([exe, "demo", "--epochs", "0", "--budget", "latency=0.7x", "--out", out, "-q"], cwd=work, env=env, timeout=600)
     assert (out / "model.onnx").is_file() and (out / "report.json").is_file()
     assert list(work.iterdir()) == [], "the demo wrote into the working directory"
     assert _snapshot(pkg) == pkg_before, "something was written into the installed package"
