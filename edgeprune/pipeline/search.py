@@ -125,7 +125,7 @@ def load_predictor(run: Run) -> tuple[Any, Path]:
         profile_input_size,
         profile_model_name,
     )
-    from edgeprune.profile.device import tables_from_elsewhere
+    from edgeprune.profile.device import measured_elsewhere
 
     cfg, tgt = run.config, run.target
     name = profile_model_name(run.model_name)  # the name `edgeprune profile` and `plan` use
@@ -142,7 +142,7 @@ def load_predictor(run: Run) -> tuple[Any, Path]:
             priced = _device_model_profile(run)
             if priced is not None:
                 return load_profile(priced, target=tgt).predictor(), priced
-        if prof is not None and not prof.foreign and not tables_from_elsewhere(prof.data, device_fingerprint(tgt)):
+        if prof is not None and not measured_elsewhere(prof.data, device_fingerprint(tgt)):
             return prof.predictor(), found  # measured here, complete, prices this model: as read
         if stale:  # measured at another input size: measured afresh at this one, under its sized name
             from edgeprune.profile import profile

@@ -112,6 +112,12 @@ def tables_from_elsewhere(doc: Mapping[str, Any], here: Mapping[str, Any]) -> li
     return [f"layer tables from another device: {d}" for d in device_mismatch({"fingerprint": dict(tables)}, here)]
 
 
+def measured_elsewhere(doc: Mapping[str, Any], here: Mapping[str, Any]) -> list[str]:
+    """What differs between ``here`` and where the profile ``doc`` was measured, its layer tables included
+    (:func:`device_mismatch`, then :func:`tables_from_elsewhere`); [] for a profile measured wholly here."""
+    return device_mismatch(doc, here) or tables_from_elsewhere(doc, here)
+
+
 def same_isa_family(doc: Mapping[str, Any], here: Mapping[str, Any]) -> bool:
     """Whether the tables of ``doc`` were measured on this machine's ISA family (what ``--recalibrate`` needs).
 

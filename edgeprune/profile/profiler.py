@@ -697,7 +697,7 @@ def local_profile(model: Any, target: Target | str, model_name: str | None = Non
     """
     from edgeprune.config import get_target
     from edgeprune.fileio import read_json
-    from edgeprune.profile.device import device_mismatch, tables_from_elsewhere
+    from edgeprune.profile.device import measured_elsewhere
     from edgeprune.ui import QUIET
 
     ui = ui or QUIET
@@ -714,8 +714,7 @@ def local_profile(model: Any, target: Target | str, model_name: str | None = Non
     doc = read_json(found, "profile file")
     validate(doc, found)
     here = device_fingerprint(target)
-    diff = device_mismatch(doc, here)
-    diff = diff or tables_from_elsewhere(doc, here)
+    diff = measured_elsewhere(doc, here)
     if not diff:
         if not doc.get("complete"):
             ui.log(f"finishing the interrupted profile {found}")
