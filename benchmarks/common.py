@@ -39,7 +39,7 @@ def dense_reference(pretrained: nn.Module, model_name: str, ds: Any, rc: Any, ca
 
     short = model_name.split("-")[0]
     key = recipe_key({"model": model_name, "data": ds.name, "n": len(ds.train),
-                      "rc": {k: v for k, v in vars(rc).items() if k not in ("threads",)}})
+                      "rc": {k: v for k, v in vars(rc).items() if k not in ("threads", "memory_format")}})
     path = Path(cache) / f"dense-{short}-{key}.pt"
     dense = copy.deepcopy(pretrained)
     if path.exists():

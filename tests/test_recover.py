@@ -166,6 +166,24 @@ def test_bad_options(data):
         recover(tiny_net(), data, config=FAST, lr=-1.0)
     with pytest.raises(BadInput):
         recover(tiny_net(), data, config=FAST, distributed="maybe")
+    with pytest.raises(BadInput, match="memory_format"):
+        recover(tiny_net(), data, config=FAST, memory_format="nhwc")
+
+
+def test_channels_last_trains_the_same_model_and_gives_it_back_contiguous(data):
+    """memory_format only changes the layout: the same fp32 run (to rounding), weights handed back NCHW-contiguous."""
+    runs = {}
+    for fmt in ("contiguous", "channels_last"):
+        m = tiny_net()
+        teacher = tiny_net()
+        r = recover(m, data, teacher, config=FAST, epochs=1, memory_format=fmt)
+        runs[fmt] = (m, r)
+        assert all(p.is_contiguous() for p in m.parameters()) and all(p.is_contiguous() for p in teacher.parameters())
+    (a, ra), (b, rb) = runs["contiguous"], runs["channels_last"]
+    assert ra.history[0]["loss"] == pytest.approx(rb.history[0]["loss"], rel=1e-3)
+    for (k, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.allclose(pa, pb, atol=1e-4, rtol=1e-3), k
+    assert ft._channels_last("auto", a) and not ft._channels_last("auto", torch.nn.Linear(3, 2))
 
 
 def test_diverging_run_fails_clearly(data):

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgeprune.data import Dataset, ImageSet
-from edgeprune.data.batch import batch_len, call_model, output_tensors, to_device
+from edgeprune.data.batch import batch_len, call_model, map_inputs, output_tensors, to_device
 from edgeprune.data.source import DataSource, as_source
 from edgeprune.errors import BadInput
 from edgeprune.recover.augment import BatchLoader, Normaliser
@@ -58,6 +58,10 @@ class RecoverConfig:
     the teacher are moved there for the run and back afterwards. Under
     torchrun a plain "cuda" means each rank's ``LOCAL_RANK`` GPU, and
     ``backend`` "auto" picks NCCL for CUDA and gloo for the CPU.
+    ``memory_format`` "auto" trains a model with 2-D convolutions in
+    channels_last (NHWC) and gives it back contiguous: the same fp32 maths,
+    1.6x faster for EfficientNet-Lite0 and 1.2x for ResNet-56 on one CPU
+    thread (docs/recover.md).
     """
 
     epochs: float = 1.0
@@ -83,6 +87,7 @@ class RecoverConfig:
     device: str | None = None  # None: the device of the model's parameters
     prefetch: int = 3
     threads: int | None = None  # torch intra-op threads while fine-tuning (None: leave as is); restored after
+    memory_format: str = "auto"  # auto: channels_last for a model with 2-D convolutions; "channels_last" or "contiguous"
 
 
 
@@ -201,6 +206,8 @@ def recover(model: nn.Module, data: Any, teacher: nn.Module | None = None,
         if unknown:
             raise BadInput(f"unknown recover option(s): {', '.join(sorted(unknown))}")
         cfg = replace(cfg, **overrides)
+    if cfg.memory_format not in MEMORY_FORMATS:
+        raise BadInput(f"memory_format must be one of {', '.join(MEMORY_FORMATS)}, not {cfg.memory_format!r}")
     if cfg.epochs < 0 or cfg.batch_size < 1 or cfg.lr <= 0 or not 0 <= cfg.kd_alpha <= 1 or cfg.temperature <= 0:
         raise BadInput(f"bad recover config: {cfg}")
     train = _train_split(data)
@@ -214,15 +221,31 @@ def recover(model: nn.Module, data: Any, teacher: nn.Module | None = None,
         torch.set_num_threads(cfg.threads)
     elif device.type == "cpu" and threads > 1 and cfg.epochs > 0:
         _fewer_threads_when_busy(threads, ui if dist.rank == 0 else QUIET)
+    nhwc = _channels_last(cfg.memory_format, model)
     try:
         for m, _ in homes:
-            m.to(device)
-        return _recover(model, train, teacher, cfg, ui if dist.rank == 0 else QUIET, dist, loss_fn, eval_fn)
+            m.to(device, memory_format=torch.channels_last) if nhwc else m.to(device)
+        return _recover(model, train, teacher, cfg, ui if dist.rank == 0 else QUIET, dist, loss_fn, eval_fn, nhwc)
     finally:
         for m, home in homes:
-            m.to(home)
+            m.to(home, memory_format=torch.contiguous_format) if nhwc else m.to(home)
         torch.set_num_threads(threads)
         dist.close()
+
+
+MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
+
+
+def _channels_last(memory_format: str, model: nn.Module) -> bool:
+    """Whether to train in channels_last: asked for, or "auto" and the model has a 2-D convolution."""
+    if memory_format != "auto":
+        return memory_format == "channels_last"
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+def _nhwc(inputs: Any) -> Any:
+    """4-D input tensors in channels_last (others as they are)."""
+    return map_inputs(inputs, lambda t: t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t)
 
 
 def _fewer_threads_when_busy(threads: int, ui: UI) -> None:
@@ -266,7 +289,7 @@ def resolve_device(spec: str | None, model: nn.Module) -> torch.device:
 
 
 def _recover(model: nn.Module, train: ImageSet | DataSource, teacher: nn.Module | None, cfg: RecoverConfig, ui: UI,
-             dist: _Dist, loss_fn: LossFn | None = None, eval_fn: EvalFn | None = None) -> RecoverResult:
+             dist: _Dist, loss_fn: LossFn | None = None, eval_fn: EvalFn | None = None, nhwc: bool = False) -> RecoverResult:
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
     val: ImageSet | DataSource | None = None
@@ -336,6 +359,8 @@ def _recover(model: nn.Module, train: ImageSet | DataSource, teacher: nn.Module 
                     break
                 wait_s += time.perf_counter() - tw
                 x, y = to_device(x, dist.device), to_device(y, dist.device)
+                if nhwc:
+                    x = _nhwc(x)
                 net.train()
                 logits = call_model(net, x)
                 loss = F.cross_entropy(logits, y) if loss_fn is None else _user_loss(loss_fn, logits, y)
@@ -482,7 +507,9 @@ def _fingerprint(model: nn.Module, cfg: RecoverConfig, n_train: int) -> str:
         t = v.detach().cpu().contiguous()
         h.update(str(tuple(t.shape)).encode())
         h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
-    keep = {k: v for k, v in asdict(cfg).items() if k not in ("checkpoint_dir", "resume", "distributed", "backend", "prefetch", "patience", "threads", "device")}
+    # how it runs, not what it computes: a checkpoint resumes across these
+    runtime = ("checkpoint_dir", "resume", "distributed", "backend", "prefetch", "patience", "threads", "device", "memory_format")
+    keep = {k: v for k, v in asdict(cfg).items() if k not in runtime}
     h.update(repr(sorted(keep.items())).encode())
     h.update(str(n_train).encode())
     return h.hexdigest()
