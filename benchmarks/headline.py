@@ -99,6 +99,22 @@ MODEL_SPECS = {"efficientnet-lite0": "efficientnet-lite:lite0"}
 TP_RATIOS = (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8)
 
 
+@dataclass(frozen=True)
+class Grid:
+    """The candidates each method is tried at (one grid for every method, so none is favoured)."""
+
+    ep_scales: tuple[float, ...]
+    macs_fractions: tuple[float, ...]
+    tp_ratios: tuple[float, ...]
+    macs_time_limit: float  # seconds per MACs plan (granularity 1: the biggest MILPs)
+
+
+# coarse: every other point of each list, for models whose ~140 candidates (plans, NNCF calibrations, engine
+# builds) take longer than their fine-tunes (EfficientNet-Lite0 at 96 px: >10 min of MACs plans alone)
+GRIDS = {"fine": Grid(EP_SCALES, MACS_FRACTIONS, TP_RATIOS, 60.0),
+         "coarse": Grid(tuple(sorted(set(EP_SCALES[::2]) | {1.0}, reverse=True)), MACS_FRACTIONS[::2], TP_RATIOS[1::2], 20.0)}
+
+
 # --------------------------------------------------------------------------- helpers
 
 
@@ -319,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rows", default=",".join(ALL_ROWS),
                     help=f"which rows (comma list of {', '.join(ALL_ROWS)}; ep-nofloor: with --max-prune, "
                          "the ep row's plans without the floor too)")
+    ap.add_argument("--grid", choices=sorted(GRIDS), default="fine",
+                    help="candidate grid of every method: fine, or coarse (every other point: half the search time)")
     ap.add_argument("--quick", action="store_true", help="smoke version: tiny fine-tune, short timing, 500 test images")
     ap.add_argument("--out", default=None, help="results folder (default benchmarks/results; --quick: benchmarks/cache/quick)")
     ap.add_argument("--cache", default=str(ROOT / "benchmarks" / "cache"))
@@ -344,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         args.threads = free_threads(torch.get_num_threads())[0]
     args.threads = int(args.threads)
     torch.set_num_threads(args.threads)
+    grid = GRIDS[args.grid]
     ratio = args.ratio if args.ratio is not None else (0.6 if args.model == "resnet20" else 0.5)
     spec = resolve_model(args.model, args.image_size)
     model_name = spec.name
@@ -474,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
         # The budget here is of the fp32 dense model, so it goes in as milliseconds (fp32 dense, predicted).
         dense_pred_ms = pred.model_cost(graph.signatures())
         for precs, tag in ((["fp32", "int8"], ""), (["int8"], "all-int8 ")):
-            for s in EP_SCALES:
+            for s in grid.ep_scales:
                 try:
                     p = solve(source, scores, Budget.parse(f"latency={ratio * s * dense_pred_ms:.5f}ms"), {tgt.name: pred}, graph=graph,
                               example=example, targets=[tgt],
@@ -501,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
             for key, floor in floors:
                 wtag = _wtag(args.weighting, floor)
                 methods[key] = f"edgeprune (latency-LUT plan, {args.criterion}{wtag}, granularity {tgt.channel_multiple}, KD)"
-                for s in EP_SCALES:
+                for s in grid.ep_scales:
                     try:
                         # fp32 only: every row here is an fp32 channel-pruned model (int8 would be another row)
                         p = solve(source, scores, Budget.parse(f"latency={ratio * s:.4f}x"), {tgt.name: pred}, graph=graph,
@@ -531,10 +550,10 @@ def main(argv: list[str] | None = None) -> int:
             notes.append(f"no MACs-budget row: plan() needs a target profile ({prof_error})")
         else:
             methods["macs"] = f"edgeprune MACs-budget plan (no latency limit, {args.criterion}{_wtag(args.weighting, args.max_prune)}, granularity 1, KD)"
-            for f in MACS_FRACTIONS:
+            for f in grid.macs_fractions:
                 try:  # the profile is passed only because plan() wants one; the budget has no latency limit
                     p = solve(source, scores, Budget.parse(f"macs={f}x"), {tgt.name: pred}, graph=graph, example=example,
-                              targets=[tgt], config=PlanConfig(granularity=1, model_name=model_name, time_limit=60.0,
+                              targets=[tgt], config=PlanConfig(granularity=1, model_name=model_name, time_limit=grid.macs_time_limit,
                                                                precisions=["fp32"], weighting=args.weighting,
                                                                max_prune=args.max_prune))
                 except Exception as err:  # noqa: BLE001 - recorded in the notes, the benchmark goes on
@@ -555,7 +574,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"(MagnitudePruner, round_to {tgt.channel_multiple}"
                         + (", then every layer int8 post-training quantised by edgeprune's ORT QDQ path" if int8 else "")
                         + ", KD)")
-        for r in TP_RATIOS if not int8 else (0.0, *TP_RATIOS):
+        for r in grid.tp_ratios if not int8 else (0.0, *grid.tp_ratios):
             try:
                 m = source if r == 0.0 else tp_prune(source, example, r, kind, grad_batches, tgt.channel_multiple)
                 add(row, r, copy.deepcopy(m) if r == 0.0 else m, exclude=[] if int8 else None)
@@ -572,7 +591,7 @@ def main(argv: list[str] | None = None) -> int:
             not_run.append({"method": label + "NNCF int8 post-training quantisation", "reason": nncf_why})
             continue
         methods[row] = label + nncf_method(nncf_version(), args.nncf_activations == "per-tensor") + f", calibrated on the {len(calib)} images edgeprune calibrates on, KD"
-        for r in (0.0,) if row == "nncf-int8" else (0.0, *TP_RATIOS):
+        for r in (0.0,) if row == "nncf-int8" else (0.0, *grid.tp_ratios):
             try:
                 m = source if r == 0.0 else tp_prune(source, example, r, "l1", grad_batches, tgt.channel_multiple)
                 add(row, r, copy.deepcopy(m) if r == 0.0 else m, extra={"quantizer": nncf_q, "int8_layers": "all (NNCF)"},
@@ -743,6 +762,8 @@ def main(argv: list[str] | None = None) -> int:
            f"fine-tuned with {args.seeds} seeds ({args.seed}..{args.seed + args.seeds - 1}: data order and augmentation; the pruned "
            "architecture chosen once); their top-1 is the mean, top1_std the sample std; latency from the first seed's engine. "
            if seeded else "")
+        + (f"Candidate grid {args.grid} (every other point of the fine grid: edgeprune limits {list(grid.ep_scales)} x the budget, "
+           f"MACs fractions {list(grid.macs_fractions)}, Torch-Pruning ratios {list(grid.tp_ratios)}). " if args.grid != "fine" else "")
         + f"Selection: candidates of each method measured interleaved with the dense model, least-pruned one at <= {ratio}x kept "
         f"(Torch-Pruning: smallest ratio; edgeprune: most MACs; then confirmed in a second interleaved measurement). Reported latencies: one final interleaved measurement of the "
         f"fine-tuned models and the dense reference (edgeprune.profile.measure_configs, ModelProtocol {final_proto.to_dict()}: "
