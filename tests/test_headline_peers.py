@@ -29,6 +29,20 @@ def test_results_names_follow_the_issue():
     assert results_stem("torchvision:mobilenet_v2", "cpu-ort", 0.5) == "headline-torchvision-mobilenet_v2-cpu-ort-0.5x"
 
 
+def test_coarse_grid_is_every_other_point_of_the_fine_one():
+    """--grid coarse thins every method alike, keeps 1.0x the budget, and stays in the descending order the plan
+    loop relies on (it stops at the first limit no plan meets)."""
+    from headline import GRIDS
+
+    fine, coarse = GRIDS["fine"], GRIDS["coarse"]
+    for a, b in ((fine.ep_scales, coarse.ep_scales), (fine.macs_fractions, coarse.macs_fractions),
+                 (fine.tp_ratios, coarse.tp_ratios)):
+        assert set(b) <= set(a) and len(a) // 2 <= len(b) < len(a)
+    assert 1.0 in coarse.ep_scales and min(coarse.ep_scales) <= 0.6
+    for ladder in (fine.ep_scales, coarse.ep_scales, fine.macs_fractions, coarse.macs_fractions):
+        assert list(ladder) == sorted(ladder, reverse=True)
+
+
 def test_model_specs():
     from headline import resolve_model
 
