@@ -208,3 +208,32 @@ def test_bn_statistics_are_re_estimated_after_fine_tuning(data):
     assert torch.allclose(fresh.bn2.running_mean, runs[True].bn2.running_mean, atol=1e-4)  # recover ran it in NHWC
     assert not torch.allclose(runs[False].bn2.running_mean, runs[True].bn2.running_mean, atol=1e-3)
     assert evaluate(runs[True], data.test) >= evaluate(runs[False], data.test)
+
+
+class _FlattensWithView(torch.nn.Module):
+    """A conv net that flattens its feature map with .view, which channels_last memory cannot do."""
+
+    def __init__(self, side: int) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(4)
+        self.fc = torch.nn.Linear(4 * side * side, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn(self.conv(x)))
+        return self.fc(y.view(y.size(0), -1))
+
+
+def test_a_model_that_cannot_run_channels_last_trains_contiguous(data, capsys):
+    from edgeprune.ui import UI
+
+    side = data.train.images.shape[1]
+    torch.manual_seed(0)
+    m = _FlattensWithView(side)
+    torch.manual_seed(0)
+    ref = _FlattensWithView(side)
+    r = recover(m, data, copy.deepcopy(ref), config=FAST, epochs=1, ui=UI())
+    recover(ref, data, copy.deepcopy(ref), config=FAST, epochs=1, memory_format="contiguous")
+    said = capsys.readouterr()
+    assert "contiguous memory" in said.out + said.err
+    assert r.history and all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), ref.state_dict().values()))

@@ -247,6 +247,40 @@ def _channels_last(memory_format: str, model: nn.Module) -> bool:
     return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
+def _probe_input(train: ImageSet | DataSource) -> Any:
+    """Two training images (or the first training batch) to try the model on."""
+    if isinstance(train, DataSource):
+        got = train.score_batches(1, 2)
+        return got[0][0] if got else None
+    return Normaliser(train.mean, train.std)(train.images[:2])
+
+
+def _channels_last_runs(models: list[nn.Module], train: ImageSet | DataSource, device: torch.device, ui: UI) -> bool:
+    """Whether ``models`` (already in channels_last) run a forward pass; if not, they are put back contiguous.
+
+    A model that flattens a feature map with ``.view`` (not ``.reshape``) fails in NHWC; it trains contiguous.
+    The probe runs in eval mode without gradients, so it changes no weights and no BN statistics.
+    """
+    x = _probe_input(train)
+    if x is None:
+        return True
+    try:
+        with torch.no_grad():
+            for m in models:
+                was = m.training
+                m.eval()
+                try:
+                    call_model(m, _nhwc(to_device(x, device)))
+                finally:
+                    m.train(was)
+    except RuntimeError as err:
+        for m in models:
+            m.to(memory_format=torch.contiguous_format)
+        ui.log(f"training in contiguous memory: the model does not run in channels_last ({str(err).splitlines()[0][:90]})")
+        return False
+    return True
+
+
 def _nhwc(inputs: Any) -> Any:
     """4-D input tensors in channels_last (others as they are)."""
     return map_inputs(inputs, lambda t: t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t)
@@ -294,6 +328,8 @@ def resolve_device(spec: str | None, model: nn.Module) -> torch.device:
 
 def _recover(model: nn.Module, train: ImageSet | DataSource, teacher: nn.Module | None, cfg: RecoverConfig, ui: UI,
              dist: _Dist, loss_fn: LossFn | None = None, eval_fn: EvalFn | None = None, nhwc: bool = False) -> RecoverResult:
+    if nhwc:
+        nhwc = _channels_last_runs([m for m in (model, teacher) if m is not None], train, dist.device, ui)
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
     val: ImageSet | DataSource | None = None
